@@ -1,0 +1,52 @@
+# digitformer: `make run` does everything (venv, MNIST, train + evaluate both models);
+# `make test` runs the lint and the test suite. Override TORCH_SPEC for your platform, e.g.
+#   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+DF := $(BIN)/digitformer
+RUNS := .data/models
+
+.PHONY: setup data run train-encoder-only train-encoder-decoder test lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, pinned to the CPU build here: the package's own `torch>=2.2` is then satisfied
+# and pip never pulls a multi-GB CUDA build on a CPU-only machine.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+data: setup
+	$(DF) data fetch
+
+# Train (or resume, if interrupted) and evaluate one default-profile model.
+define train_and_eval
+	@if [ -f $(RUNS)/$(1)-default/last.safetensors ]; then \
+	  $(DF) train $(1) --config default --resume; else $(DF) train $(1) --config default; fi
+	$(DF) eval $(RUNS)/$(1)-default --split test
+endef
+
+train-encoder-only: data
+	$(call train_and_eval,encoder-only)
+
+train-encoder-decoder: data
+	$(call train_and_eval,encoder-decoder)
+
+run: train-encoder-only train-encoder-decoder
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: data
+	$(BIN)/python benchmarks/train_accuracy.py --task encoder-only --profile default
+	$(BIN)/python benchmarks/train_accuracy.py --task encoder-decoder --profile default
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

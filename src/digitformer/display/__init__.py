@@ -1,0 +1,1 @@
+"""Terminal display of digits and predictions in Unicode Braille."""

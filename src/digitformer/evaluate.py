@@ -1,0 +1,65 @@
+"""Evaluate a checkpoint on the validation or test split, as a table or JSON.
+
+digitformer eval .data/models/encoder-decoder-default --split test
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitformer.checkpoint import load_model
+from digitformer.errors import DigitformerError
+from digitformer.settings import TrainSettings
+from digitformer.train import build_task, pick_device
+
+
+def evaluate_checkpoint(
+    path: str, split: str = "test", data_dir: str | None = None, device: str = "auto"
+) -> dict:
+    """Metrics of a checkpoint on a split, rebuilt from the checkpoint's own settings."""
+    if split not in ("val", "test"):
+        raise DigitformerError(f"split must be val or test, got {split!r}")
+    dev = pick_device(device)
+    model, meta = load_model(path, dev)
+    settings = TrainSettings(**{**meta["settings"], "device": device})
+    if data_dir is not None:
+        settings.data_dir = data_dir
+    task = build_task(settings, dev, with_test=split == "test")
+    metrics = task.evaluate(model, split)
+    metrics.pop("predictions")
+    return {
+        "checkpoint": str(path),
+        "model_type": meta["model_type"],
+        "split": split,
+        "epoch": meta.get("epoch"),
+        **metrics,
+    }
+
+
+def format_report(result: dict) -> str:
+    pct = lambda x: f"{100 * x:6.2f}%"  # noqa: E731
+    lines = [
+        f"{result['model_type']} checkpoint {result['checkpoint']} (epoch {result['epoch']}), "
+        f"{result['split']} split, {result['count']} samples"
+    ]
+    if result["model_type"] == "encoder-decoder":
+        lines.append(
+            f"sequence accuracy (all four digits right) {pct(result['sequence_accuracy'])}"
+        )
+        lines.append(f"digit accuracy                            {pct(result['digit_accuracy'])}")
+        names = ("top-left", "top-right", "bottom-left", "bottom-right")
+        lines.append(
+            "per position: "
+            + "  ".join(f"{n} {pct(a).strip()}" for n, a in zip(names, result["position_accuracy"]))
+        )
+    else:
+        lines.append(f"accuracy {pct(result['accuracy'])}")
+    lines.append(f"loss {result['loss']:.4f}")
+    lines.append("")
+    lines.append("per-class accuracy and confusion matrix (rows: true digit, columns: predicted)")
+    lines.append("digit    acc  " + " ".join(f"{d:>5}" for d in range(10)))
+    confusion = np.asarray(result["confusion"])
+    for digit in range(10):
+        row = " ".join(f"{n:>5}" for n in confusion[digit])
+        lines.append(f"{digit:>5} {pct(result['per_class_accuracy'][digit])} {row}")
+    return "\n".join(lines)

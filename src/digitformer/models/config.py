@@ -1,0 +1,109 @@
+"""Model configurations: every architectural choice is a field, checked on construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from digitformer.models.layers import ACTIVATIONS, NORMS
+
+
+def _check_common(cfg) -> None:
+    if cfg.dim <= 0 or cfg.heads <= 0 or cfg.ff_dim <= 0:
+        raise ValueError("dim, heads and ff_dim must be positive")
+    if cfg.dim % cfg.heads:
+        raise ValueError(f"heads ({cfg.heads}) must divide dim ({cfg.dim})")
+    if cfg.norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {cfg.norm!r}")
+    if cfg.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {cfg.activation!r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+
+
+class _Config:
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ViTConfig(_Config):
+    """Encoder-only ViT for one 28x28 digit. Defaults are the original's architecture."""
+
+    image_size: int = 28
+    patch_size: int = 4
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    ff_dim: int = 512
+    dropout: float = 0.1
+    norm: str = "post"
+    activation: str = "relu"
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.patch_size <= 0 or self.image_size % self.patch_size:
+            raise ValueError(
+                f"patch_size ({self.patch_size}) must divide the image size ({self.image_size})"
+            )
+        if self.depth < 1:
+            raise ValueError("depth must be at least 1")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class Seq2SeqConfig(_Config):
+    """Encoder-decoder for a 56x56 2x2 grid of digits. Defaults follow the original."""
+
+    image_size: int = 56
+    patch_size: int = 7
+    dim: int = 128
+    enc_depth: int = 6
+    dec_depth: int = 6
+    heads: int = 4
+    ff_dim: int = 512
+    dropout: float = 0.1
+    norm: str = "post"
+    activation: str = "relu"
+    memory: str = "quadrants"  # "quadrants": 4 pooled tokens; "patches": all encoder tokens
+    attention: str = "global"  # encoder attention: "global" (all 64 patches) or "quadrant"
+    num_digits: int = 4
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.image_size % 2:
+            raise ValueError("image_size must be even (a 2x2 grid)")
+        quadrant = self.image_size // 2
+        if self.patch_size <= 0 or quadrant % self.patch_size:
+            raise ValueError(
+                f"patch_size ({self.patch_size}) must divide the quadrant size ({quadrant}) "
+                "so that patches never straddle two digits"
+            )
+        if self.memory not in ("quadrants", "patches"):
+            raise ValueError(f"memory must be 'quadrants' or 'patches', got {self.memory!r}")
+        if self.attention not in ("global", "quadrant"):
+            raise ValueError(f"attention must be 'global' or 'quadrant', got {self.attention!r}")
+        if self.enc_depth < 1 or self.dec_depth < 1:
+            raise ValueError("enc_depth and dec_depth must be at least 1")
+        if self.num_digits != 4:
+            raise ValueError("num_digits must be 4 (a 2x2 grid)")
+
+    @property
+    def grid_side(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def start_token(self) -> int:
+        return self.num_classes  # token 10: the decoder's start symbol

@@ -1,0 +1,201 @@
+"""The building blocks shared by every model: patch embedding, attention, feed-forward, block.
+
+One `Attention` serves self- and cross-attention, with or without a causal mask and a
+key/value cache; one `Block` serves the ViT, the encoder and the decoder (with `cross=True`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# MNIST pixel statistics: inputs arrive in [0, 1] and are standardized inside the model,
+# so callers (training, predict, export) never have to remember to do it.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+NORMS = ("post", "pre")
+
+
+class PatchEmbed(nn.Module):
+    """(B, 1, H, W) images in [0, 1] -> (B, (H/p)*(W/p), D) patch tokens, row-major."""
+
+    def __init__(self, patch_size: int, dim: int, channels: int = 1) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.proj((images - MNIST_MEAN) / MNIST_STD)  # (B, D, H/p, W/p)
+        return x.flatten(2).transpose(1, 2)  # (B, T, D)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0, activation: str = "relu"):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden),
+            ACTIVATIONS[activation](),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention through `F.scaled_dot_product_attention`.
+
+    Self-attention when `context` is None, cross-attention otherwise. With `need_weights=True`
+    the same projections compute softmax(QK^T/sqrt(d)) explicitly and the weights
+    (B, heads, Tq, Tk) are returned beside the output (used for attention maps, never training).
+
+    `cache` (a dict owned by the caller, one per layer and kind) makes decoding incremental:
+    self-attention appends this call's keys/values to it; cross-attention projects the context
+    once and reuses it.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"heads ({heads}) must divide the model width ({dim})")
+        self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, h, T, d)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        causal: bool = False,
+        cache: dict | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q = self._split(self.q(x))  # (B, h, Tq, d)
+        if context is not None and cache is not None and "k" in cache:
+            k, v = cache["k"], cache["v"]  # cross-attention: context projected on the first step
+        else:
+            k, v = (self._split(t) for t in self.kv(x if context is None else context).chunk(2, -1))
+            if cache is not None:
+                if context is None and "k" in cache:
+                    k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+                cache["k"], cache["v"] = k, v
+        mask = (
+            _causal_mask(q.shape[2], k.shape[2], q.device) if causal and context is None else None
+        )
+        if need_weights:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, Tq, Tk)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(-1)
+            out = weights @ v
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )
+        out = out.transpose(1, 2).flatten(2)  # (B, Tq, D)
+        return self.out(out), weights
+
+
+def _causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor | None:
+    """Boolean (Tq, Tk) mask, True where attention is allowed; queries are the last Tq positions."""
+    if tq == 1:
+        return None  # one new token may see every cached position
+    return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=tk - tq)
+
+
+class Block(nn.Module):
+    """Self-attention, optional cross-attention, feed-forward; each a residual sublayer.
+
+    norm="post" is the original's layout (x = LN(x + f(x))); norm="pre" is x = x + f(LN(x)).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff_dim: int,
+        dropout: float = 0.0,
+        norm: str = "post",
+        activation: str = "relu",
+        cross: bool = False,
+    ) -> None:
+        super().__init__()
+        self.pre_norm = norm == "pre"
+        self.attn = Attention(dim, heads, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn = Attention(dim, heads, dropout) if cross else None
+        self.norm2 = nn.LayerNorm(dim) if cross else None
+        self.ff = FeedForward(dim, ff_dim, dropout, activation)
+        self.norm3 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, fn) -> tuple[torch.Tensor, object]:
+        out = fn(norm(x) if self.pre_norm else x)
+        extra = None
+        if isinstance(out, tuple):
+            out, extra = out
+        x = x + self.drop(out)
+        return (x if self.pre_norm else norm(x)), extra
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        *,
+        causal: bool = False,
+        cache: dict | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns the new tokens and, when asked, {'self': (B,h,Tq,Tk), 'cross': ...} weights."""
+        weights: dict[str, torch.Tensor] = {}
+        x, w = self._residual(
+            x,
+            self.norm1,
+            lambda h: self.attn(
+                h,
+                causal=causal,
+                cache=None if cache is None else cache.setdefault("self", {}),
+                need_weights=need_weights,
+            ),
+        )
+        if w is not None:
+            weights["self"] = w
+        if self.cross_attn is not None:
+            if memory is None:
+                raise ValueError("a cross-attention block needs the encoder memory")
+            x, w = self._residual(
+                x,
+                self.norm2,
+                lambda h: self.cross_attn(
+                    h,
+                    memory,
+                    cache=None if cache is None else cache.setdefault("cross", {}),
+                    need_weights=need_weights,
+                ),
+            )
+            if w is not None:
+                weights["cross"] = w
+        x, _ = self._residual(x, self.norm3, self.ff)
+        return x, weights
+
+
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal linear/embedding weights, zero biases: the usual ViT initialization."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.trunc_normal_(m.weight, std=0.02)

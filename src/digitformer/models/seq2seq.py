@@ -1,0 +1,138 @@
+"""Encoder-decoder transformer that reads the four digits of a 56x56 2x2 grid.
+
+model = Seq2Seq(Seq2SeqConfig())
+logits = model(images, targets)          # teacher forcing: (B, 4, 10)
+digits, probs = model.generate(images)   # greedy with a key/value cache: (B, 4), (B, 4, 10)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from digitformer.models.config import Seq2SeqConfig
+from digitformer.models.layers import Block, PatchEmbed, init_weights
+
+
+def to_quadrants(tokens: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, side*side, D) row-major patch tokens -> (B, 4, side*side/4, D), grouped by quadrant
+    in reading order (top-left, top-right, bottom-left, bottom-right), row-major inside each."""
+    b, _, d = tokens.shape
+    half = side // 2
+    grid = tokens.reshape(b, 2, half, 2, half, d)  # (B, row, y, col, x, D)
+    return grid.permute(0, 1, 3, 2, 4, 5).reshape(b, 4, half * half, d)
+
+
+def from_quadrants(quads: torch.Tensor, side: int) -> torch.Tensor:
+    """Inverse of to_quadrants: (B, 4, side*side/4, D) -> (B, side*side, D) row-major."""
+    b, _, _, d = quads.shape
+    half = side // 2
+    grid = quads.reshape(b, 2, 2, half, half, d)  # (B, row, col, y, x, D)
+    return grid.permute(0, 1, 3, 2, 4, 5).reshape(b, side * side, d)
+
+
+def quadrant_pool(tokens: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, side*side, D) patch tokens -> (B, 4, D): the mean of each quadrant's patches."""
+    return to_quadrants(tokens, side).mean(2)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        block = lambda cross: Block(  # noqa: E731
+            cfg.dim, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.norm, cfg.activation, cross=cross
+        )
+        self.patch = PatchEmbed(cfg.patch_size, cfg.dim)
+        self.enc_pos = nn.Parameter(torch.zeros(1, cfg.grid_side**2, cfg.dim))
+        self.encoder = nn.ModuleList(block(False) for _ in range(cfg.enc_depth))
+        self.enc_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
+        self.token_embed = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # digits 0-9 + start (10)
+        self.dec_pos = nn.Parameter(torch.zeros(1, cfg.num_digits, cfg.dim))
+        self.decoder = nn.ModuleList(block(True) for _ in range(cfg.dec_depth))
+        self.dec_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
+        self.head = nn.Linear(cfg.dim, cfg.num_classes)  # only digits can be produced
+        init_weights(self)
+        nn.init.trunc_normal_(self.enc_pos, std=0.02)
+        nn.init.trunc_normal_(self.dec_pos, std=0.02)
+
+    # ---- encoder ------------------------------------------------------------------------
+
+    def forward_features(
+        self, images: torch.Tensor, *, layers: int | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Encoder patch tokens (B, 64, D) after `layers` blocks, and their attention weights:
+        (B, heads, 64, 64) with global attention, (B, 4, heads, 16, 16) per quadrant with
+        attention="quadrant"."""
+        x = self.patch(images) + self.enc_pos  # (B, 64, D)
+        b, side = len(x), self.cfg.grid_side
+        local = self.cfg.attention == "quadrant"
+        if local:  # each digit's patches attend only to each other: (4B, 16, D)
+            x = to_quadrants(x, side).flatten(0, 1)
+        attn = []
+        for block in self.encoder[:layers]:
+            x, weights = block(x, need_weights=need_weights)
+            if need_weights:
+                w = weights["self"]
+                attn.append(w.unflatten(0, (b, 4)) if local else w)
+        if layers is None or layers >= len(self.encoder):
+            x = self.enc_norm(x)
+        if local:
+            x = from_quadrants(x.unflatten(0, (b, 4)), side)
+        return x, attn
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoder memory: (B, 4, D) quadrant tokens, or (B, 64, D) with memory="patches"."""
+        tokens, _ = self.forward_features(images)
+        if self.cfg.memory == "quadrants":
+            return quadrant_pool(tokens, self.cfg.grid_side)
+        return tokens
+
+    # ---- decoder ------------------------------------------------------------------------
+
+    def decode(
+        self,
+        tokens: torch.Tensor,
+        memory: torch.Tensor,
+        *,
+        caches: list[dict] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """Digit logits for each input token position. tokens (B, L) start with the start token;
+        with `caches` (one dict per layer), tokens are only the new ones after the cached prefix."""
+        start = 0 if caches is None else caches[0].get("self", {}).get("k", memory[:, :0]).shape[-2]
+        x = self.token_embed(tokens) + self.dec_pos[:, start : start + tokens.shape[1]]
+        attn = []
+        for i, block in enumerate(self.decoder):
+            cache = None if caches is None else caches[i]
+            x, weights = block(x, memory, causal=True, cache=cache, need_weights=need_weights)
+            attn.append(weights)
+        return self.head(self.dec_norm(x)), attn  # (B, L, 10)
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits (B, 4, 10) for targets (B, 4), from [start, d1, d2, d3]."""
+        start = torch.full_like(targets[:, :1], self.cfg.start_token)
+        inputs = torch.cat([start, targets[:, :-1]], 1)  # (B, 4)
+        logits, _ = self.decode(inputs, self.encode(images))
+        return logits
+
+    @torch.inference_mode()
+    def generate(
+        self, images: torch.Tensor, *, use_cache: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy decoding: digits (B, 4) and the probabilities (B, 4, 10) each step chose from.
+
+        With the cache each step feeds one token; without it the whole prefix is recomputed
+        (kept to check the cache and to measure what it saves)."""
+        memory = self.encode(images)
+        tokens = torch.full((len(images), 1), self.cfg.start_token, device=images.device)
+        caches = [{} for _ in self.decoder] if use_cache else None
+        probs = []
+        for _ in range(self.cfg.num_digits):
+            step_input = tokens[:, -1:] if use_cache else tokens
+            logits, _ = self.decode(step_input, memory, caches=caches)
+            p = F.softmax(logits[:, -1].float(), -1)  # (B, 10)
+            probs.append(p)
+            tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
+        return tokens[:, 1:], torch.stack(probs, 1)

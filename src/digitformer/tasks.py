@@ -1,0 +1,216 @@
+"""The two tasks the one training loop runs: single digits (ViT) and 2x2 grids (seq2seq).
+
+A task owns its data (uint8 tensors in memory), its batches, its loss and its evaluation;
+the loop in train.py knows nothing else about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from digitformer.augment import random_affine
+from digitformer.data.grids import draw_picks, make_grids, tile_2x2
+from digitformer.data.mnist import Digits
+from digitformer.metrics import digit_metrics, sequence_metrics
+from digitformer.settings import TrainSettings
+
+VAL_SPLIT_SEED = 20240917  # fixed: every run and every sweep trial validates on the same digits
+VAL_GRID_SEED = 1
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1]."""
+    return images.unsqueeze(1).float().div_(255)
+
+
+def split_train_val(train: Digits, val_size: int, train_size: int | None) -> tuple[Digits, Digits]:
+    """A fixed held-out validation split of the training digits (same for every seed)."""
+    if val_size >= len(train):
+        raise ValueError(
+            f"val_size ({val_size}) must be smaller than the training set ({len(train)})"
+        )
+    order = np.random.default_rng(VAL_SPLIT_SEED).permutation(len(train))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    if train_size is not None:
+        train_idx = train_idx[:train_size]
+    pick = lambda idx: Digits(train.images[idx], train.labels[idx])  # noqa: E731
+    return pick(np.sort(train_idx)), pick(np.sort(val_idx))
+
+
+@dataclass
+class EvalSet:
+    images: torch.Tensor  # uint8 (N, H, W)
+    labels: torch.Tensor  # (N,) or (N, 4)
+
+
+class Task:
+    model_type: str
+    primary_metric: str
+
+    def __init__(self, settings: TrainSettings, train: Digits, device: torch.device) -> None:
+        self.settings, self.device = settings, device
+        train_digits, val_digits = split_train_val(train, settings.val_size, settings.train_size)
+        self.train_images = torch.from_numpy(train_digits.images).to(device)
+        self.train_labels = torch.from_numpy(train_digits.labels).long().to(device)
+        self.val_digits = val_digits
+        self.eval_sets: dict[str, EvalSet] = {}
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.settings.seed * 100_003 + epoch)
+
+    def _augment(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        s = self.settings
+        if not s.augment:
+            return images
+        return random_affine(images, gen, s.aug_shift, s.aug_rotate, s.aug_scale)
+
+    def steps_per_epoch(self) -> int:
+        return -(-self.epoch_size() // self.settings.batch_size)
+
+    def epoch_size(self) -> int:
+        raise NotImplementedError
+
+    def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def loss(self, model, inputs, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(mean loss, number of correct predictions, number of predictions)."""
+        raise NotImplementedError
+
+    def predict(self, model, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images -> predicted digits and their probabilities, batched, in eval mode."""
+        raise NotImplementedError
+
+    def add_eval_set(self, name: str, eval_set: EvalSet) -> None:
+        self.eval_sets[name] = eval_set
+
+    @torch.inference_mode()
+    def evaluate(self, model, split: str) -> dict:
+        data = self.eval_sets[split]
+        was_training = model.training
+        model.eval()
+        bs = self.settings.eval_batch_size
+        total_loss = 0.0
+        preds, probs = [], []
+        for start in range(0, len(data.labels), bs):
+            images = data.images[start : start + bs].to(self.device)
+            labels = data.labels[start : start + bs].to(self.device).long()
+            loss, _, _ = self.loss(model, to_float(images), labels)
+            total_loss += float(loss) * len(labels)
+            p, pr = self.predict(model, images)
+            preds.append(p)
+            probs.append(pr)
+        model.train(was_training)
+        labels = data.labels.cpu().numpy()
+        metrics = self.metrics(np.concatenate(preds), labels)
+        metrics["loss"] = total_loss / len(labels)
+        metrics["count"] = len(labels)
+        metrics["predictions"] = np.concatenate(preds)
+        return metrics
+
+    def metrics(self, preds: np.ndarray, labels: np.ndarray) -> dict:
+        raise NotImplementedError
+
+
+class DigitTask(Task):
+    """Single 28x28 digits for the encoder-only ViT."""
+
+    model_type = "encoder-only"
+    primary_metric = "accuracy"
+
+    def __init__(self, settings, train: Digits, device, test: Digits | None = None) -> None:
+        super().__init__(settings, train, device)
+        self.add_eval_set("val", _digit_set(self.val_digits))
+        if test is not None:
+            self.add_eval_set("test", _digit_set(test))
+
+    def epoch_size(self) -> int:
+        return len(self.train_labels)
+
+    def train_batches(self, epoch: int):
+        gen = self._generator(epoch)
+        order = torch.randperm(self.epoch_size(), generator=gen).to(self.device)
+        for idx in order.split(self.settings.batch_size):
+            images = self._augment(to_float(self.train_images[idx]), gen)
+            yield images, self.train_labels[idx]
+
+    def loss(self, model, inputs, targets):
+        logits = model(inputs)  # (B, 10)
+        loss = F.cross_entropy(
+            logits.float(), targets, label_smoothing=self.settings.label_smoothing
+        )
+        return loss, (logits.argmax(-1) == targets).sum(), len(targets)
+
+    def predict(self, model, images):
+        probs = F.softmax(model(to_float(images.to(self.device))).float(), -1)  # (B, 10)
+        return probs.argmax(-1).cpu().numpy(), probs.cpu().numpy()
+
+    def metrics(self, preds, labels):
+        return digit_metrics(preds, labels)
+
+
+def _digit_set(digits: Digits) -> EvalSet:
+    return EvalSet(torch.from_numpy(digits.images), torch.from_numpy(digits.labels).long())
+
+
+class GridTask(Task):
+    """2x2 grids of four digits for the encoder-decoder; fresh training grids every epoch."""
+
+    model_type = "encoder-decoder"
+    primary_metric = "sequence_accuracy"
+
+    def __init__(self, settings, train: Digits, device, test: Digits | None = None) -> None:
+        super().__init__(settings, train, device)
+        val = make_grids(
+            self.val_digits.images, self.val_digits.labels, settings.val_grids, VAL_GRID_SEED
+        )
+        self.add_eval_set(
+            "val", EvalSet(torch.from_numpy(val.images), torch.from_numpy(val.labels).long())
+        )
+        if test is not None:
+            grids = make_grids(test.images, test.labels, settings.test_grids, settings.test_seed)
+            self.add_eval_set(
+                "test",
+                EvalSet(torch.from_numpy(grids.images), torch.from_numpy(grids.labels).long()),
+            )
+
+    def epoch_size(self) -> int:
+        return self.settings.train_grids
+
+    def train_batches(self, epoch: int):
+        gen = self._generator(epoch)
+        picks = draw_picks(
+            len(self.train_labels), self.epoch_size(), seed=self.settings.seed * 100_003 + epoch
+        )
+        picks = torch.from_numpy(picks).to(self.device)  # (N, 4) digit indices
+        for idx in picks.split(self.settings.batch_size):
+            b = len(idx)
+            digits = self._augment(
+                to_float(self.train_images[idx.reshape(-1)]), gen
+            )  # (4B, 1, 28, 28)
+            grids = tile_2x2(digits.reshape(b, 4, 28, 28)).unsqueeze(1)  # (B, 1, 56, 56)
+            yield grids, self.train_labels[idx]
+
+    def loss(self, model, inputs, targets):
+        logits = model(inputs, targets)  # (B, 4, 10), teacher forcing
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, 10),
+            targets.reshape(-1),
+            label_smoothing=self.settings.label_smoothing,
+        )
+        return loss, (logits.argmax(-1) == targets).sum(), targets.numel()
+
+    def predict(self, model, images):
+        digits, probs = model.generate(to_float(images.to(self.device)))
+        return digits.cpu().numpy(), probs.float().cpu().numpy()
+
+    def metrics(self, preds, labels):
+        return sequence_metrics(preds, labels)
+
+
+TASK_CLASSES = {"encoder-only": DigitTask, "encoder-decoder": GridTask}

@@ -1,0 +1,281 @@
+"""One training loop for both tasks: AdamW, warm-up + cosine, clipping, checkpoints, resume.
+
+digitformer train encoder-only --config default --epochs 3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from digitformer.checkpoint import load_train_state, save_checkpoint, save_train_state
+from digitformer.data.mnist import load_split
+from digitformer.display.braille import render_samples, use_color
+from digitformer.errors import DigitformerError
+from digitformer.logger import Logger
+from digitformer.models import build_model
+from digitformer.settings import TrainSettings
+from digitformer.tasks import TASK_CLASSES, Task
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise DigitformerError("device cuda requested but CUDA is not available")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise DigitformerError("device mps requested but MPS is not available")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def configure_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def lr_at(step: int, total: int, s: TrainSettings) -> float:
+    """Linear warm-up to lr, then cosine decay to min_lr at the last step."""
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    progress = (step - s.warmup_steps) / max(1, total - s.warmup_steps)
+    return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, s: TrainSettings, fused: bool) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norms, embeddings and positions (1-D or named so)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or "pos" in name or "cls_token" in name or "token_embed" in name
+        (no_decay if skip else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": s.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), fused=fused or None)
+
+
+def build_task(settings: TrainSettings, device: torch.device, with_test: bool = False) -> Task:
+    train = load_split(settings.data_dir, "train")
+    test = load_split(settings.data_dir, "test") if with_test else None
+    try:
+        return TASK_CLASSES[settings.task](settings, train, device, test=test)
+    except ValueError as exc:
+        raise DigitformerError(f"invalid settings: {exc}") from None
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()  # fp32 on CPU: bf16 matmuls are far slower without AVX-512
+
+
+def train(
+    settings: TrainSettings,
+    *,
+    resume: bool = False,
+    logger: Logger | None = None,
+    task: Task | None = None,
+    on_epoch=None,
+) -> dict[str, Any]:
+    """Train a model as `settings` says; return the final summary (paths, history, best metric).
+
+    `on_epoch(epoch, val_metrics)` may raise to stop early (used by sweeps for pruning)."""
+    device = pick_device(settings.device)
+    configure_threads(settings.threads)
+    logger = logger or Logger(
+        wandb=settings.wandb,
+        project=settings.wandb_project,
+        run_name=settings.run,
+        config=settings.to_dict(),
+    )
+    task = task or build_task(settings, device)
+    run_dir = Path(settings.out_dir) / settings.run
+    torch.manual_seed(settings.seed)
+    try:
+        model = build_model(task.model_type, settings.model)
+    except ValueError as exc:
+        raise DigitformerError(f"invalid model settings: {exc}") from None
+    model.to(device)
+    optimizer = make_optimizer(model, settings, fused=device.type == "cuda")
+    stepper = torch.compile(model) if settings.compile else model
+    steps_per_epoch = task.steps_per_epoch()
+    total_steps = settings.epochs * steps_per_epoch
+    start_epoch, step, history, best = 0, 0, [], -1.0
+    if resume:
+        start_epoch, step, history, best = _resume(run_dir, model, optimizer, settings, device)
+        logger.print(f"resuming {run_dir} at epoch {start_epoch + 1}/{settings.epochs}")
+    elif (run_dir / "last.safetensors").exists():
+        raise DigitformerError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or --run NAME"
+        )
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.print(
+        f"model {task.model_type}: {n_params:,} parameters on {device}; "
+        f"{task.epoch_size():,} training samples/epoch, {steps_per_epoch} steps/epoch"
+    )
+    for epoch in range(start_epoch, settings.epochs):
+        torch.manual_seed(settings.seed * 1_000 + epoch)  # dropout: reproducible per epoch
+        t0 = time.perf_counter()
+        train_stats, step = _train_epoch(
+            stepper, task, optimizer, settings, device, epoch, step, total_steps
+        )
+        seconds = time.perf_counter() - t0
+        val = task.evaluate(model, "val")
+        predictions = val.pop("predictions")
+        score = val[task.primary_metric]
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": train_stats["loss"],
+            "train_accuracy": train_stats["accuracy"],
+            "val_loss": val["loss"],
+            f"val_{task.primary_metric}": score,
+            "seconds": seconds,
+            "samples_per_second": train_stats["samples"] / seconds,
+        }
+        if task.model_type == "encoder-decoder":
+            record["val_digit_accuracy"] = val["digit_accuracy"]
+        history.append(record)
+        logger.print(_epoch_line(record, settings.epochs, task.primary_metric))
+        logger.log(record, step)
+        meta = {
+            "model_type": task.model_type,
+            "model_config": model.cfg.to_dict(),
+            "settings": settings.to_dict(),
+            "epoch": epoch + 1,
+            "step": step,
+            "metrics": {"val": val},
+            "history": history,
+        }
+        last = save_checkpoint(run_dir / "last.safetensors", model, meta)
+        save_train_state(
+            run_dir / "last.state.safetensors",
+            optimizer,
+            {"epoch": epoch + 1, "step": step, "best": max(best, score)},
+        )
+        if score > best:
+            best = score
+            shutil.copyfile(last, run_dir / ".best.tmp")
+            os.replace(run_dir / ".best.tmp", run_dir / "best.safetensors")
+            shutil.copyfile(last.with_suffix(".json"), run_dir / "best.json")
+        if settings.display:
+            _display(task, predictions, logger, epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, val)
+    logger.finish()
+    return {"run_dir": str(run_dir), "best": best, "history": history, "steps": step}
+
+
+def _train_epoch(
+    model, task: Task, optimizer, s: TrainSettings, device, epoch: int, step: int, total_steps: int
+) -> tuple[dict[str, float], int]:
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = samples = 0
+    steps = task.steps_per_epoch()
+    t0 = time.perf_counter()
+    with _progress(f"epoch {epoch + 1}/{s.epochs}", steps) as (progress, bar):
+        for i, (inputs, targets) in enumerate(task.train_batches(epoch)):
+            lr = lr_at(step, total_steps, s)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with _autocast(device):
+                loss, right, n = task.loss(model, inputs, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            optimizer.step()
+            step += 1
+            loss_sum += loss.detach() * len(targets)
+            correct += right
+            count += n
+            samples += len(targets)
+            if i % 20 == 19 or i == steps - 1:  # syncing every step would stall the GPU
+                rate = samples / (time.perf_counter() - t0)
+                progress.update(
+                    bar,
+                    completed=i + 1,
+                    stats=(
+                        f"loss {loss_sum.item() / samples:.4f}  "
+                        f"acc {100 * correct.item() / count:.2f}%"
+                        f"  {rate:,.0f} samples/s"
+                    ),
+                )
+    return {
+        "loss": loss_sum.item() / samples,
+        "accuracy": correct.item() / count,
+        "samples": samples,
+    }, step
+
+
+@contextlib.contextmanager
+def _progress(description: str, total: int):
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+    with progress:
+        yield progress, progress.add_task(description, total=total, stats="")
+
+
+def _epoch_line(r: dict, epochs: int, metric: str) -> str:
+    line = (
+        f"epoch {r['epoch']}/{epochs} | train loss {r['train_loss']:.4f} acc "
+        f"{100 * r['train_accuracy']:.2f}% | val loss {r['val_loss']:.4f} "
+        f"{metric.replace('_', ' ')} {100 * r[f'val_{metric}']:.2f}%"
+    )
+    if "val_digit_accuracy" in r:
+        line += f" digit {100 * r['val_digit_accuracy']:.2f}%"
+    return line + f" | lr {r['lr']:.2e} | {r['seconds']:.1f}s {r['samples_per_second']:,.0f}/s"
+
+
+def _display(task: Task, predictions, logger: Logger, epoch: int, n: int = 10) -> None:
+    data = task.eval_sets["val"]
+    logger.print(
+        f"epoch {epoch + 1}: first {n} validation samples "
+        "(expected top-left, predicted bottom-right)"
+    )
+    logger.print(
+        render_samples(
+            data.images[:n].numpy(),
+            data.labels[:n].numpy(),
+            predictions[:n],
+            color=use_color(logger.stream),
+        )
+    )
+
+
+def _resume(run_dir: Path, model, optimizer, settings: TrainSettings, device):
+    from digitformer.checkpoint import read_checkpoint
+
+    weights, meta = read_checkpoint(run_dir / "last.safetensors")
+    if meta["model_config"] != model.cfg.to_dict():
+        raise DigitformerError(
+            f"cannot resume {run_dir}: its model config differs from these settings"
+        )
+    model.load_state_dict(weights)
+    model.to(device)
+    state = load_train_state(run_dir / "last.state.safetensors", optimizer)
+    if state["step"] != meta["step"]:
+        raise DigitformerError(f"cannot resume {run_dir}: weights and optimizer state disagree")
+    return state["epoch"], state["step"], meta["history"], state["best"]

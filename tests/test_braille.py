@@ -1,0 +1,46 @@
+import numpy as np
+
+from digitformer.display.braille import GREEN, RED, braille, digit_box, render_samples, use_color
+
+
+def test_braille_exact_characters():
+    image = np.zeros((4, 4), np.uint8)
+    image[0, 0] = 255  # dot 1
+    image[3, 1] = 255  # dot 8
+    image[:, 2] = 255  # dots 1, 2, 3, 7 of the second cell
+    assert braille(image) == [chr(0x2800 + 0x01 + 0x80) + chr(0x2800 + 0x01 + 0x02 + 0x04 + 0x40)]
+
+
+def test_braille_pads_odd_sizes_and_thresholds():
+    image = np.full((5, 3), 127, np.uint8)
+    assert braille(image) == ["\u2800\u2800", "\u2800\u2800"]
+    assert braille(np.full((4, 2), 128, np.uint8)) == ["\u28ff"]
+
+
+def test_digit_box_marks_expected_and_predicted():
+    box = digit_box(np.zeros((28, 28), np.uint8), expected=3, predicted=8)
+    assert box[0] == "┌" + "─" * 14 + "┐" and box[-1] == "└" + "─" * 14 + "┘"
+    assert box[1].startswith("│3") and box[-2].endswith("8│") and len(box) == 9
+    colored = digit_box(np.zeros((28, 28), np.uint8), 3, 8, color=True)
+    assert RED in colored[-2] and GREEN not in colored[-2]
+    assert GREEN in digit_box(np.zeros((28, 28), np.uint8), 8, 8, color=True)[-2]
+
+
+def test_render_grids_five_per_row_two_by_two():
+    images = np.zeros((10, 56, 56), np.uint8)
+    labels = np.tile(np.arange(4), (10, 1))
+    text = render_samples(images, labels, labels, per_row=5)
+    lines = text.split("\n")
+    # two sample rows, each two digit rows of 9 lines, with a blank line between sample rows
+    assert len(lines) == 2 * 2 * 9 + 1
+    assert lines[0].count("┌") == 10
+    assert lines[1].startswith("│0") and lines[10].startswith("│2")
+
+
+def test_no_color_when_not_a_terminal_or_no_color(monkeypatch, capsys):
+    import io
+    import sys
+
+    assert not use_color(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(sys.stdout)

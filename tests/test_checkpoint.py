@@ -1,0 +1,65 @@
+import json
+
+import pytest
+import torch
+
+from digitformer.checkpoint import load_model, save_checkpoint
+from digitformer.errors import DigitformerError
+from digitformer.models import build_model
+
+TINY = {
+    "encoder-only": dict(patch_size=7, dim=32, depth=1, heads=2, ff_dim=64),
+    "encoder-decoder": dict(dim=32, enc_depth=1, dec_depth=1, heads=2, ff_dim=64),
+}
+
+
+@pytest.mark.parametrize("model_type", list(TINY))
+def test_round_trip_gives_identical_outputs(tmp_path, model_type):
+    torch.manual_seed(0)
+    model = build_model(model_type, TINY[model_type]).eval()
+    path = save_checkpoint(
+        tmp_path / "best.safetensors",
+        model,
+        {"model_type": model_type, "model_config": model.cfg.to_dict(), "epoch": 3},
+    )
+    assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 3
+    loaded, meta = load_model(tmp_path)  # a run folder resolves to its best checkpoint
+    assert meta["model_type"] == model_type and type(loaded) is type(model)
+    side = 28 if model_type == "encoder-only" else 56
+    images = torch.rand(4, 1, side, side)
+    with torch.no_grad():
+        if model_type == "encoder-only":
+            assert torch.equal(model(images), loaded(images))
+        else:
+            assert torch.equal(model.generate(images)[1], loaded.generate(images)[1])
+    assert load_model(path.with_suffix(".json"))[1]["epoch"] == 3
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(DigitformerError, match="checkpoint not found"):
+        load_model(tmp_path / "nope.safetensors")
+    with pytest.raises(DigitformerError, match="no checkpoint"):
+        load_model(tmp_path)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    model = build_model("encoder-only", TINY["encoder-only"])
+    path = save_checkpoint(
+        tmp_path / "last.safetensors",
+        model,
+        {"model_type": "encoder-only", "model_config": model.cfg.to_dict()},
+    )
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DigitformerError, match="not a valid checkpoint"):
+        load_model(path)
+    path.write_bytes(b"")
+    with pytest.raises(DigitformerError, match="not a valid checkpoint"):
+        load_model(path)
+
+
+def test_foreign_safetensors_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(DigitformerError, match="not a digitformer checkpoint"):
+        load_model(tmp_path / "x.safetensors")

@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from digitformer.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "digitformer", *args], capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("args", [[], ["data"], ["data", "fetch"], ["train"], ["eval"]])
+def test_help_explains_each_command(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--help"])
+    assert exc.value.code == 0
+    assert "usage: digitformer" in capsys.readouterr().out
+
+
+def test_python_dash_m_works():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.startswith("digitformer ")
+
+
+def test_missing_checkpoint_is_one_line_and_nonzero():
+    out = run_cli("eval", "/nonexistent/ckpt.safetensors")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "digitformer: error: checkpoint not found: /nonexistent/ckpt.safetensors"
+    ]
+
+
+def test_bad_flag_exits_2_without_traceback():
+    out = run_cli("train", "encoder-only", "--epochs", "many")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "invalid int" in out.stderr
+
+
+def test_train_without_data_says_how_to_fetch(tmp_path):
+    out = run_cli("train", "encoder-only", "--data-dir", str(tmp_path), "--env-file", "none")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "digitformer data fetch" in out.stderr
+
+
+def test_bad_set_is_a_clear_error(tmp_path):
+    out = run_cli("train", "encoder-only", "--set", "epochs", "--data-dir", str(tmp_path))
+    assert out.returncode == 1 and "--set expects KEY=VALUE" in out.stderr
+
+
+def test_fetch_from_folder_then_train_and_eval(mnist_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main(
+        [
+            "train",
+            "encoder-only",
+            "--data-dir",
+            str(mnist_dir),
+            "--out-dir",
+            str(runs),
+            "--epochs",
+            "1",
+            "--env-file",
+            "none",
+            "--run",
+            "r",
+            "--set",
+            "val_size=500",
+            "--set",
+            "model.dim=32",
+            "--set",
+            "model.depth=1",
+            "--set",
+            "model.ff_dim=64",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "settings:" in out and "epoch 1/1" in out
+    assert "┌" in out  # the Braille validation display
+    assert main(["eval", str(runs / "r"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model_type"] == "encoder-only" and result["count"] == 1000
+    assert main(["eval", str(runs / "r")]) == 0
+    assert "confusion matrix" in capsys.readouterr().out

@@ -1,0 +1,151 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from digitformer.models import Seq2Seq, Seq2SeqConfig, ViT, ViTConfig, build_model
+from digitformer.models.layers import Attention
+from digitformer.models.seq2seq import from_quadrants, quadrant_pool, to_quadrants
+
+TINY_VIT = dict(patch_size=7, dim=32, depth=2, heads=4, ff_dim=64, dropout=0.0)
+TINY_S2S = dict(dim=32, enc_depth=2, dec_depth=2, heads=4, ff_dim=64, dropout=0.0)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_vit_forward_backward_shapes(norm):
+    model = ViT(ViTConfig(**TINY_VIT, norm=norm))
+    images = torch.rand(5, 1, 28, 28)
+    logits = model(images)
+    assert logits.shape == (5, 10)
+    F.cross_entropy(logits, torch.arange(5)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    tokens, attn = model.forward_features(images, need_weights=True)
+    assert tokens.shape == (5, 17, 32) and len(attn) == 2 and attn[0].shape == (5, 4, 17, 17)
+
+
+def test_default_vit_is_the_originals_size():
+    model = ViT(ViTConfig())
+    assert model.cfg.num_patches == 49
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(0.8e6, rel=0.01)
+
+
+@pytest.mark.parametrize("attention", ["global", "quadrant"])
+@pytest.mark.parametrize("memory", ["quadrants", "patches"])
+def test_seq2seq_forward_backward_shapes(attention, memory):
+    model = Seq2Seq(Seq2SeqConfig(**TINY_S2S, attention=attention, memory=memory, norm="pre"))
+    images, targets = torch.rand(3, 1, 56, 56), torch.randint(0, 10, (3, 4))
+    logits = model(images, targets)
+    assert logits.shape == (3, 4, 10)
+    F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert model.encode(images).shape == ((3, 4, 32) if memory == "quadrants" else (3, 64, 32))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(dim=30, heads=4),
+        dict(patch_size=5),
+        dict(norm="mid"),
+        dict(activation="tanh"),
+        dict(dropout=1.5),
+        dict(depth=0),
+    ],
+)
+def test_invalid_vit_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        ViTConfig(**{**TINY_VIT, **bad})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(patch_size=8),
+        dict(heads=12, dim=256 + 4),
+        dict(memory="x"),
+        dict(attention="x"),
+        dict(dec_depth=0),
+    ],
+)
+def test_invalid_seq2seq_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        Seq2SeqConfig(**{**TINY_S2S, **bad})
+
+
+def test_build_model_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown ViTConfig fields: width"):
+        build_model("encoder-only", {"width": 3})
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fused_and_explicit_attention_agree(causal):
+    torch.manual_seed(0)
+    attn = Attention(32, 4).eval()
+    x = torch.randn(2, 9, 32)
+    fused, none = attn(x, causal=causal)
+    explicit, weights = attn(x, causal=causal, need_weights=True)
+    assert none is None and weights.shape == (2, 4, 9, 9)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 9))
+    if causal:
+        assert (weights.triu(1) == 0).all()
+
+
+def test_cross_attention_shapes_and_agreement():
+    attn = Attention(32, 4).eval()
+    x, ctx = torch.randn(2, 3, 32), torch.randn(2, 7, 32)
+    fused, _ = attn(x, ctx)
+    explicit, weights = attn(x, ctx, need_weights=True)
+    assert weights.shape == (2, 4, 3, 7)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+
+
+def test_quadrant_pooling_groups_the_right_patches():
+    side = 8
+    # token value = its quadrant index (reading order) in a row-major 8x8 grid
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    quadrant = (rows // 4) * 2 + (cols // 4)
+    tokens = quadrant.reshape(1, 64, 1).float()
+    assert quadrant_pool(tokens, side).flatten().tolist() == [0, 1, 2, 3]
+    grouped = to_quadrants(tokens, side)
+    assert (grouped[0, :, :, 0] == torch.arange(4)[:, None]).all()
+    assert torch.equal(from_quadrants(grouped, side), tokens)
+
+
+def test_quadrant_attention_keeps_digits_independent():
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(**TINY_S2S, attention="quadrant")).eval()
+    images = torch.rand(1, 1, 56, 56)
+    changed = images.clone()
+    changed[..., 28:, 28:] = torch.rand(28, 28)  # only the bottom-right digit changes
+    a, b = model.encode(images), model.encode(changed)
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 3], b[:, 3])
+
+
+def test_causal_mask_hides_the_future():
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(**TINY_S2S)).eval()
+    memory = model.encode(torch.rand(2, 1, 56, 56))
+    tokens = torch.tensor([[10, 1, 2, 3], [10, 4, 5, 6]])
+    later = tokens.clone()
+    later[:, 3] = torch.tensor([9, 0])
+    a, _ = model.decode(tokens, memory)
+    b, _ = model.decode(later, memory)
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 3], b[:, 3])
+
+
+@pytest.mark.parametrize("memory", ["quadrants", "patches"])
+def test_cached_and_uncached_generation_agree(memory):
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(**TINY_S2S, memory=memory)).eval()
+    images = torch.rand(6, 1, 56, 56)
+    digits, probs = model.generate(images)
+    digits_nc, probs_nc = model.generate(images, use_cache=False)
+    assert digits.shape == (6, 4) and probs.shape == (6, 4, 10)
+    assert torch.equal(digits, digits_nc)
+    torch.testing.assert_close(probs, probs_nc, atol=1e-6, rtol=1e-5)
+    # greedy generation equals teacher forcing on its own output
+    with torch.no_grad():
+        forced = model(images, digits).softmax(-1)
+    torch.testing.assert_close(forced, probs, atol=1e-6, rtol=1e-5)

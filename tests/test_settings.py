@@ -1,0 +1,81 @@
+import pytest
+
+from digitformer.errors import DigitformerError
+from digitformer.settings import resolve_settings
+
+
+def test_precedence_defaults_profile_env_flags(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIGITFORMER_LR", raising=False)
+    profile = tmp_path / "p.yaml"
+    profile.write_text("epochs: 5\nbatch_size: 64\nlr: 0.002\nmodel:\n  dim: 64\n  heads: 4\n")
+    env = tmp_path / ".env"
+    env.write_text("BATCH_SIZE=32\nD_MODEL=96\nDIGITFORMER_SEED=7\n")
+    s = resolve_settings("encoder-only", str(profile), {"lr": 0.0005}, env_file=env)
+    assert s.epochs == 5  # profile over default
+    assert s.batch_size == 32  # .env (the original's key) over profile
+    assert s.model == {"dim": 96, "heads": 4}  # .env model key over profile
+    assert s.seed == 7
+    assert s.lr == 0.0005  # flag over everything
+    assert s.weight_decay == 0.05  # default
+
+
+def test_zero_and_false_are_values(tmp_path):
+    s = resolve_settings(
+        "encoder-only",
+        "default",
+        {
+            "weight_decay": "0",
+            "warmup_steps": 0,
+            "augment": "false",
+            "label_smoothing": 0.0,
+            "grad_clip": "none",
+        },
+        env_file=None,
+    )
+    assert s.weight_decay == 0.0 and s.warmup_steps == 0 and s.augment is False
+    assert s.grad_clip is None
+
+
+def test_environment_variables_with_prefix(monkeypatch):
+    monkeypatch.setenv("DIGITFORMER_EPOCHS", "3")
+    monkeypatch.setenv("DIGITFORMER_MODEL_DEPTH", "2")
+    s = resolve_settings("encoder-only", "default", {}, env_file=None)
+    assert s.epochs == 3 and s.model["depth"] == 2
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"epochs": "three"}, "not a valid"),
+        ({"bogus": 1}, "unknown setting 'bogus'"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"lr": -1}, "lr must be positive"),
+        ({"device": "tpu"}, "device must be"),
+    ],
+)
+def test_bad_settings_are_clear_errors(overrides, message):
+    with pytest.raises(DigitformerError, match=message):
+        resolve_settings("encoder-only", "default", overrides, env_file=None)
+
+
+def test_unknown_profile_lists_the_choices():
+    with pytest.raises(DigitformerError, match="choose from .*default.*original"):
+        resolve_settings("encoder-decoder", "nope", {}, env_file=None)
+
+
+def test_missing_or_bad_yaml(tmp_path):
+    with pytest.raises(DigitformerError, match="config file not found"):
+        resolve_settings("encoder-only", str(tmp_path / "x.yaml"), {}, env_file=None)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    with pytest.raises(DigitformerError, match="not valid YAML"):
+        resolve_settings("encoder-only", str(bad), {}, env_file=None)
+
+
+@pytest.mark.parametrize("task", ["encoder-only", "encoder-decoder"])
+@pytest.mark.parametrize("profile", ["default", "original"])
+def test_packaged_profiles_build_valid_models(task, profile):
+    from digitformer.models import build_model
+
+    s = resolve_settings(task, profile, {}, env_file=None)
+    build_model(task, s.model)
