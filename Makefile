@@ -42,7 +42,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 test: lint
-	$(BIN)/pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -q
 
 bench: data
 	$(BIN)/python benchmarks/train_accuracy.py --task encoder-only --profile default

@@ -1,4 +1,3 @@
-import os
 import shutil
 from pathlib import Path
 
@@ -6,10 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves a core to the other
 
 SUBSET = Path(__file__).parent / "data" / "mnist-subset"
+# Tiny configurations: real forward/backward passes in milliseconds.
+TINY = {
+    "encoder-only": dict(patch_size=7, dim=32, depth=1, heads=2, ff_dim=64),
+    "encoder-decoder": dict(dim=32, enc_depth=1, dec_depth=1, heads=2, ff_dim=64),
+}
 
 
 @pytest.fixture
@@ -23,3 +26,22 @@ def mnist_dir(tmp_path) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    """make(model_type) -> (model in eval mode, path of its saved checkpoint)."""
+    from digitformer.checkpoint import save_checkpoint
+    from digitformer.models import build_model
+
+    def make(model_type: str):
+        torch.manual_seed(0)
+        model = build_model(model_type, TINY[model_type]).eval()
+        path = save_checkpoint(
+            tmp_path / f"{model_type}.safetensors",
+            model,
+            {"model_type": model_type, "model_config": model.cfg.to_dict()},
+        )
+        return model, path
+
+    return make

@@ -3,14 +3,10 @@ import json
 import pytest
 import torch
 
+from conftest import TINY
 from digitformer.checkpoint import load_model, save_checkpoint
 from digitformer.errors import DigitformerError
 from digitformer.models import build_model
-
-TINY = {
-    "encoder-only": dict(patch_size=7, dim=32, depth=1, heads=2, ff_dim=64),
-    "encoder-decoder": dict(dim=32, enc_depth=1, dec_depth=1, heads=2, ff_dim=64),
-}
 
 
 @pytest.mark.parametrize("model_type", list(TINY))

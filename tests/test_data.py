@@ -121,7 +121,7 @@ class _Evil:
 
 
 def test_pickle_that_builds_anything_but_arrays_is_refused(capsys):
-    with pytest.raises(DigitformerError, match="refusing to unpickle builtins.print"):
+    with pytest.raises(DigitformerError, match="refusing to unpickle .*print"):
         digits_from_pickle(_classic_pickle(_Evil()))
     assert "ran code" not in capsys.readouterr().out
 

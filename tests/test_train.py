@@ -8,21 +8,29 @@ from digitformer.evaluate import evaluate_checkpoint
 from digitformer.settings import resolve_settings
 from digitformer.train import lr_at, train
 
+# Small but real: enough steps on real digits to learn well above chance in seconds.
 VIT = {
     "model.patch_size": 7,
-    "model.dim": 32,
+    "model.dim": 64,
     "model.depth": 2,
     "model.heads": 4,
-    "model.ff_dim": 64,
+    "model.ff_dim": 128,
     "model.norm": "pre",
+    "batch_size": 32,
+    "augment": False,
 }
 S2S = {
-    "model.dim": 32,
+    "model.dim": 64,
     "model.enc_depth": 2,
     "model.dec_depth": 1,
-    "model.heads": 4,
-    "model.ff_dim": 64,
+    "model.heads": 2,
+    "model.ff_dim": 128,
     "model.attention": "quadrant",
+    "model.norm": "pre",
+    "batch_size": 16,
+    "augment": False,
+    "train_grids": 4000,
+    "lr": 2e-3,
 }
 
 
@@ -45,34 +53,42 @@ def settings_for(task, mnist_dir, tmp_path, **overrides):
 
 
 def test_vit_training_beats_chance_and_eval_agrees(mnist_dir, tmp_path):
-    s = settings_for("encoder-only", mnist_dir, tmp_path, epochs=2)
+    s = settings_for("encoder-only", mnist_dir, tmp_path, epochs=4)
     summary = train(s)
-    assert summary["best"] > 0.6  # chance is 0.1
-    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert summary["best"] > 0.5  # chance is 0.1
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
     result = evaluate_checkpoint(summary["run_dir"], "test")
-    assert result["count"] == 1000 and result["accuracy"] > 0.6
+    assert result["count"] == 1000 and result["accuracy"] > 0.5
     assert np.asarray(result["confusion"]).sum() == 1000
     val = evaluate_checkpoint(summary["run_dir"], "val")
     assert val["accuracy"] == pytest.approx(summary["best"])
 
 
 def test_seq2seq_training_beats_chance(mnist_dir, tmp_path):
-    s = settings_for("encoder-decoder", mnist_dir, tmp_path, epochs=3)
+    s = settings_for("encoder-decoder", mnist_dir, tmp_path, epochs=2)
     summary = train(s)
     result = evaluate_checkpoint(summary["run_dir"], "test")
-    assert result["digit_accuracy"] > 0.4  # chance is 0.1
-    assert result["sequence_accuracy"] > 0.01  # chance is 0.0001
+    assert result["digit_accuracy"] > 0.35  # chance is 0.1
+    assert result["sequence_accuracy"] > 0.02  # chance is 0.0001
     assert len(result["position_accuracy"]) == 4
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt(epoch, val_metrics):
+    raise Interrupted
 
 
 @pytest.mark.parametrize("task", ["encoder-only", "encoder-decoder"])
 def test_resume_continues_the_same_run(mnist_dir, tmp_path, task):
     extra = {"train_size": 600, "train_grids": 300}
     straight = train(settings_for(task, mnist_dir, tmp_path, epochs=2, run="straight", **extra))
-    train(settings_for(task, mnist_dir, tmp_path, epochs=1, run="split", **extra))
-    resumed = train(
-        settings_for(task, mnist_dir, tmp_path, epochs=2, run="split", **extra), resume=True
-    )
+    interrupted = settings_for(task, mnist_dir, tmp_path, epochs=2, run="split", **extra)
+    with pytest.raises(Interrupted):  # the process dies after epoch 1 was saved
+        train(interrupted, on_epoch=interrupt)
+    resumed = train(interrupted, resume=True)
     a = load_file(f"{straight['run_dir']}/last.safetensors")
     b = load_file(f"{resumed['run_dir']}/last.safetensors")
     assert a.keys() == b.keys()

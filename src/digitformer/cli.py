@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from digitformer import __version__
 from digitformer.errors import DigitformerError
 
@@ -96,6 +98,46 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="read digits from your own images",
+        description="Predict the digit (encoder-only checkpoint) or the four "
+        "digits of a 2x2 grid (encoder-decoder checkpoint) in PNG, JPEG, BMP, "
+        "GIF or TIFF images, or folders of them. Unreadable files are reported "
+        "one line each; the others are still processed; the exit status is 1 "
+        "if any file failed.",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--show", action="store_true", help="draw each input in Braille")
+    p.add_argument(
+        "--no-preprocess",
+        dest="preprocess",
+        action="store_false",
+        help="use images as they are (they must be 28x28, or 56x56 for grids)",
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX or TorchScript",
+        description="Export a checkpoint as one graph with a dynamic batch: "
+        "the ViT returns probabilities (B, 10); the encoder-decoder runs its "
+        "4-step greedy decoding and returns digits (B, 4) and probabilities "
+        "(B, 4, 10). Inputs are float images (B, 1, S, S) in [0, 1].",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("out", help="output file (e.g. model.onnx or model.pt)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitformer",
@@ -109,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fetch(data_sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_predict(sub)
+    _add_export(sub)
     return parser
 
 
@@ -174,6 +218,48 @@ def cmd_eval(args) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir, args.device)
     print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from digitformer.checkpoint import load_model
+    from digitformer.display.braille import render_samples, use_color
+    from digitformer.predict import find_images, predict_files
+    from digitformer.train import pick_device
+
+    if args.batch_size < 1:
+        raise DigitformerError("--batch-size must be at least 1")
+    device = pick_device(args.device)
+    model, meta = load_model(args.checkpoint, device)
+    files, errors = find_images(args.paths)
+    results, inputs, read_errors = predict_files(
+        model, meta["model_type"], files, args.preprocess, args.batch_size, device
+    )
+    errors += read_errors
+    width = max([len(r.file) for r in results] + [4])
+    if results and not args.json:
+        print(f"{'file':<{width}}  digits  confidence")
+    for i, result in enumerate(results):
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        else:
+            confidence = " ".join(f"{c:.3f}" for c in result.confidence)
+            print(f"{result.file:<{width}}  {result.digits:<6}  {confidence}")
+        if args.show:
+            digits = [int(d) for d in result.digits]
+            print(render_samples(inputs[i : i + 1], None, np.array(digits), color=use_color()))
+    for message in errors:
+        print(f"digitformer: error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_export(args) -> int:
+    from digitformer.checkpoint import load_model
+    from digitformer.export import export_model
+
+    model, meta = load_model(args.checkpoint)
+    path = export_model(model, meta["model_type"], args.format, args.out)
+    print(f"exported {meta['model_type']} to {path} ({args.format})")
     return 0
 
 

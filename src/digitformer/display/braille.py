@@ -36,25 +36,35 @@ def _paint(text: str, code: str, color: bool) -> str:
     return f"{code}{text}{RESET}" if color else text
 
 
-def digit_box(image: np.ndarray, expected: int, predicted: int, color: bool = False) -> list[str]:
-    """A boxed Braille digit: expected at the top-left, predicted at the bottom-right."""
+def digit_box(
+    image: np.ndarray, expected: int | None, predicted: int, color: bool = False
+) -> list[str]:
+    """A boxed Braille digit: expected (if known) at the top-left, predicted at the
+    bottom-right, green when it matches and red when not."""
     rows = braille(image)
     width = len(rows[0])
-    mark = GREEN if expected == predicted else RED
-    rows[0] = _paint(str(expected), GREY, color) + rows[0][1:]
+    if expected is not None:
+        rows[0] = _paint(str(expected), GREY, color) + rows[0][1:]
+    mark = GREY if expected is None else GREEN if expected == predicted else RED
     rows[-1] = rows[-1][:-1] + _paint(str(predicted), mark, color)
     return ["┌" + "─" * width + "┐", *("│" + r + "│" for r in rows), "└" + "─" * width + "┘"]
 
 
 def render_samples(
-    images: np.ndarray, labels: np.ndarray, preds: np.ndarray, per_row: int = 5, color: bool = False
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    preds: np.ndarray,
+    per_row: int = 5,
+    color: bool = False,
 ) -> str:
-    """Single digits (N, 28, 28) with labels (N,) or 2x2 grids (N, 56, 56) with labels (N, 4).
+    """Single digits (N, 28, 28) with digits (N,) or 2x2 grids (N, 56, 56) with (N, 4).
 
     Each grid is drawn as its four digit boxes, two above two; samples sit side by side.
+    Without labels only the predictions are marked.
     """
-    labels, preds = labels.reshape(len(images), -1), preds.reshape(len(images), -1)
-    per_sample = labels.shape[1]
+    preds = preds.reshape(len(images), -1)
+    labels = None if labels is None else labels.reshape(len(images), -1)
+    per_sample = preds.shape[1]
     side = 2 if per_sample == 4 else 1
     d = images.shape[1] // side  # one digit's size in pixels
     blocks = []
@@ -66,7 +76,7 @@ def render_samples(
                 boxes = [
                     digit_box(
                         images[i, row * d : (row + 1) * d, col * d : (col + 1) * d],
-                        int(labels[i, row * side + col]),
+                        None if labels is None else int(labels[i, row * side + col]),
                         int(preds[i, row * side + col]),
                         color,
                     )

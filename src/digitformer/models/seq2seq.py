@@ -48,6 +48,12 @@ class Seq2Seq(nn.Module):
         self.enc_pos = nn.Parameter(torch.zeros(1, cfg.grid_side**2, cfg.dim))
         self.encoder = nn.ModuleList(block(False) for _ in range(cfg.enc_depth))
         self.enc_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
+        # Which memory token is which quadrant: the pooled positions average out to nearly the
+        # same vector, so without this the decoder needs many steps to tell the digits apart.
+        # Unit scale, like the normalized encoder tokens it is added to.
+        self.mem_pos = (
+            nn.Parameter(torch.randn(1, 4, cfg.dim)) if cfg.memory == "quadrants" else None
+        )
         self.token_embed = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # digits 0-9 + start (10)
         self.dec_pos = nn.Parameter(torch.zeros(1, cfg.num_digits, cfg.dim))
         self.decoder = nn.ModuleList(block(True) for _ in range(cfg.dec_depth))
@@ -66,7 +72,7 @@ class Seq2Seq(nn.Module):
         (B, heads, 64, 64) with global attention, (B, 4, heads, 16, 16) per quadrant with
         attention="quadrant"."""
         x = self.patch(images) + self.enc_pos  # (B, 64, D)
-        b, side = len(x), self.cfg.grid_side
+        side = self.cfg.grid_side
         local = self.cfg.attention == "quadrant"
         if local:  # each digit's patches attend only to each other: (4B, 16, D)
             x = to_quadrants(x, side).flatten(0, 1)
@@ -75,18 +81,19 @@ class Seq2Seq(nn.Module):
             x, weights = block(x, need_weights=need_weights)
             if need_weights:
                 w = weights["self"]
-                attn.append(w.unflatten(0, (b, 4)) if local else w)
+                attn.append(w.unflatten(0, (-1, 4)) if local else w)
         if layers is None or layers >= len(self.encoder):
             x = self.enc_norm(x)
         if local:
-            x = from_quadrants(x.unflatten(0, (b, 4)), side)
+            x = from_quadrants(x.unflatten(0, (-1, 4)), side)
         return x, attn
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Decoder memory: (B, 4, D) quadrant tokens, or (B, 64, D) with memory="patches"."""
+        """Decoder memory: (B, 4, D) quadrant tokens with their own learnable positions, or the
+        (B, 64, D) patch tokens with memory="patches"."""
         tokens, _ = self.forward_features(images)
         if self.cfg.memory == "quadrants":
-            return quadrant_pool(tokens, self.cfg.grid_side)
+            return quadrant_pool(tokens, self.cfg.grid_side) + self.mem_pos  # (B, 4, D)
         return tokens
 
     # ---- decoder ------------------------------------------------------------------------
@@ -101,7 +108,8 @@ class Seq2Seq(nn.Module):
     ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
         """Digit logits for each input token position. tokens (B, L) start with the start token;
         with `caches` (one dict per layer), tokens are only the new ones after the cached prefix."""
-        start = 0 if caches is None else caches[0].get("self", {}).get("k", memory[:, :0]).shape[-2]
+        cached = caches is not None and "self" in caches[0]
+        start = caches[0]["self"]["k"].shape[2] if cached else 0  # tokens already decoded
         x = self.token_embed(tokens) + self.dec_pos[:, start : start + tokens.shape[1]]
         attn = []
         for i, block in enumerate(self.decoder):

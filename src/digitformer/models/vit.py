@@ -34,7 +34,7 @@ class ViT(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, 28, 28) -> (B, 1 + T, D): CLS then patch tokens, positions added."""
         patches = self.patch(images)  # (B, T, D)
-        cls = self.cls_token.expand(len(patches), -1, -1)  # (B, 1, D)
+        cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, D); shape, not len(): export
         return torch.cat([cls, patches], 1) + self.pos
 
     def forward_features(

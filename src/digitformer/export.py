@@ -1,0 +1,97 @@
+"""Export a checkpoint for deployment: ONNX (run it with onnxruntime) or TorchScript.
+
+    digitformer export .data/models/encoder-decoder-default --format onnx model.onnx
+
+Both models take float images (B, 1, S, S) in [0, 1] with a dynamic batch B. The encoder-only
+graph returns probabilities (B, 10); the encoder-decoder graph runs the whole fixed 4-step
+greedy decoding and returns digits (B, 4) int64 and probabilities (B, 4, 10).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from digitformer.errors import DigitformerError
+from digitformer.fileio import atomic_path
+
+FORMATS = ("onnx", "torchscript")
+
+
+class DigitProbabilities(nn.Module):
+    """The ViT with its softmax: images -> probabilities (B, 10)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).softmax(-1)
+
+
+class GreedyReader(nn.Module):
+    """The encoder-decoder's greedy decoding as one graph: the 4-step loop unrolls at export.
+
+    It recomputes the 4-token prefix each step instead of carrying a cache: at this length the
+    difference is negligible and the graph stays free of state."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        memory = self.model.encode(images)  # (B, 4 or 64, D)
+        start = torch.zeros_like(images[:, 0, 0, :1], dtype=torch.long)  # (B, 1)
+        tokens = start + self.model.cfg.start_token
+        probs = []
+        for _ in range(self.model.cfg.num_digits):
+            logits, _ = self.model.decode(tokens, memory)
+            p = logits[:, -1].softmax(-1)  # (B, 10)
+            probs.append(p)
+            tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
+        return tokens[:, 1:], torch.stack(probs, 1)
+
+
+def exportable(model: nn.Module, model_type: str) -> tuple[nn.Module, torch.Tensor, list[str]]:
+    """The module to export, an example input, and its output names."""
+    side = 28 if model_type == "encoder-only" else 56
+    example = torch.rand(2, 1, side, side)
+    if model_type == "encoder-only":
+        return DigitProbabilities(model).eval(), example, ["probabilities"]
+    return GreedyReader(model).eval(), example, ["digits", "probabilities"]
+
+
+def export_model(model: nn.Module, model_type: str, fmt: str, out: str | Path) -> Path:
+    if fmt not in FORMATS:
+        raise DigitformerError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    module, example, outputs = exportable(model.cpu().eval(), model_type)
+    out = Path(out)
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter about tracing; failures still raise
+        if fmt == "torchscript":
+            traced = torch.jit.trace(module, example)
+            traced.save(str(tmp))
+        else:
+            _export_onnx(module, example, outputs, tmp)
+    return out
+
+
+def _export_onnx(module: nn.Module, example: torch.Tensor, outputs: list[str], path: Path) -> None:
+    try:
+        import onnxscript  # noqa: F401  (the exporter needs it; say so plainly if missing)
+    except ImportError:
+        raise DigitformerError("ONNX export needs: pip install onnx onnxscript") from None
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(
+        module,
+        (example,),
+        input_names=["images"],
+        output_names=outputs,
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        verbose=False,
+    )
+    program.save(str(path))

@@ -1,0 +1,134 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from digitformer.cli import main
+from digitformer.data import load_split, make_grids
+from digitformer.predict import is_mnist_like, prepare, read_gray, to_mnist
+
+
+@pytest.fixture
+def digits(mnist_dir):
+    return load_split(mnist_dir, "test")
+
+
+def variants(digit: np.ndarray):
+    """The same digit as a user might hand it over: inverted, off-centre, larger, RGB."""
+    inverted = 255 - digit
+    canvas = np.full((90, 70), 255, np.uint8)
+    canvas[5:61, 30:58] = np.kron(inverted, np.ones((2, 1), np.uint8))  # tall, off-centre
+    rgb = np.stack([canvas] * 3, -1)
+    return inverted, canvas, rgb
+
+
+def test_mnist_digits_pass_through_unchanged(digits):
+    pixels = digits.images[0].astype(np.float32) / 255
+    assert is_mnist_like(pixels)
+    assert np.array_equal(prepare(pixels, grid=False), digits.images[0])
+
+
+def test_preprocessing_recovers_an_mnist_like_digit(digits):
+    digit = digits.images[0]
+    for variant in variants(digit):
+        gray = variant.mean(-1) if variant.ndim == 3 else variant
+        out = to_mnist(gray.astype(np.float32) / 255)
+        assert out.shape == (28, 28) and out.dtype == np.uint8
+        assert out[0].max() == 0 and out[:, 0].max() == 0  # dark border: inverted and centred
+        ys, xs = np.nonzero(out > 50)
+        assert ys.max() - ys.min() <= 21 and xs.max() - xs.min() <= 21  # fits ~20x20
+        weights = out.astype(float)
+        cy = (np.indices(out.shape)[0] * weights).sum() / weights.sum()
+        cx = (np.indices(out.shape)[1] * weights).sum() / weights.sum()
+        assert abs(cy - 13.5) <= 1 and abs(cx - 13.5) <= 1
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "bmp", "gif", "tiff"])
+def test_every_format_reads(tmp_path, digits, fmt):
+    path = tmp_path / f"d.{fmt}"
+    Image.fromarray(digits.images[3]).save(path)
+    pixels = read_gray(path)
+    assert pixels.shape == (28, 28)
+    tolerance = 40 if fmt == "jpeg" else 1
+    assert np.abs(pixels * 255 - digits.images[3]).max() <= tolerance
+
+
+def run_predict(capsys, *args):
+    code = main(["predict", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("model_type", ["encoder-only", "encoder-decoder"])
+def test_predict_matches_the_model_on_files(tmp_path, capsys, digits, model_type, tiny_checkpoint):
+    model, ckpt = tiny_checkpoint(model_type)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    if model_type == "encoder-only":
+        inputs = digits.images[:6]
+    else:
+        inputs = make_grids(digits.images, digits.labels, 6, seed=0).images
+    for i, image in enumerate(inputs):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    code, out, err = run_predict(capsys, ckpt, folder, "--json")
+    assert code == 0 and err == ""
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["file"] for r in rows] == [str(folder / f"{i}.png") for i in range(6)]
+    x = torch.from_numpy(inputs).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        if model_type == "encoder-only":
+            probs = model(x).softmax(-1)[:, None]
+            expected = probs.argmax(-1)
+        else:
+            expected, probs = model.generate(x)
+    positions = 1 if model_type == "encoder-only" else 4
+    for row, want, p in zip(rows, expected, probs):
+        assert row["digits"] == "".join(map(str, want.tolist())) and len(row["digits"]) == positions
+        np.testing.assert_allclose(row["probabilities"], p.numpy(), atol=1e-5)
+        np.testing.assert_allclose(row["confidence"], p.max(-1).values.numpy(), atol=1e-5)
+
+
+def test_bad_files_are_reported_and_the_rest_processed(tmp_path, capsys, digits, tiny_checkpoint):
+    _, ckpt = tiny_checkpoint("encoder-only")
+    good = tmp_path / "good.png"
+    Image.fromarray(digits.images[0]).save(good)
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    code, out, err = run_predict(
+        capsys,
+        ckpt,
+        good,
+        tmp_path / "empty.png",
+        tmp_path / "text.png",
+        truncated,
+        tmp_path / "missing.png",
+        "--show",
+    )
+    assert code == 1
+    assert "good.png" in out and "┌" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("digitformer: error: ") for line in lines)
+    assert "missing.png: no such file" in err and "Traceback" not in err
+
+
+def test_missing_or_corrupt_checkpoint(tmp_path, capsys, digits):
+    image = tmp_path / "d.png"
+    Image.fromarray(digits.images[0]).save(image)
+    code, _, err = run_predict(capsys, tmp_path / "nope.safetensors", image)
+    assert code == 1 and "checkpoint not found" in err
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 50)
+    code, _, err = run_predict(capsys, bad, image)
+    assert code == 1 and "not a valid checkpoint" in err
+
+
+def test_no_preprocess_refuses_wrong_size(tmp_path, capsys, tiny_checkpoint):
+    _, ckpt = tiny_checkpoint("encoder-decoder")
+    image = tmp_path / "big.png"
+    Image.fromarray(np.zeros((60, 60), np.uint8)).save(image)
+    code, _, err = run_predict(capsys, ckpt, image, "--no-preprocess")
+    assert code == 1 and "expected 56x56" in err
