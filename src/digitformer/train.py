@@ -115,7 +115,10 @@ def train(
     start_epoch, step, history, best = 0, 0, [], -1.0
     if resume:
         start_epoch, step, history, best = _resume(run_dir, model, optimizer, settings, device)
-        logger.print(f"resuming {run_dir} at epoch {start_epoch + 1}/{settings.epochs}")
+        if start_epoch >= settings.epochs:
+            logger.print(f"{run_dir} already finished its {settings.epochs} epochs")
+        else:
+            logger.print(f"resuming {run_dir} at epoch {start_epoch + 1}/{settings.epochs}")
     elif (run_dir / "last.safetensors").exists():
         raise DigitformerError(
             f"{run_dir} already holds a run: pass --resume to continue it, or --run NAME"

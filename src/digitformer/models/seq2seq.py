@@ -133,8 +133,14 @@ class Seq2Seq(nn.Module):
 
         With the cache each step feeds one token; without it the whole prefix is recomputed
         (kept to check the cache and to measure what it saves)."""
-        memory = self.encode(images)
-        tokens = torch.full((len(images), 1), self.cfg.start_token, device=images.device)
+        return self.generate_from_memory(self.encode(images), use_cache=use_cache)
+
+    @torch.inference_mode()
+    def generate_from_memory(
+        self, memory: torch.Tensor, *, use_cache: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoding half of `generate`, from an encoder memory (B, M, D)."""
+        tokens = torch.full((memory.shape[0], 1), self.cfg.start_token, device=memory.device)
         caches = [{} for _ in self.decoder] if use_cache else None
         probs = []
         for _ in range(self.cfg.num_digits):
