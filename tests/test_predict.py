@@ -19,7 +19,7 @@ def variants(digit: np.ndarray):
     """The same digit as a user might hand it over: inverted, off-centre, larger, RGB."""
     inverted = 255 - digit
     canvas = np.full((90, 70), 255, np.uint8)
-    canvas[5:61, 30:58] = np.kron(inverted, np.ones((2, 1), np.uint8))  # tall, off-centre
+    canvas[5:61, 10:66] = np.kron(inverted, np.ones((2, 2), np.uint8))  # 2x larger, off-centre
     rgb = np.stack([canvas] * 3, -1)
     return inverted, canvas, rgb
 
@@ -132,3 +132,39 @@ def test_no_preprocess_refuses_wrong_size(tmp_path, capsys, tiny_checkpoint):
     Image.fromarray(np.zeros((60, 60), np.uint8)).save(image)
     code, _, err = run_predict(capsys, ckpt, image, "--no-preprocess")
     assert code == 1 and "expected 56x56" in err
+
+
+def correlation(a, b):
+    """Best correlation over shifts of up to 2 pixels: centring by mass may round either way."""
+    shifts = range(-2, 3)
+    return max(
+        np.corrcoef(np.roll(a, (dy, dx), (0, 1)).ravel().astype(float), b.ravel().astype(float))[
+            0, 1
+        ]
+        for dy in shifts
+        for dx in shifts
+    )
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "tiff"])
+def test_user_like_files_are_prepared_back_to_the_mnist_digit(tmp_path, digits, fmt):
+    for i in range(5):
+        digit = digits.images[i]
+        for j, variant in enumerate(variants(digit)):
+            path = tmp_path / f"{i}-{j}.{fmt}"
+            Image.fromarray(variant).save(path)
+            prepared = prepare(read_gray(path), grid=False)
+            assert correlation(prepared, digit) > 0.8, (i, j)
+
+
+def test_user_like_grid_files_are_prepared_per_quadrant(tmp_path, digits):
+    grids = make_grids(digits.images, digits.labels, 4, seed=0)
+    for i, grid in enumerate(grids.images):
+        big = np.kron(255 - grid, np.ones((3, 3), np.uint8))  # 168x168, dark ink on white
+        path = tmp_path / f"grid{i}.png"
+        Image.fromarray(np.stack([big] * 3, -1)).save(path)  # RGB
+        prepared = prepare(read_gray(path), grid=True)
+        assert prepared.shape == (56, 56)
+        for q, (r, c) in enumerate([(0, 0), (0, 28), (28, 0), (28, 28)]):
+            original = grid[r : r + 28, c : c + 28]
+            assert correlation(prepared[r : r + 28, c : c + 28], original) > 0.8, (i, q)
