@@ -43,16 +43,7 @@ class GreedyReader(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        memory = self.model.encode(images)  # (B, 4 or 64, D)
-        start = torch.zeros_like(images[:, 0, 0, :1], dtype=torch.long)  # (B, 1)
-        tokens = start + self.model.cfg.start_token
-        probs = []
-        for _ in range(self.model.cfg.num_digits):
-            logits, _ = self.model.decode(tokens, memory)
-            p = logits[:, -1].softmax(-1)  # (B, 10)
-            probs.append(p)
-            tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
-        return tokens[:, 1:], torch.stack(probs, 1)
+        return self.model.generate_from_memory(self.model.encode(images), use_cache=False)
 
 
 def exportable(model: nn.Module, model_type: str) -> tuple[nn.Module, torch.Tensor, list[str]]:

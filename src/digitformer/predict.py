@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from digitformer.data.grids import tile_2x2
 from digitformer.errors import DigitformerError
+from digitformer.tasks import to_float
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 INK_THRESHOLD = 0.1  # fraction of the image's dynamic range that counts as ink
@@ -155,7 +156,7 @@ def predict_images(
     """uint8 (N, S, S) inputs -> digits (N, positions) and probabilities (N, positions, 10)."""
     digits, probs = [], []
     for batch in torch.from_numpy(images).split(batch_size):
-        inputs = batch.to(device).unsqueeze(1).float().div_(255)
+        inputs = to_float(batch.to(device))
         if model_type == "encoder-only":
             p = model(inputs).float().softmax(-1)[:, None]  # (B, 1, 10)
             d = p.argmax(-1)
