@@ -16,6 +16,7 @@ import numpy as np
 
 from digitformer import __version__
 from digitformer.errors import DigitformerError
+from digitformer.viz import PICTURES as VIZ_PICTURES
 
 TASKS = ("encoder-only", "encoder-decoder")
 
@@ -138,6 +139,45 @@ def _add_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _add_viz(sub) -> None:
+    p = sub.add_parser(
+        "viz",
+        help="pictures of a checkpoint: embeddings, clusters, attention, epochs, curves",
+        description="Write PNGs for a checkpoint's model into OUT: t-SNE of token "
+        "embeddings, PCA with HDBSCAN (K-Means fallback) clusters, attention maps, the "
+        "Braille validation display per epoch, training curves and the confusion matrix. "
+        "The original's MODEL_PATH, MODEL_TYPE and NUM_SAMPLES variables are honoured "
+        "(environment or .env); flags win.",
+    )
+    p.add_argument("checkpoint", nargs="?", help="run folder or checkpoint (default: MODEL_PATH)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        help="images to embed (default: NUM_SAMPLES, else 1000 digits or 500 grids)",
+    )
+    p.add_argument("--out", default=".data/visualizations", help="output folder")
+    p.add_argument(
+        "--layer",
+        type=int,
+        help="embeddings after block L (0: after the patch embedding; default: the last block)",
+    )
+    p.add_argument(
+        "--attention-layer",
+        type=int,
+        default=1,
+        help="block whose attention is drawn (default: 1, the first)",
+    )
+    p.add_argument("--heads", action="store_true", help="also draw each head's attention")
+    p.add_argument("--rollout", action="store_true", help="also draw attention rollout")
+    p.add_argument("--cluster", choices=("hdbscan", "kmeans"), default="hdbscan")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--only", help="comma-separated subset of: " + ",".join(VIZ_PICTURES))
+    p.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
+    p.add_argument("--data-dir", help="data folder (default: the one the model trained on)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_viz)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitformer",
@@ -153,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_viz(sub)
     return parser
 
 
@@ -260,6 +301,52 @@ def cmd_export(args) -> int:
     model, meta = load_model(args.checkpoint)
     path = export_model(model, meta["model_type"], args.format, args.out)
     print(f"exported {meta['model_type']} to {path} ({args.format})")
+    return 0
+
+
+def cmd_viz(args) -> int:
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    from digitformer.checkpoint import read_checkpoint
+    from digitformer.viz.run import VizOptions, visualize
+
+    env = {**(dotenv_values(args.env_file) if Path(args.env_file).is_file() else {}), **os.environ}
+    checkpoint = args.checkpoint or env.get("MODEL_PATH")
+    if not checkpoint:
+        raise DigitformerError("give a checkpoint (or set MODEL_PATH)")
+    samples = args.samples
+    if samples is None and env.get("NUM_SAMPLES"):
+        try:
+            samples = int(env["NUM_SAMPLES"])
+        except ValueError:
+            raise DigitformerError(
+                f"NUM_SAMPLES must be a number, got {env['NUM_SAMPLES']!r}"
+            ) from None
+    wanted_type = env.get("MODEL_TYPE")
+    if wanted_type and not args.checkpoint:
+        actual = read_checkpoint(checkpoint)[1]["model_type"]
+        if wanted_type.replace("_", "-") != actual:
+            raise DigitformerError(f"MODEL_TYPE is {wanted_type} but {checkpoint} is {actual}")
+    pictures = (
+        VIZ_PICTURES
+        if args.only is None
+        else tuple(name.strip() for name in args.only.split(",") if name.strip())
+    )
+    options = VizOptions(
+        samples=samples,
+        layer=args.layer,
+        attention_layer=args.attention_layer,
+        heads=args.heads,
+        rollout=args.rollout,
+        cluster=args.cluster,
+        split=args.split,
+        pictures=pictures,
+    )
+    paths = visualize(checkpoint, args.out, options, data_dir=args.data_dir, device=args.device)
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 

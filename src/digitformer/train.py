@@ -151,6 +151,7 @@ def train(
         }
         if task.model_type == "encoder-decoder":
             record["val_digit_accuracy"] = val["digit_accuracy"]
+        record["display_predictions"] = predictions[:10].tolist()  # for `viz`'s epoch pictures
         history.append(record)
         logger.print(_epoch_line(record, settings.epochs, task.primary_metric))
         logger.log(record, step)

@@ -1,0 +1,236 @@
+"""Make every picture for one checkpoint: the `digitformer viz` command's library half.
+
+paths = visualize(".data/models/encoder-only-default", out_dir=".data/visualizations")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from digitformer.checkpoint import load_model, read_checkpoint, resolve_path
+from digitformer.errors import DigitformerError
+from digitformer.settings import TrainSettings
+from digitformer.tasks import to_float
+from digitformer.train import build_task, pick_device
+from digitformer.viz import PICTURES, attention, embeddings, training
+
+DEFAULT_SAMPLES = {"encoder-only": 1000, "encoder-decoder": 500}  # the original's NUM_SAMPLES
+
+
+@dataclass
+class VizOptions:
+    samples: int | None = None  # images (digits or grids) to embed; None: per model type
+    layer: int | None = None  # embeddings after this block (0: patch embedding; None: last)
+    attention_layer: int = 1
+    attention_samples: int = 6
+    heads: bool = False  # per-head attention panels too
+    rollout: bool = False  # attention rollout row too
+    cluster: str = "hdbscan"
+    max_points: int = 5000
+    split: str = "test"
+    pictures: tuple[str, ...] = PICTURES
+    seed: int = 0
+
+
+def visualize(
+    checkpoint: str | Path,
+    out_dir: str | Path = ".data/visualizations",
+    options: VizOptions | None = None,
+    *,
+    data_dir: str | None = None,
+    device: str = "auto",
+    say=print,
+) -> list[Path]:
+    """Write the chosen pictures for `checkpoint` into `out_dir`; return their paths."""
+    o = options or VizOptions()
+    unknown = set(o.pictures) - set(PICTURES)
+    if unknown:
+        raise DigitformerError(f"unknown pictures {sorted(unknown)}: choose from {PICTURES}")
+    if o.split not in ("val", "test"):
+        raise DigitformerError(f"split must be val or test, got {o.split!r}")
+    dev = pick_device(device)
+    model, meta = load_model(checkpoint, dev)
+    if "settings" not in meta:
+        raise DigitformerError(f"{checkpoint}: the checkpoint holds no training settings")
+    model_type = meta["model_type"]
+    meta["history"] = _run_history(checkpoint, meta)
+    settings = TrainSettings(**{**meta["settings"], "device": device})
+    if data_dir is not None:
+        settings.data_dir = data_dir
+    task = build_task(settings, dev, with_test=o.split == "test")
+    data = task.eval_sets[o.split]
+    samples = o.samples if o.samples is not None else DEFAULT_SAMPLES[model_type]
+    if samples < 2:
+        raise DigitformerError(f"--samples must be at least 2, got {samples}")
+    images, labels = data.images[:samples], data.labels[:samples]
+    prefix = Path(out_dir) / model_type.replace("-", "_")
+    run = f"{settings.run} (epoch {meta.get('epoch')})"
+    written: list[Path] = []
+
+    def out(name: str) -> Path:
+        path = Path(f"{prefix}_{name}.png")
+        written.append(path)
+        return path
+
+    steps = _steps(o, meta)
+    with _progress() as progress:
+        bar = progress.add_task("viz", total=len(steps))
+        for step in steps:
+            progress.update(bar, description=step)
+            if step == "embeddings":
+                emb = embeddings.collect(
+                    model,
+                    model_type,
+                    images,
+                    labels,
+                    layer=o.layer,
+                    max_points=o.max_points,
+                    seed=o.seed,
+                )
+            elif step == "t-SNE":
+                coords = embeddings.tsne(emb.points, o.seed)
+                embeddings.plot_map(coords, emb, f"t-SNE of {run}", out("tsne"))
+            elif step == "clustering":
+                written += _clusters(emb, o, run, prefix, say)
+            elif step == "attention":
+                written += _attention(model, model_type, data, o, prefix)
+            elif step == "Braille epochs":
+                written += _braille_epochs(task, model, meta, prefix)
+            elif step == "training curves":
+                training.training_curves(
+                    meta["history"],
+                    task.primary_metric,
+                    f"training curves of {run}",
+                    out("training_curves"),
+                )
+            elif step == "confusion":
+                metrics = task.evaluate(model, o.split)
+                training.confusion_heatmap(
+                    metrics["confusion"],
+                    f"{run}: {o.split} confusion, {metrics['count']:,} samples",
+                    out("confusion"),
+                )
+            progress.advance(bar)
+    return written
+
+
+def _run_history(checkpoint, meta: dict) -> list[dict]:
+    """The whole run's history: a best checkpoint only knows the epochs up to itself, so the
+    run's last checkpoint beside it is read when there is one."""
+    last = resolve_path(checkpoint).with_name("last.safetensors")
+    history = meta.get("history", [])
+    if last.is_file():
+        history = max(history, read_checkpoint(last)[1].get("history", []), key=len)
+    return history
+
+
+def _steps(o: VizOptions, meta: dict) -> list[str]:
+    wanted = set(o.pictures)
+    steps = []
+    if wanted & {"tsne", "clusters"}:
+        steps.append("embeddings")
+    steps += [
+        name for key, name in (("tsne", "t-SNE"), ("clusters", "clustering")) if key in wanted
+    ]
+    steps += [
+        name
+        for key, name in (
+            ("attention", "attention"),
+            ("braille", "Braille epochs"),
+            ("confusion", "confusion"),
+        )
+        if key in wanted
+    ]
+    if "curves" in wanted and meta.get("history"):
+        steps.append("training curves")
+    return steps
+
+
+def _clusters(emb, o: VizOptions, run: str, prefix: Path, say) -> list[Path]:
+    clusters, method = embeddings.cluster(emb.points, o.cluster, o.seed)
+    scores = embeddings.cluster_scores(clusters, emb.digits)
+    say(
+        f"{method} on {emb.what}: {scores['clusters']} clusters, purity {scores['purity']:.3f}, "
+        f"adjusted Rand index {scores['ari']:.3f}, noise {100 * scores['noise']:.1f}%"
+    )
+    key = "hdbscan" if method == "HDBSCAN" else "kmeans"
+    paths = [Path(f"{prefix}_pca_{key}.png")]
+    embeddings.plot_clusters(
+        embeddings.pca(emb.points, 2), emb, clusters, method, scores, f"PCA of {run}", paths[0]
+    )
+    if embeddings.umap_available():
+        paths.append(Path(f"{prefix}_umap_{key}.png"))
+        coords = embeddings.umap_2d(emb.points, o.seed)
+        embeddings.plot_clusters(coords, emb, clusters, method, scores, f"UMAP of {run}", paths[1])
+    return paths
+
+
+def _attention(model, model_type: str, data, o: VizOptions, prefix: Path) -> list[Path]:
+    n = min(o.attention_samples, len(data.labels))
+    images, labels = data.images[:n], data.labels[:n]
+    device = next(model.parameters()).device
+    paths = [Path(f"{prefix}_attention_maps.png")]
+    if model_type == "encoder-only":
+        maps = attention.vit_maps(model, images.to(device), o.attention_layer)
+        attention.plot_vit(
+            images.numpy(), labels.numpy(), maps, o.attention_layer, o.rollout, paths[0]
+        )
+        heads, what = maps["cls"], "CLS attention"
+    else:
+        maps = attention.seq2seq_maps(model, images.to(device), o.attention_layer)
+        attention.plot_seq2seq(
+            images.numpy(), labels.numpy(), maps, o.attention_layer, o.rollout, paths[0]
+        )
+        heads, what = maps["received"], "encoder attention received"
+    if o.heads:
+        paths.append(Path(f"{prefix}_attention_heads.png"))
+        attention.plot_heads(
+            images.numpy(), heads, f"block {o.attention_layer}: {what} per head", paths[1]
+        )
+    return paths
+
+
+def _braille_epochs(task, model, meta: dict, prefix: Path) -> list[Path]:
+    """One picture per epoch whose display the run recorded; the checkpoint's own epoch is
+    drawn from the model when the run did not record it."""
+    val = task.eval_sets["val"]
+    shown = {
+        r["epoch"]: np.asarray(r["display_predictions"])
+        for r in meta.get("history", [])
+        if "display_predictions" in r
+    }
+    epoch = meta.get("epoch") or 0
+    if epoch not in shown:
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            _, preds = task.eval_batch(
+                model, to_float(val.images[:10].to(device)), val.labels[:10].to(device)
+            )
+        shown[epoch] = preds.cpu().numpy()
+    paths = []
+    for e, preds in sorted(shown.items()):
+        n = len(preds)
+        path = Path(f"{prefix}_epoch{e}.png")
+        training.braille_picture(
+            val.images[:n].numpy(),
+            val.labels[:n].numpy(),
+            preds,
+            f"epoch {e}: first {n} validation samples (expected top-left, predicted bottom-right)",
+            path,
+        )
+        paths.append(path)
+    return paths
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
