@@ -47,7 +47,9 @@ def test_train_without_data_says_how_to_fetch(tmp_path):
 
 def test_bad_set_is_a_clear_error(tmp_path):
     out = run_cli("train", "encoder-only", "--set", "epochs", "--data-dir", str(tmp_path))
-    assert out.returncode == 1 and "--set expects KEY=VALUE" in out.stderr
+    assert out.returncode == 1 and "settings are KEY=VALUE, got 'epochs'" in out.stderr
+    out = run_cli("train", "encoder-only", "epochs=x", "--data-dir", str(tmp_path))
+    assert out.returncode == 1 and "epochs: 'x' is not a valid int" in out.stderr
 
 
 def test_fetch_from_folder_then_train_and_eval(mnist_dir, tmp_path, capsys):

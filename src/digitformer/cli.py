@@ -16,6 +16,7 @@ import numpy as np
 
 from digitformer import __version__
 from digitformer.errors import DigitformerError
+from digitformer.sweep import DEFAULT_STORAGE
 from digitformer.viz import PICTURES as VIZ_PICTURES
 
 TASKS = ("encoder-only", "encoder-decoder")
@@ -44,6 +45,12 @@ def _add_train(sub) -> None:
         ".env < flags. Checkpoints go to OUT_DIR/RUN/{last,best}.safetensors.",
     )
     p.add_argument("task", choices=TASKS, help="which model to train")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings as KEY=VALUE, like --set (the form W&B sweep agents pass)",
+    )
     p.add_argument(
         "--config",
         default="default",
@@ -91,7 +98,15 @@ def _add_eval(sub) -> None:
         "checkpoint (a run folder, .safetensors or .json); for the encoder-decoder "
         "also sequence and per-position accuracy.",
     )
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="CKPT",
+        help="evaluate these checkpoints (and CHECKPOINT, if given) as one model: their "
+        "probabilities averaged, per generated position for the encoder-decoder",
+    )
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--data-dir", help="data folder (default: the one the model trained on)")
     p.add_argument("--device", default="auto")
@@ -178,6 +193,66 @@ def _add_viz(sub) -> None:
     p.set_defaults(func=cmd_viz)
 
 
+def _add_sweep(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="hyperparameter sweeps (Optuna: SQLite here, PostgreSQL for many machines)",
+        description="Bayesian (TPE) sweeps over a W&B-format search space from configs/, "
+        "with poor trials pruned after each epoch. Studies live in --storage: an SQLite "
+        "file by default, or postgresql://user@host:port/db shared by agents anywhere.",
+    )
+    actions = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+
+    def storage(p) -> None:
+        p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")
+
+    def study_options(p) -> None:
+        p.add_argument("--model", choices=TASKS, required=True)
+        p.add_argument(
+            "--space",
+            default="default",
+            help="default (the original's ranges), cpu (small and quick), or a YAML file",
+        )
+        p.add_argument("--config", default="default", help="base training profile")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a setting fixed for every trial",
+        )
+        p.add_argument("--name", help="study name (default: MODEL-TIMESTAMP)")
+
+    def agent_options(p) -> None:
+        p.add_argument("--count", type=int, required=True, help="trials for this agent to run")
+        p.add_argument("--out-dir", default=".data/sweeps", help="where trial checkpoints go")
+        p.add_argument("--data-dir", help="data folder (default: the study's)")
+        p.add_argument("--wandb", action="store_true", help="log each trial to W&B, grouped")
+        p.add_argument("--seed", type=int, help="sampler seed (default: random)")
+
+    p = actions.add_parser("create", help="create a study; print its name")
+    study_options(p)
+    storage(p)
+    p.set_defaults(func=cmd_sweep_create)
+    p = actions.add_parser("agent", help="run trials of an existing study")
+    p.add_argument("name")
+    agent_options(p)
+    storage(p)
+    p.set_defaults(func=cmd_sweep_agent)
+    p = actions.add_parser("run", help="create a study, then run trials of it")
+    study_options(p)
+    agent_options(p)
+    storage(p)
+    p.set_defaults(func=cmd_sweep_run)
+    p = actions.add_parser("best", help="the best trials, and the best settings as a profile")
+    p.add_argument("name")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--out", help="write the best settings here as a YAML profile")
+    p.add_argument("--json", action="store_true")
+    storage(p)
+    p.set_defaults(func=cmd_sweep_best)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitformer",
@@ -194,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_export(sub)
     _add_viz(sub)
+    _add_sweep(sub)
     return parser
 
 
@@ -224,11 +300,7 @@ def cmd_train(args) -> int:
         "display": args.display,
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise DigitformerError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value
+    overrides.update(_key_values([*args.overrides, *args.set]))
     settings = resolve_settings(args.task, args.config, overrides, env_file=args.env_file)
     _export_wandb_env(args.env_file)
     print(
@@ -240,6 +312,16 @@ def cmd_train(args) -> int:
         f"done: best validation {100 * summary['best']:.2f}%; checkpoints in {summary['run_dir']}"
     )
     return 0
+
+
+def _key_values(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DigitformerError(f"settings are KEY=VALUE, got {item!r}")
+        pairs[key.strip()] = value
+    return pairs
 
 
 def _export_wandb_env(env_file: str) -> None:
@@ -257,7 +339,11 @@ def _export_wandb_env(env_file: str) -> None:
 def cmd_eval(args) -> int:
     from digitformer.evaluate import evaluate_checkpoint, format_report
 
-    result = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir, args.device)
+    paths = ([args.checkpoint] if args.checkpoint else []) + args.ensemble
+    if not paths:
+        raise DigitformerError("give a checkpoint, or --ensemble CKPT CKPT ...")
+    target = paths if len(paths) > 1 else paths[0]
+    result = evaluate_checkpoint(target, args.split, args.data_dir, args.device)
     print(json.dumps(result) if args.json else format_report(result))
     return 0
 
@@ -350,6 +436,81 @@ def cmd_viz(args) -> int:
     return 0
 
 
+def cmd_sweep_create(args) -> int:
+    print(_create_study(args))
+    return 0
+
+
+def _create_study(args) -> str:
+    from digitformer import sweep
+
+    return sweep.create(
+        args.model,
+        args.space,
+        profile=args.config,
+        fixed=_key_values(args.set),
+        storage=args.storage,
+        name=args.name,
+    )
+
+
+def cmd_sweep_agent(args, name: str | None = None) -> int:
+    from digitformer import sweep
+
+    done = sweep.agent(
+        name or args.name,
+        args.count,
+        storage=args.storage,
+        out_dir=args.out_dir,
+        data_dir=args.data_dir,
+        wandb=args.wandb,
+        seed=args.seed,
+    )
+    print(f"{done} of {args.count} trials completed (the rest were pruned)")
+    return 0
+
+
+def cmd_sweep_run(args) -> int:
+    name = _create_study(args)
+    print(f"study {name} in {args.storage}")
+    return cmd_sweep_agent(args, name)
+
+
+def cmd_sweep_best(args) -> int:
+    import yaml
+
+    from digitformer import sweep
+    from digitformer.fileio import write_text_atomic
+
+    rows, summary = sweep.best(args.name, args.storage, args.top)
+    if args.out:
+        text = (
+            f"# best trial of sweep {args.name} ({summary['metric']} {rows[0]['value']:.4f}),\n"
+            "# with the sweep's fixed settings (epochs, data sizes): raise them for a final run\n"
+        )
+        write_text_atomic(args.out, text + yaml.safe_dump(summary["profile"], sort_keys=False))
+    if args.json:
+        print(json.dumps({**summary, "top": rows}))
+        return 0
+    trials = ", ".join(f"{n} {state}" for state, n in summary["trials"].items())
+    print(f"study {args.name} ({summary['task']}): {trials}")
+    print(f"{'trial':>5}  {summary['metric']:>12}  {'minutes':>7}  settings")
+    for row in rows:
+        minutes = "" if row["seconds"] is None else f"{row['seconds'] / 60:.1f}"
+        settings = ", ".join(f"{k}={_short(v)}" for k, v in row["settings"].items())
+        print(f"{row['trial']:>5}  {row['value']:>12.4f}  {minutes:>7}  {settings}")
+    if args.out:
+        print(
+            f"best settings written to {args.out}: digitformer train {summary['task']} "
+            f"--config {args.out}"
+        )
+    return 0
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Must precede torch's first import: OpenMP spin-waiting halves small-batch CPU speed.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -357,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DigitformerError as exc:
-        print(f"digitformer: error: {exc}", file=sys.stderr)
+        print(f"digitformer: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("digitformer: interrupted", file=sys.stderr)

@@ -9,18 +9,31 @@ import numpy as np
 
 from digitformer.checkpoint import load_model
 from digitformer.errors import DigitformerError
+from digitformer.models.ensemble import Ensemble
 from digitformer.settings import TrainSettings
 from digitformer.train import build_task, pick_device
 
 
 def evaluate_checkpoint(
-    path: str, split: str = "test", data_dir: str | None = None, device: str = "auto"
+    path: str | list[str], split: str = "test", data_dir: str | None = None, device: str = "auto"
 ) -> dict:
-    """Metrics of a checkpoint on a split, rebuilt from the checkpoint's own settings."""
+    """Metrics of a checkpoint on a split, rebuilt from the checkpoint's own settings. A list
+    of checkpoints (of one model type) is evaluated as an ensemble: their probabilities are
+    averaged (per generated position for the encoder-decoder); the data settings are the
+    first checkpoint's."""
     if split not in ("val", "test"):
         raise DigitformerError(f"split must be val or test, got {split!r}")
     dev = pick_device(device)
-    model, meta = load_model(path, dev)
+    paths = path if isinstance(path, list) else [path]
+    loaded = [load_model(p, dev) for p in paths]
+    model, meta = loaded[0]
+    if len(loaded) > 1:
+        types = {m["model_type"] for _, m in loaded}
+        if len(types) > 1:
+            raise DigitformerError(f"an ensemble needs one model type, got {sorted(types)}")
+        model = Ensemble([m for m, _ in loaded]).eval()
+    if "settings" not in meta:
+        raise DigitformerError(f"{paths[0]}: the checkpoint holds no training settings")
     settings = TrainSettings(**{**meta["settings"], "device": device})
     if data_dir is not None:
         settings.data_dir = data_dir
@@ -28,7 +41,8 @@ def evaluate_checkpoint(
     metrics = task.evaluate(model, split)
     metrics.pop("predictions")
     return {
-        "checkpoint": str(path),
+        "checkpoint": ", ".join(map(str, paths)),
+        "models": len(paths),
         "model_type": meta["model_type"],
         "split": split,
         "epoch": meta.get("epoch"),
@@ -38,10 +52,12 @@ def evaluate_checkpoint(
 
 def format_report(result: dict) -> str:
     pct = lambda x: f"{100 * x:6.2f}%"  # noqa: E731
-    lines = [
-        f"{result['model_type']} checkpoint {result['checkpoint']} (epoch {result['epoch']}), "
-        f"{result['split']} split, {result['count']} samples"
-    ]
+    what = (
+        f"ensemble of {result['models']} checkpoints ({result['checkpoint']})"
+        if result.get("models", 1) > 1
+        else f"checkpoint {result['checkpoint']} (epoch {result['epoch']})"
+    )
+    lines = [f"{result['model_type']} {what}, {result['split']} split, {result['count']} samples"]
     if result["model_type"] == "encoder-decoder":
         lines.append(
             f"sequence accuracy (all four digits right) {pct(result['sequence_accuracy'])}"

@@ -1,0 +1,50 @@
+"""Average several trained models' probabilities: one model's interface, many models inside.
+
+ensemble = Ensemble([vit_a, vit_b])
+log_probs = ensemble(images)            # (B, 10): log of the mean of the models' softmax
+digits, probs = ensemble.generate(grids)  # encoder-decoders: probabilities averaged per step
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Ensemble(nn.Module):
+    """Models of one type. Its outputs are log-probabilities, so cross-entropy on them is the
+    loss of the averaged prediction. Encoder-decoders decode together: at each step every
+    model sees the same prefix (the ensemble's choices so far), so the average is per position."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        kinds = {type(m) for m in models}
+        if len(kinds) != 1:
+            raise ValueError("an ensemble's models must all be of one type")
+        self.members = nn.ModuleList(models)
+        self.cfg = models[0].cfg
+
+    def forward(self, images: torch.Tensor, *targets: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([F.softmax(m(images, *targets).float(), -1) for m in self.members])
+        return probs.mean(0).log()
+
+    @torch.inference_mode()
+    def generate(self, images: torch.Tensor, *, use_cache: bool = True):
+        memories = [m.encode(images) for m in self.members]
+        caches = [[{} for _ in m.decoder] if use_cache else None for m in self.members]
+        tokens = torch.full((images.shape[0], 1), self.cfg.start_token, device=images.device)
+        probs = []
+        for _ in range(self.cfg.num_digits):
+            step_input = tokens[:, -1:] if use_cache else tokens
+            p = torch.stack(
+                [
+                    F.softmax(m.decode(step_input, mem, caches=c)[0][:, -1].float(), -1)
+                    for m, mem, c in zip(self.members, memories, caches)
+                ]
+            ).mean(0)  # (B, 10)
+            probs.append(p)
+            tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
+        return tokens[:, 1:], torch.stack(probs, 1)
