@@ -45,3 +45,38 @@ def tiny_checkpoint(tmp_path):
         return model, path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict[str, str]:
+    """A tiny real run of each model: 2 epochs on the real-MNIST subset, checkpoints, history
+    and all. {model type: run folder}."""
+    from digitformer.settings import resolve_settings
+    from digitformer.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    shutil.copytree(SUBSET, root / "data")
+    runs = {}
+    for task in ("encoder-only", "encoder-decoder"):
+        model = {f"model.{k}": v for k, v in TINY[task].items()}
+        settings = resolve_settings(
+            task,
+            "default",
+            {
+                **model,
+                "data_dir": str(root / "data"),
+                "out_dir": str(root / "runs"),
+                "run": task,
+                "epochs": 2,
+                "train_size": 600,
+                "train_grids": 300,
+                "val_size": 200,
+                "val_grids": 40,
+                "test_grids": 40,
+                "warmup_steps": 2,
+                "display": False,
+            },
+            env_file=None,
+        )
+        runs[task] = train(settings)["run_dir"]
+    return runs

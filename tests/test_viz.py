@@ -1,49 +1,19 @@
-import shutil
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import SUBSET, TINY
+from conftest import TINY
 from digitformer.cli import main
 from digitformer.errors import DigitformerError
 from digitformer.models import build_model
-from digitformer.settings import resolve_settings
-from digitformer.train import train
 from digitformer.viz import attention, embeddings, training
 from digitformer.viz.run import VizOptions, visualize
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A tiny real run of each model: 2 epochs on the real-MNIST subset, history and all."""
-    root = tmp_path_factory.mktemp("viz")
-    shutil.copytree(SUBSET, root / "data")
-    out = {}
-    for task in ("encoder-only", "encoder-decoder"):
-        model = {f"model.{k}": v for k, v in TINY[task].items()}
-        settings = resolve_settings(
-            task,
-            "default",
-            {
-                **model,
-                "data_dir": str(root / "data"),
-                "out_dir": str(root / "runs"),
-                "run": task,
-                "epochs": 2,
-                "train_size": 600,
-                "train_grids": 300,
-                "val_size": 200,
-                "val_grids": 40,
-                "test_grids": 40,
-                "warmup_steps": 2,
-                "display": False,
-            },
-            env_file=None,
-        )
-        out[task] = train(settings)["run_dir"]
-    return out
+def runs(trained_runs):
+    return trained_runs
 
 
 def png_size(path):

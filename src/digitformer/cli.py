@@ -253,6 +253,21 @@ def _add_sweep(sub) -> None:
     p.set_defaults(func=cmd_sweep_best)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="the web demo and prediction API",
+        description="Serve a drawing page (GET /) and an HTTP API (POST /predict, GET /health, "
+        "GET /models, OpenAPI at /docs) over the given checkpoints; by default the default "
+        "profiles' runs in .data/models. Binds to 127.0.0.1 unless told otherwise.",
+    )
+    p.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitformer",
@@ -270,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_viz(sub)
     _add_sweep(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -504,6 +520,34 @@ def cmd_sweep_best(args) -> int:
             f"best settings written to {args.out}: digitformer train {summary['task']} "
             f"--config {args.out}"
         )
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from pathlib import Path
+
+    try:
+        import uvicorn
+
+        from digitformer.serve.app import create_app, load_models
+    except ImportError as exc:
+        raise DigitformerError(
+            f"serving needs the serve extra: pip install 'digitformer[serve]' ({exc})"
+        ) from None
+    from digitformer.train import pick_device
+
+    paths = args.checkpoints or [
+        str(p) for p in (Path(f".data/models/{t}-default") for t in TASKS) if p.is_dir()
+    ]
+    if not paths:
+        raise DigitformerError("no checkpoint given and none in .data/models: train one first")
+    if not 0 < args.port < 65536:
+        raise DigitformerError(f"--port must be 1-65535, got {args.port}")
+    models = load_models(paths, pick_device(args.device))
+    for m in models.values():
+        print(f"serving {m.name} ({m.model_type}) from {m.path}")
+    print(f"open http://{args.host}:{args.port}/  (API docs at /docs)")
+    uvicorn.run(create_app(models), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

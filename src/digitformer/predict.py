@@ -23,6 +23,7 @@ from digitformer.tasks import to_float
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 INK_THRESHOLD = 0.1  # fraction of the image's dynamic range that counts as ink
+MAX_IMAGE_PIXELS = 5000 * 5000  # a small compressed file can claim a huge image
 
 
 @dataclass
@@ -58,21 +59,32 @@ def find_images(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
-def read_gray(path: Path) -> np.ndarray:
-    """An image file (first frame) -> float grayscale (H, W) in [0, 1]."""
+def read_gray(path, name: str | None = None) -> np.ndarray:
+    """An image file or file object (first frame) -> float grayscale (H, W) in [0, 1]."""
+    name = name or str(path)
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise DigitformerError(
+                    f"{name}: image is {img.width}x{img.height}, over {MAX_IMAGE_PIXELS:,} pixels"
+                )
             img.seek(0)
             if img.mode in ("RGBA", "LA") or "transparency" in img.info:
                 img = img.convert("RGBA")
                 white = Image.new("RGBA", img.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, img)  # transparent areas read as paper
             pixels = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
         reason = "not an image" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        raise DigitformerError(f"{path}: cannot read image ({reason})") from None
+        raise DigitformerError(f"{name}: cannot read image ({reason})") from None
     if pixels.size == 0:
-        raise DigitformerError(f"{path}: empty image")
+        raise DigitformerError(f"{name}: empty image")
     return pixels
 
 

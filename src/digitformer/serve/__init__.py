@@ -1,0 +1,1 @@
+"""The web demo and prediction API: `digitformer serve`."""

@@ -1,0 +1,236 @@
+"""An HTTP API and a drawing page over trained checkpoints.
+
+    digitformer serve .data/models/encoder-decoder-default .data/models/encoder-only-default
+
+POST /predict takes an image upload (multipart field `file`, or a raw image body) or JSON
+{"pixels": [[0-255, ...], ...]}; images are prepared exactly as `digitformer predict` prepares
+them. GET /health, GET /models, GET / (the page), GET /docs (the generated OpenAPI page).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
+
+from digitformer.checkpoint import load_model, resolve_path
+from digitformer.errors import DigitformerError
+from digitformer.predict import predict_images, prepare, read_gray
+
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+MAX_PIXELS_SIDE = 1024
+PAGE = Path(__file__).with_name("index.html")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: torch.nn.Module
+    meta: dict
+    path: Path
+
+    @property
+    def model_type(self) -> str:
+        return self.meta["model_type"]
+
+    @property
+    def kind(self) -> str:
+        return "grid" if self.model_type == "encoder-decoder" else "digit"
+
+    def describe(self) -> dict:
+        val = self.meta.get("metrics", {}).get("val", {})
+        return {
+            "name": self.name,
+            "model_type": self.model_type,
+            "kind": self.kind,
+            "input_size": 56 if self.kind == "grid" else 28,
+            "checkpoint": str(self.path),
+            "epoch": self.meta.get("epoch"),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "validation": {
+                k: v
+                for k, v in val.items()
+                if k in ("accuracy", "sequence_accuracy", "digit_accuracy", "loss")
+            },
+        }
+
+
+class Pixels(BaseModel):
+    """A grayscale image as rows of numbers: 0-255, or 0-1 floats."""
+
+    pixels: list[list[float]]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    model_type: str
+    digits: str
+    confidence: list[float]
+    probabilities: list[list[float]]
+    input: list[list[int]] | None = None  # the prepared model input, with attention
+    attention: list[list[list[float]]] | None = None  # one map per digit, max 1
+
+
+def load_models(paths: list[str], device: torch.device) -> dict[str, LoadedModel]:
+    models: dict[str, LoadedModel] = {}
+    for raw in paths:
+        path = resolve_path(raw)
+        model, meta = load_model(path, device)
+        name = path.parent.name if path.stem in ("best", "last") else path.stem
+        while name in models:
+            name += "+"
+        models[name] = LoadedModel(name, model, meta, path)
+    if not models:
+        raise DigitformerError("no checkpoint to serve")
+    return models
+
+
+def create_app(models: dict[str, LoadedModel], max_upload: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    app = FastAPI(
+        title="digitformer",
+        description="Read handwritten digits: one digit (encoder-only ViT) or the four digits "
+        "of a 2x2 grid (encoder-decoder).",
+    )
+
+    @app.exception_handler(HTTPException)
+    async def error_json(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return PAGE.read_text()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "models": len(models)}
+
+    @app.get("/models")
+    def list_models() -> list[dict]:
+        return [m.describe() for m in models.values()]
+
+    body_schema = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+        "application/json": {"schema": Pixels.model_json_schema()},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+    }
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        openapi_extra={"requestBody": {"required": True, "content": body_schema}},
+        responses={400: {}, 404: {}, 413: {}, 415: {}, 422: {}},
+    )
+    async def predict(
+        request: Request,
+        model: str | None = Query(None, description="a name from /models"),
+        kind: Literal["digit", "grid"] | None = Query(None, description="pick a model by kind"),
+        attention: bool = Query(False, description="also return the attention map per digit"),
+    ) -> PredictResponse:
+        chosen = _choose(models, model, kind)
+        pixels = await _read_pixels(request, max_upload)
+        return await run_in_threadpool(_predict, chosen, pixels, attention)
+
+    return app
+
+
+def _choose(models: dict[str, LoadedModel], name: str | None, kind: str | None) -> LoadedModel:
+    if name is not None:
+        if name not in models:
+            raise HTTPException(404, f"no model {name!r}; see /models")
+        return models[name]
+    for m in models.values():
+        if kind is None or m.kind == kind:
+            return m
+    raise HTTPException(404, f"no {kind} model loaded; see /models")
+
+
+async def _read_pixels(request: Request, limit: int) -> np.ndarray:
+    """The request's image as float grayscale (H, W) in [0, 1]."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body over {limit:,} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        raise HTTPException(413, f"request body over {limit:,} bytes")
+    if not body:
+        raise HTTPException(400, "empty request body: send an image or JSON pixels")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        return _json_pixels(body)
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=5)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "multipart upload needs an image in the field 'file'")
+        body = await upload.read()
+    elif not ctype.startswith("image/") and ctype != "application/octet-stream":
+        raise HTTPException(415, f"unsupported content type {ctype or 'none'!r}")
+    try:
+        return read_gray(io.BytesIO(body), name="upload")
+    except DigitformerError as exc:
+        raise HTTPException(415, str(exc)) from None
+
+
+def _json_pixels(body: bytes) -> np.ndarray:
+    try:
+        pixels = Pixels.model_validate(json.loads(body)).pixels
+    except (ValueError, TypeError) as exc:
+        raise HTTPException(422, f"JSON body must be {{'pixels': [[...], ...]}} ({exc})") from None
+    rows = {len(row) for row in pixels}
+    if not pixels or len(rows) != 1 or 0 in rows:
+        raise HTTPException(422, "pixels must be a non-empty rectangle of rows")
+    array = np.asarray(pixels, dtype=np.float32)
+    if max(array.shape) > MAX_PIXELS_SIDE:
+        raise HTTPException(413, f"pixels larger than {MAX_PIXELS_SIDE} a side")
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise HTTPException(422, "pixels must be numbers from 0 to 255 (or 0 to 1)")
+    return array / 255.0 if array.max() > 1 else array
+
+
+def _predict(chosen: LoadedModel, pixels: np.ndarray, with_attention: bool) -> PredictResponse:
+    try:
+        image = prepare(pixels, grid=chosen.kind == "grid")
+    except DigitformerError as exc:
+        raise HTTPException(422, str(exc)) from None
+    device = next(chosen.model.parameters()).device
+    digits, probs = predict_images(chosen.model, chosen.model_type, image[None], device=device)
+    response = PredictResponse(
+        model=chosen.name,
+        model_type=chosen.model_type,
+        digits="".join(map(str, digits[0])),
+        confidence=[float(c) for c in probs[0].max(-1)],
+        probabilities=probs[0].tolist(),
+    )
+    if with_attention:
+        response.input = image.tolist()
+        response.attention = _attention(chosen, image, device)
+    return response
+
+
+def _attention(chosen: LoadedModel, image: np.ndarray, device) -> list:
+    """Per digit, where the model looks (mean of heads, first block, scaled to max 1): the CLS
+    token's attention for a digit, the decoder's cross-attention for each digit of a grid."""
+    from digitformer.viz import attention
+
+    batch = torch.from_numpy(image[None]).to(device)
+    if chosen.kind == "digit":
+        maps = attention.vit_maps(chosen.model, batch)["cls"].mean(1)  # (1, s, s)
+    else:
+        maps = attention.seq2seq_maps(chosen.model, batch)["cross"].mean(1)[0]  # (4, m, m)
+    maps = maps / np.maximum(maps.max((-1, -2), keepdims=True), 1e-12)
+    return maps.tolist()

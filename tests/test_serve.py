@@ -1,0 +1,109 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.data.grids import make_grids  # noqa: E402
+from digitformer.data.mnist import load_split  # noqa: E402
+from digitformer.predict import predict_files  # noqa: E402
+from digitformer.serve.app import create_app, load_models  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(trained_runs):
+    models = load_models(list(trained_runs.values()), "cpu")
+    return TestClient(create_app(models, max_upload=200_000))
+
+
+@pytest.fixture(scope="module")
+def test_grids(trained_runs):
+    from pathlib import Path
+
+    data = Path(trained_runs["encoder-only"]).parents[1] / "data"
+    test = load_split(data, "test")
+    return make_grids(test.images, test.labels, 3, seed=5), test
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_health_models_and_openapi(client):
+    assert client.get("/health").json() == {"status": "ok", "models": 2}
+    models = client.get("/models").json()
+    assert [(m["name"], m["kind"], m["input_size"]) for m in models] == [
+        ("encoder-only", "digit", 28),
+        ("encoder-decoder", "grid", 56),
+    ]
+    assert all(m["epoch"] == 2 or m["epoch"] == 1 for m in models)
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(body)
+    assert "drawing" in client.get("/").text.lower()
+
+
+def test_upload_predicts_what_predict_does(client, test_grids, trained_runs, tmp_path):
+    grids, _ = test_grids
+    path = tmp_path / "grid.png"
+    path.write_bytes(png(grids.images[0]))
+    model, _ = load_model(trained_runs["encoder-decoder"])
+    (expected,), _, errors = predict_files(model, "encoder-decoder", [path])
+    answer = client.post("/predict?kind=grid", files={"file": ("grid.png", path.read_bytes())})
+    assert answer.status_code == 200 and not errors
+    body = answer.json()
+    assert body["digits"] == expected.digits and body["model"] == "encoder-decoder"
+    np.testing.assert_allclose(body["probabilities"], expected.probabilities, rtol=1e-5)
+    assert body["attention"] is None
+    raw = client.post(
+        "/predict?kind=grid", content=path.read_bytes(), headers={"content-type": "image/png"}
+    )
+    assert raw.json()["digits"] == expected.digits
+
+
+def test_json_pixels_and_attention(client, test_grids):
+    _, test = test_grids
+    digit = test.images[0]
+    as_255 = client.post("/predict?model=encoder-only", json={"pixels": digit.tolist()}).json()
+    as_01 = client.post(
+        "/predict?kind=digit&attention=true", json={"pixels": (digit / 255).tolist()}
+    ).json()
+    assert as_255["digits"] == as_01["digits"] and len(as_255["digits"]) == 1
+    assert np.asarray(as_01["input"]).shape == (28, 28)
+    attention = np.asarray(as_01["attention"])  # one map, the CLS token's, max 1
+    assert attention.shape == (1, 4, 4) and attention.max() == pytest.approx(1.0)
+    grid = client.post(
+        "/predict?kind=grid&attention=true", json={"pixels": test_grids[0].images[1].tolist()}
+    ).json()
+    assert np.asarray(grid["attention"]).shape == (4, 2, 2)  # per digit, over the 4 quadrants
+
+
+@pytest.mark.parametrize(
+    "request_kwargs, status, message",
+    [
+        ({"content": b"x" * 300_000, "headers": {"content-type": "image/png"}}, 413, "over"),
+        ({"files": {"file": ("a.png", b"not an image at all")}}, 415, "cannot read image"),
+        ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "content type"),
+        ({"json": {"pixels": [[1, 2], [3]]}}, 422, "rectangle"),
+        ({"json": {"pixels": [[-5, 2], [3, 4]]}}, 422, "0 to 255"),
+        ({"json": {"image": []}}, 422, "JSON body must be"),
+        ({"content": b"", "headers": {"content-type": "image/png"}}, 400, "empty"),
+        ({"data": {"other": "x"}, "files": {"nofile": ("a.txt", b"x")}}, 422, "field 'file'"),
+    ],
+)
+def test_bad_requests_get_clear_json_errors(client, request_kwargs, status, message):
+    answer = client.post("/predict", **request_kwargs)
+    assert answer.status_code == status
+    assert message in answer.json()["error"]
+    assert client.get("/health").status_code == 200  # the server stays up
+
+
+def test_unknown_model_is_404(client):
+    answer = client.post("/predict?model=nope", json={"pixels": [[0]]})
+    assert answer.status_code == 404 and "no model 'nope'" in answer.json()["error"]
