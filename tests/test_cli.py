@@ -13,12 +13,40 @@ def run_cli(*args):
     )
 
 
-@pytest.mark.parametrize("args", [[], ["data"], ["data", "fetch"], ["train"], ["eval"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["data"],
+        ["data", "fetch"],
+        ["train"],
+        ["eval"],
+        ["predict"],
+        ["export"],
+        ["viz"],
+        ["sweep"],
+        ["sweep", "create"],
+        ["sweep", "agent"],
+        ["sweep", "run"],
+        ["sweep", "best"],
+        ["serve"],
+    ],
+)
 def test_help_explains_each_command(args, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*args, "--help"])
     assert exc.value.code == 0
     assert "usage: digitformer" in capsys.readouterr().out
+
+
+def test_serve_refuses_a_missing_checkpoint_and_a_bad_port(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve"]) == 1
+    assert "no checkpoint given and none in .data/models" in capsys.readouterr().err
+    assert main(["serve", "missing"]) == 1
+    assert "checkpoint not found: missing" in capsys.readouterr().err
+    assert main(["serve", "x", "--port", "70000"]) == 1
+    assert "--port must be 1-65535" in capsys.readouterr().err
 
 
 def test_python_dash_m_works():
