@@ -205,6 +205,7 @@ def test_viz_cli_honours_the_original_variables(runs, tmp_path, monkeypatch, cap
     [
         (["viz", "missing-run"], "checkpoint not found"),
         (["viz", "{run}", "--layer", "9"], "--layer must be between 0 and 1"),
+        (["viz", "{run}", "--attention-layer", "0"], "--attention-layer must be between 1 and 1"),
         (["viz", "{run}", "--only", "tsne,movie"], "unknown pictures"),
         (["viz", "{run}", "--samples", "1"], "--samples must be at least 2"),
     ],

@@ -20,7 +20,7 @@ from digitformer.viz.plots import PANEL, figure, overlay, save
 QUADRANT_NAMES = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
-def _check(layer: int, depth: int) -> None:
+def check_layer(layer: int, depth: int) -> None:
     if not 1 <= layer <= depth:
         raise DigitformerError(
             f"--attention-layer must be between 1 and {depth} for this model, got {layer}"
@@ -43,7 +43,7 @@ def vit_maps(model, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarra
     """For uint8 images (B, 28, 28): per-head maps (B, h, side, side) of the CLS token's
     attention ("cls") and the mean attention received per patch ("received") in block `layer`,
     and the CLS row of the rollout over all blocks ("rollout", (B, side, side))."""
-    _check(layer, len(model.blocks))
+    check_layer(layer, len(model.blocks))
     _, weights = model.forward_features(to_float(images), need_weights=True)
     w = weights[layer - 1]  # (B, h, 1+T, 1+T)
     side = model.cfg.image_size // model.cfg.patch_size
@@ -63,7 +63,7 @@ def seq2seq_maps(model, images: torch.Tensor, layer: int = 1) -> dict[str, np.nd
     (B, 4)) and decoder block `layer`'s cross-attention for each digit ("cross",
     (B, h, 4, 2, 2) over the quadrant memory or (B, h, 4, 8, 8) over all patches)."""
     cfg = model.cfg
-    _check(layer, len(model.encoder))
+    check_layer(layer, len(model.encoder))
     side = cfg.grid_side
     inputs = to_float(images)
     _, enc = model.forward_features(inputs, need_weights=True)

@@ -58,6 +58,9 @@ def visualize(
     if "settings" not in meta:
         raise DigitformerError(f"{checkpoint}: the checkpoint holds no training settings")
     model_type = meta["model_type"]
+    depth = len(model.blocks if model_type == "encoder-only" else model.encoder)
+    embeddings.check_layer(o.layer, depth)  # before any slow step
+    attention.check_layer(o.attention_layer, depth)
     meta["history"] = _run_history(checkpoint, meta)
     settings = TrainSettings(**{**meta["settings"], "device": device})
     if data_dir is not None:
