@@ -73,7 +73,7 @@ def test_missing_or_bad_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["encoder-only", "encoder-decoder"])
-@pytest.mark.parametrize("profile", ["default", "original"])
+@pytest.mark.parametrize("profile", ["default", "original", "best"])
 def test_packaged_profiles_build_valid_models(task, profile):
     from digitformer.models import build_model
 
