@@ -149,3 +149,39 @@ def test_cached_and_uncached_generation_agree(memory):
     with torch.no_grad():
         forced = model(images, digits).softmax(-1)
     torch.testing.assert_close(forced, probs, atol=1e-6, rtol=1e-5)
+
+
+def _sequence_log_prob(model, images, digits):
+    """log P(digits) under teacher forcing, (B,)."""
+    start = torch.full_like(digits[:, :1], model.cfg.start_token)
+    logits, _ = model.decode(torch.cat([start, digits[:, :-1]], 1), model.encode(images))
+    return logits.float().log_softmax(-1).gather(-1, digits[..., None]).squeeze(-1).sum(-1)
+
+
+def test_beam_search_of_one_is_greedy_and_wider_beams_score_no_worse():
+    from conftest import TINY
+    from digitformer.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("encoder-decoder", TINY["encoder-decoder"]).eval()
+    with torch.no_grad():  # make each step lean on the previous digit, so that greedy can err
+        model.token_embed.weight.mul_(100)
+        model.head.weight.mul_(5)
+    images = torch.rand(32, 1, 56, 56)
+    greedy, greedy_probs = model.generate(images)
+    one, one_probs = model.generate(images, beam_size=1)
+    assert torch.equal(one, greedy)
+    beam1, beam1_probs = model.beam_search(images, beam_size=1)
+    assert torch.equal(beam1, greedy)
+    torch.testing.assert_close(beam1_probs, greedy_probs)
+    beam, probs = model.generate(images, beam_size=5)
+    with torch.no_grad():
+        beam_score = _sequence_log_prob(model, images, beam)
+        greedy_score = _sequence_log_prob(model, images, greedy)
+    assert (beam_score >= greedy_score - 1e-4).all()
+    assert (beam != greedy).any(dim=1).any()  # the search found other sequences somewhere
+    # the probabilities returned are those the beam's own steps chose from
+    chosen = probs.gather(-1, beam[..., None]).squeeze(-1).log().sum(-1)
+    torch.testing.assert_close(chosen, beam_score, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="beam_size"):
+        model.beam_search(images, beam_size=11)

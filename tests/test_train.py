@@ -120,3 +120,16 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert lr_at(9, 100, s) == pytest.approx(1e-3)
     assert lr_at(100, 100, s) == pytest.approx(1e-5)
     assert lr_at(50, 100, s) < lr_at(20, 100, s)
+
+
+def test_eval_with_beam_search(trained_runs, capsys):
+    from digitformer.cli import main
+
+    greedy = evaluate_checkpoint(trained_runs["encoder-decoder"], "val")
+    beam = evaluate_checkpoint(trained_runs["encoder-decoder"], "val", beam_size=4)
+    assert beam["beam_size"] == 4 and beam["count"] == greedy["count"]
+    assert abs(beam["digit_accuracy"] - greedy["digit_accuracy"]) < 0.1
+    assert main(["eval", trained_runs["encoder-decoder"], "--beam", "3"]) == 0
+    assert "beam search of 3" in capsys.readouterr().out.splitlines()[0]
+    assert main(["eval", trained_runs["encoder-only"], "--beam", "3"]) == 1
+    assert "--beam is for a single encoder-decoder" in capsys.readouterr().err

@@ -108,6 +108,13 @@ def _add_eval(sub) -> None:
         "probabilities averaged, per generated position for the encoder-decoder",
     )
     p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument(
+        "--beam",
+        type=int,
+        default=1,
+        metavar="K",
+        help="encoder-decoder: beam search keeping K sequences (default: 1, greedy)",
+    )
     p.add_argument("--data-dir", help="data folder (default: the one the model trained on)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -359,7 +366,7 @@ def cmd_eval(args) -> int:
     if not paths:
         raise DigitformerError("give a checkpoint, or --ensemble CKPT CKPT ...")
     target = paths if len(paths) > 1 else paths[0]
-    result = evaluate_checkpoint(target, args.split, args.data_dir, args.device)
+    result = evaluate_checkpoint(target, args.split, args.data_dir, args.device, args.beam)
     print(json.dumps(result) if args.json else format_report(result))
     return 0
 

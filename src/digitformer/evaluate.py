@@ -15,7 +15,11 @@ from digitformer.train import build_task, pick_device
 
 
 def evaluate_checkpoint(
-    path: str | list[str], split: str = "test", data_dir: str | None = None, device: str = "auto"
+    path: str | list[str],
+    split: str = "test",
+    data_dir: str | None = None,
+    device: str = "auto",
+    beam_size: int = 1,
 ) -> dict:
     """Metrics of a checkpoint on a split, rebuilt from the checkpoint's own settings. A list
     of checkpoints (of one model type) is evaluated as an ensemble: their probabilities are
@@ -38,6 +42,12 @@ def evaluate_checkpoint(
     if data_dir is not None:
         settings.data_dir = data_dir
     task = build_task(settings, dev, with_test=split == "test")
+    if beam_size != 1:
+        if meta["model_type"] != "encoder-decoder" or len(paths) > 1:
+            raise DigitformerError("--beam is for a single encoder-decoder checkpoint")
+        if not 1 <= beam_size <= 10:
+            raise DigitformerError(f"--beam must be 1 to 10, got {beam_size}")
+        task.beam_size = beam_size
     metrics = task.evaluate(model, split)
     metrics.pop("predictions")
     return {
@@ -46,6 +56,7 @@ def evaluate_checkpoint(
         "model_type": meta["model_type"],
         "split": split,
         "epoch": meta.get("epoch"),
+        "beam_size": beam_size,
         **metrics,
     }
 
@@ -57,6 +68,8 @@ def format_report(result: dict) -> str:
         if result.get("models", 1) > 1
         else f"checkpoint {result['checkpoint']} (epoch {result['epoch']})"
     )
+    if result.get("beam_size", 1) > 1:
+        what += f", beam search of {result['beam_size']}"
     lines = [f"{result['model_type']} {what}, {result['split']} split, {result['count']} samples"]
     if result["model_type"] == "encoder-decoder":
         lines.append(

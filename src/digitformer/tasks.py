@@ -161,6 +161,7 @@ class GridTask(Task):
 
     model_type = "encoder-decoder"
     primary_metric = "sequence_accuracy"
+    beam_size = 1  # evaluation decodes greedily unless told otherwise (eval --beam)
 
     def __init__(self, settings, train: Digits, device, test: Digits | None = None) -> None:
         super().__init__(settings, train, device)
@@ -206,7 +207,7 @@ class GridTask(Task):
     def eval_batch(self, model, inputs, targets):
         logits = model(inputs, targets).float()  # teacher-forced loss, as in training
         loss = F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1))
-        digits, _ = model.generate(inputs)  # the metrics score what generation writes
+        digits, _ = model.generate(inputs, beam_size=self.beam_size)  # what generation writes
         return loss, digits
 
     def metrics(self, preds, labels):

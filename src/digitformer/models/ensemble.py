@@ -32,7 +32,9 @@ class Ensemble(nn.Module):
         return probs.mean(0).log()
 
     @torch.inference_mode()
-    def generate(self, images: torch.Tensor, *, use_cache: bool = True):
+    def generate(self, images: torch.Tensor, *, use_cache: bool = True, beam_size: int = 1):
+        if beam_size != 1:
+            raise ValueError("an ensemble decodes greedily: beam search is for single models")
         memories = [m.encode(images) for m in self.members]
         caches = [[{} for _ in m.decoder] if use_cache else None for m in self.members]
         tokens = torch.full((images.shape[0], 1), self.cfg.start_token, device=images.device)

@@ -3,6 +3,7 @@
 model = Seq2Seq(Seq2SeqConfig())
 logits = model(images, targets)          # teacher forcing: (B, 4, 10)
 digits, probs = model.generate(images)   # greedy with a key/value cache: (B, 4), (B, 4, 10)
+digits, probs = model.generate(images, beam_size=3)   # beam search
 """
 
 from __future__ import annotations
@@ -127,13 +128,46 @@ class Seq2Seq(nn.Module):
 
     @torch.inference_mode()
     def generate(
-        self, images: torch.Tensor, *, use_cache: bool = True
+        self, images: torch.Tensor, *, use_cache: bool = True, beam_size: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding: digits (B, 4) and the probabilities (B, 4, 10) each step chose from.
 
         With the cache each step feeds one token; without it the whole prefix is recomputed
-        (kept to check the cache and to measure what it saves)."""
+        (kept to check the cache and to measure what it saves). beam_size > 1: beam search."""
+        if beam_size > 1:
+            return self.beam_search(images, beam_size)
         return self.generate_from_memory(self.encode(images), use_cache=use_cache)
+
+    @torch.inference_mode()
+    def beam_search(
+        self, images: torch.Tensor, beam_size: int = 3
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The most probable digit sequence among `beam_size` kept at every step (with the key/
+        value cache), and the probabilities (B, 4, 10) each of its steps chose from."""
+        if not 1 <= beam_size <= self.cfg.num_classes:
+            raise ValueError(f"beam_size must be 1 to {self.cfg.num_classes}, got {beam_size}")
+        k, n = beam_size, self.cfg.num_classes
+        memory = self.encode(images).repeat_interleave(k, 0)  # (B*k, M, D)
+        b = images.shape[0]
+        tokens = torch.full((b * k, 1), self.cfg.start_token, device=images.device)
+        scores = torch.full((b, k), float("-inf"), device=images.device)
+        scores[:, 0] = 0.0  # the beams start as copies of one: keep only the first alive
+        caches = [{} for _ in self.decoder]
+        step_probs: list[torch.Tensor] = []
+        for _ in range(self.cfg.num_digits):
+            logits, _ = self.decode(tokens[:, -1:], memory, caches=caches)
+            p = F.softmax(logits[:, -1].float(), -1)  # (B*k, 10)
+            total = scores.unsqueeze(-1) + p.log().view(b, k, n)  # (B, k, 10)
+            scores, best = total.view(b, k * n).topk(k, -1)  # (B, k), best first
+            parent = (torch.arange(b, device=images.device)[:, None] * k + best // n).view(-1)
+            tokens = torch.cat([tokens[parent], (best % n).view(-1, 1)], 1)
+            step_probs = [q[parent] for q in step_probs] + [p[parent]]
+            for cache in caches:  # each beam carries on its parent's keys and values
+                for kind in cache.values():
+                    kind["k"], kind["v"] = kind["k"][parent], kind["v"][parent]
+        digits = tokens[:, 1:].view(b, k, -1)[:, 0]
+        probs = torch.stack(step_probs, 1).view(b, k, self.cfg.num_digits, n)[:, 0]
+        return digits, probs
 
     @torch.inference_mode()
     def generate_from_memory(
