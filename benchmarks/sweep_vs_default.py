@@ -52,7 +52,7 @@ def main() -> None:
         env_file=None,
     )
     history = train(baseline)["history"]
-    default_value = sweep._metric(history, space)
+    default_value = sweep.trial_score(history, space)
     result = {
         "task": args.task,
         "study": name,

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from digitformer.errors import DigitformerError
-from digitformer.settings import TASKS, profile_path, resolve_settings
+from digitformer.settings import TASKS, profile_path, read_profile, resolve_settings
 
 # configs/ of the working directory, else of the source checkout this package runs from
 CONFIG_DIRS = (Path("configs"), Path(__file__).resolve().parents[2] / "configs")
@@ -301,7 +301,7 @@ def agent(
 
         def on_epoch(epoch: int, val: dict) -> None:
             history.append({"epoch": epoch + 1, **_scalars(val, "val_")})
-            trial.report(_metric(history, space), epoch)
+            trial.report(trial_score(history, space), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
@@ -310,7 +310,7 @@ def agent(
         finally:
             logger.finish()
         trial.set_user_attr("seconds", sum(h["seconds"] for h in summary["history"]))
-        return _metric(summary["history"], space)
+        return trial_score(summary["history"], space)
 
     def report(study, frozen) -> None:
         nonlocal done
@@ -328,7 +328,7 @@ def _scalars(metrics: dict, prefix: str) -> dict[str, float]:
     return {prefix + k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def _metric(history: list[dict], space: Space) -> float:
+def trial_score(history: list[dict], space: Space) -> float:
     """The trial's score: its best epoch by the space's metric (the checkpoint kept as best)."""
     values = [h[space.metric] for h in history if space.metric in h]
     if not values:
@@ -348,7 +348,7 @@ def _describe(params: dict) -> str:
     return ", ".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
-def trial_settings(study, trial) -> dict[str, Any]:
+def trial_settings(trial) -> dict[str, Any]:
     """The settings a trial drew, under their settings keys (model.heads[4,8] -> model.heads)."""
     return {key.split("[", 1)[0]: value for key, value in trial.params.items()}
 
@@ -367,13 +367,13 @@ def best(name: str, storage: str = DEFAULT_STORAGE, top: int = 5) -> tuple[list[
             "trial": t.number,
             "value": t.value,
             "seconds": t.user_attrs.get("seconds"),
-            "settings": trial_settings(study, t),
+            "settings": trial_settings(t),
             "run_dir": t.user_attrs.get("run_dir"),
         }
         for t in ranked[:top]
     ]
     attrs = study.user_attrs
-    profile = {**_profile_values(attrs["task"], attrs["profile"]), **attrs["fixed"]}
+    profile = {**read_profile(profile_path(attrs["profile"], attrs["task"])), **attrs["fixed"]}
     profile = _nest({**profile, **rows[0]["settings"]})
     counts = {s.name.lower(): 0 for s in optuna.trial.TrialState}
     for t in study.get_trials(deepcopy=False):
@@ -386,12 +386,6 @@ def best(name: str, storage: str = DEFAULT_STORAGE, top: int = 5) -> tuple[list[
         "profile": profile,
     }
     return rows, summary
-
-
-def _profile_values(task: str, profile: str) -> dict:
-    from digitformer.settings import read_profile
-
-    return read_profile(profile_path(profile, task))
 
 
 def _nest(flat: dict) -> dict:

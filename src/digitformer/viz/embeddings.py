@@ -14,7 +14,7 @@ import torch
 
 from digitformer.errors import DigitformerError
 from digitformer.tasks import to_float
-from digitformer.viz.plots import figure
+from digitformer.viz.plots import figure, save
 
 DIGIT_COLORS = "tab10"
 
@@ -153,8 +153,6 @@ def _scatter_digits(ax, coords: np.ndarray, digits: np.ndarray) -> None:
 
 def plot_map(coords: np.ndarray, emb: Embeddings, title: str, path) -> None:
     """One 2-D map coloured by digit (8 x 7 inches)."""
-    from digitformer.viz.plots import save
-
     fig = figure(8, 7)
     ax = fig.add_subplot()
     _scatter_digits(ax, coords, emb.digits)
@@ -166,8 +164,6 @@ def plot_clusters(
     coords: np.ndarray, emb: Embeddings, clusters: np.ndarray, method: str, scores, projection, path
 ) -> None:
     """Two panels (16 x 7 inches): true digits, then the discovered clusters (noise grey)."""
-    from digitformer.viz.plots import save
-
     fig = figure(16, 7)
     left, right = fig.subplots(1, 2)
     _scatter_digits(left, coords, emb.digits)

@@ -132,26 +132,24 @@ def _run_history(checkpoint, meta: dict) -> list[dict]:
     return history
 
 
+# (picture, step) in the order they run; the embeddings feed both t-SNE and clustering
+STEPS = (
+    ("tsne", "embeddings"),
+    ("clusters", "embeddings"),
+    ("tsne", "t-SNE"),
+    ("clusters", "clustering"),
+    ("attention", "attention"),
+    ("braille", "Braille epochs"),
+    ("confusion", "confusion"),
+    ("curves", "training curves"),
+)
+
+
 def _steps(o: VizOptions, meta: dict) -> list[str]:
-    wanted = set(o.pictures)
-    steps = []
-    if wanted & {"tsne", "clusters"}:
-        steps.append("embeddings")
-    steps += [
-        name for key, name in (("tsne", "t-SNE"), ("clusters", "clustering")) if key in wanted
-    ]
-    steps += [
-        name
-        for key, name in (
-            ("attention", "attention"),
-            ("braille", "Braille epochs"),
-            ("confusion", "confusion"),
-        )
-        if key in wanted
-    ]
-    if "curves" in wanted and meta.get("history"):
-        steps.append("training curves")
-    return steps
+    steps = [step for picture, step in STEPS if picture in o.pictures]
+    if not meta.get("history"):  # nothing to draw curves from
+        steps = [step for step in steps if step != "training curves"]
+    return list(dict.fromkeys(steps))
 
 
 def _clusters(emb, o: VizOptions, run: str, prefix: Path, say) -> list[Path]:
