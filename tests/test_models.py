@@ -122,6 +122,31 @@ def test_quadrant_attention_keeps_digits_independent():
     assert not torch.allclose(a[:, 3], b[:, 3])
 
 
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_encoder_started_from_a_vit_reads_each_digit_as_the_vit_does(norm):
+    torch.manual_seed(0)
+    vit = ViT(ViTConfig(**TINY_VIT, norm=norm)).eval()
+    cfg = dict(TINY_S2S, enc_depth=TINY_VIT["depth"], attention="quadrant", norm=norm)
+    model = Seq2Seq(Seq2SeqConfig(**cfg)).eval()
+    model.init_encoder_from(vit)
+    grid = torch.rand(2, 1, 56, 56)
+    tokens, _ = model.forward_features(grid)
+    quads = to_quadrants(tokens, model.cfg.grid_side)  # (B, 4, 16, D)
+    for q, (y, x) in enumerate([(0, 0), (0, 28), (28, 0), (28, 28)]):
+        digit = grid[..., y : y + 28, x : x + 28]
+        expected = vit.patch(digit) + vit.pos[:, 1:]  # the ViT's own patch tokens, no CLS
+        for block in vit.blocks:
+            expected, _ = block(expected)
+        torch.testing.assert_close(quads[:, q], vit.norm(expected))
+
+
+def test_encoder_start_refuses_a_vit_of_another_layout():
+    vit = ViT(ViTConfig(**dict(TINY_VIT, dim=48)))
+    model = Seq2Seq(Seq2SeqConfig(**dict(TINY_S2S, enc_depth=3)))
+    with pytest.raises(ValueError, match="dim, depth"):
+        model.init_encoder_from(vit)
+
+
 def test_causal_mask_hides_the_future():
     torch.manual_seed(0)
     model = Seq2Seq(Seq2SeqConfig(**TINY_S2S)).eval()

@@ -112,6 +112,56 @@ def test_resume_without_a_run_is_a_clear_error(mnist_dir, tmp_path):
         train(s, resume=True)
 
 
+def test_encoder_decoder_can_start_from_an_encoder_only_run(mnist_dir, tmp_path):
+    layout = {"model.heads": 2, "model.patch_size": 7}
+    vit_run = train(
+        settings_for(
+            "encoder-only", mnist_dir, tmp_path, epochs=1, train_size=300, run="vit", **layout
+        )
+    )["run_dir"]
+    # a learning rate so small that the weights after one epoch are still the ViT's
+    s = settings_for(
+        "encoder-decoder",
+        mnist_dir,
+        tmp_path,
+        epochs=1,
+        train_grids=64,
+        lr=1e-12,
+        min_lr=0,
+        init_encoder=vit_run,
+        run="s2s",
+        **layout,
+    )
+    seq2seq = load_file(f"{train(s)['run_dir']}/last.safetensors")
+    vit = load_file(f"{vit_run}/best.safetensors")
+    for name in ("patch.proj.weight", "encoder.1.ff.net.0.weight", "enc_norm.weight"):
+        source = name.replace("encoder.", "blocks.").replace("enc_norm", "norm")
+        torch.testing.assert_close(seq2seq[name], vit[source])
+    s2s_ckpt = settings_for(
+        "encoder-decoder",
+        mnist_dir,
+        tmp_path,
+        epochs=1,
+        run="again",
+        init_encoder=s.out_dir + "/s2s",
+    )
+    with pytest.raises(DigitformerError, match="not an encoder-only checkpoint"):
+        train(s2s_ckpt)
+    wide = settings_for(
+        "encoder-decoder",
+        mnist_dir,
+        tmp_path,
+        epochs=1,
+        run="wide",
+        init_encoder=vit_run,
+        **{"model.dim": 96, **layout},
+    )
+    with pytest.raises(DigitformerError, match="cannot use .*differ in dim"):
+        train(wide)
+    with pytest.raises(DigitformerError, match="init_encoder is for the encoder-decoder"):
+        settings_for("encoder-only", mnist_dir, tmp_path, init_encoder=vit_run)
+
+
 def test_lr_schedule_warms_up_then_decays_to_min():
     s = resolve_settings(
         "encoder-only", "default", {"lr": 1e-3, "min_lr": 1e-5, "warmup_steps": 10}, env_file=None

@@ -42,6 +42,7 @@ class TrainSettings:
     train_size: int | None = None  # training digits to use (None: all but the validation split)
     val_size: int = 5000  # digits held out of the training set for validation
     train_grids: int = 60000  # encoder-decoder: fresh training grids per epoch
+    init_encoder: str = ""  # encoder-decoder: start the encoder from this encoder-only run
     val_grids: int = 2000
     test_grids: int = 5000
     test_seed: int = 0  # the fixed seed of the test grids
@@ -200,6 +201,10 @@ def validate(s: TrainSettings) -> None:
         (s.train_size is None or s.train_size >= 1, "train_size must be at least 1"),
         (min(s.train_grids, s.val_grids, s.test_grids) >= 1, "grid counts must be at least 1"),
         (s.threads is None or s.threads >= 1, "threads must be at least 1"),
+        (
+            not s.init_encoder or s.task == "encoder-decoder",
+            "init_encoder is for the encoder-decoder task",
+        ),
         (
             s.device in ("auto", "cpu", "cuda", "mps") or s.device.startswith("cuda:"),
             "device must be auto, cpu, cuda[:N] or mps",

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from digitformer.checkpoint import load_train_state, save_checkpoint, save_train_state
+from digitformer.checkpoint import load_model, load_train_state, save_checkpoint, save_train_state
 from digitformer.data.mnist import load_split
 from digitformer.display.braille import render_samples, use_color
 from digitformer.errors import DigitformerError
 from digitformer.fileio import atomic_path
 from digitformer.logger import Logger
 from digitformer.models import build_model
+from digitformer.models.vit import ViT
 from digitformer.settings import TrainSettings
 from digitformer.tasks import TASK_CLASSES, Task
 
@@ -107,6 +108,8 @@ def train(
         model = build_model(task.model_type, settings.model)
     except ValueError as exc:
         raise DigitformerError(f"invalid model settings: {exc}") from None
+    if settings.init_encoder and not resume:  # a resumed run has its own weights
+        _init_encoder(model, settings.init_encoder)
     model.to(device)
     optimizer = make_optimizer(model, settings, fused=device.type == "cuda")
     stepper = torch.compile(model) if settings.compile else model
@@ -267,6 +270,17 @@ def _display(task: Task, predictions, logger: Logger, epoch: int, n: int = 10) -
             color=use_color(logger.stream),
         )
     )
+
+
+def _init_encoder(model, path: str) -> None:
+    """Start an encoder-decoder's encoder from the encoder-only checkpoint at `path`."""
+    vit, _ = load_model(path)
+    if not isinstance(vit, ViT):
+        raise DigitformerError(f"init_encoder: {path} is not an encoder-only checkpoint")
+    try:
+        model.init_encoder_from(vit)
+    except ValueError as exc:
+        raise DigitformerError(f"init_encoder: cannot use {path}: {exc}") from None
 
 
 def _resume(run_dir: Path, model, optimizer, settings: TrainSettings, device):

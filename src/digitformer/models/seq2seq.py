@@ -97,6 +97,27 @@ class Seq2Seq(nn.Module):
             return quadrant_pool(tokens, self.cfg.grid_side) + self.mem_pos  # (B, 4, D)
         return tokens
 
+    @torch.no_grad()
+    def init_encoder_from(self, vit: nn.Module) -> None:
+        """Start the encoder from a trained encoder-only ViT of the same layout: its patch
+        embedding, blocks and final norm, and its patch positions repeated in every quadrant (a
+        digit's 28x28 quadrant is exactly a ViT input). Its CLS token and head are not used."""
+        c, v = self.cfg, vit.cfg
+        differ = [
+            k
+            for k in ("patch_size", "dim", "heads", "ff_dim", "norm", "activation")
+            if getattr(c, k) != getattr(v, k)
+        ]
+        differ += ["depth"] if c.enc_depth != v.depth else []
+        differ += ["digit size"] if c.image_size != 2 * v.image_size else []
+        if differ:
+            raise ValueError(f"the encoder and the ViT differ in {', '.join(differ)}")
+        self.patch.load_state_dict(vit.patch.state_dict())
+        self.encoder.load_state_dict(vit.blocks.state_dict())
+        self.enc_norm.load_state_dict(vit.norm.state_dict())
+        digit_pos = vit.pos[:, 1:].unsqueeze(1).expand(-1, 4, -1, -1)  # (1, 4, T, D)
+        self.enc_pos.copy_(from_quadrants(digit_pos, c.grid_side))
+
     # ---- decoder ------------------------------------------------------------------------
 
     def decode(
