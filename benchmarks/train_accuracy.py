@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import machine  # noqa: E402
-from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.checkpoint import load_model, read_checkpoint  # noqa: E402
 from digitformer.settings import resolve_settings  # noqa: E402
 from digitformer.train import build_task, pick_device, train  # noqa: E402
 
@@ -62,6 +62,15 @@ def main() -> None:
         "machine": machine(),
         "run_dir": summary["run_dir"],
     }
+    if settings.init_encoder:  # the encoder's own training is part of the recipe's cost
+        source_path = Path(settings.init_encoder)
+        if source_path.is_dir():  # the whole run, not just its best epoch
+            source_path = source_path / "last.safetensors"
+        _, source = read_checkpoint(source_path)
+        result["init_encoder"] = {
+            "run": settings.init_encoder,
+            "train_seconds": sum(h["seconds"] for h in source["history"]),
+        }
     metric = "accuracy" if args.task == "encoder-only" else "sequence_accuracy"
     extra = "" if metric == "accuracy" else f" (per digit {100 * test['digit_accuracy']:.2f}%)"
     print(json.dumps(result, indent=2))

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from digitformer.errors import DigitformerError
-from digitformer.settings import resolve_settings
+from digitformer.settings import PROFILE_DIR, resolve_settings
 
 
 def test_precedence_defaults_profile_env_flags(tmp_path, monkeypatch):
@@ -72,10 +74,20 @@ def test_missing_or_bad_yaml(tmp_path):
         resolve_settings("encoder-only", str(bad), {}, env_file=None)
 
 
-@pytest.mark.parametrize("task", ["encoder-only", "encoder-decoder"])
-@pytest.mark.parametrize("profile", ["default", "original", "best"])
-def test_packaged_profiles_build_valid_models(task, profile):
+PACKAGED = sorted(PROFILE_DIR.glob("*.yaml"))
+RECIPES = [Path(__file__).parents[1] / "configs" / "encoder-decoder-from-wide.yaml"]
+
+
+def test_every_task_has_the_three_main_profiles():
+    names = {p.stem for p in PACKAGED}
+    for task in ("encoder-only", "encoder-decoder"):
+        assert {f"{task}-{name}" for name in ("default", "original", "best")} <= names
+
+
+@pytest.mark.parametrize("path", PACKAGED + RECIPES, ids=lambda p: p.stem)
+def test_packaged_profiles_build_valid_models(path):
     from digitformer.models import build_model
 
-    s = resolve_settings(task, profile, {}, env_file=None)
+    task = "encoder-only" if path.stem.startswith("encoder-only-") else "encoder-decoder"
+    s = resolve_settings(task, str(path), {}, env_file=None)
     build_model(task, s.model)
