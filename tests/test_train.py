@@ -158,6 +158,11 @@ def test_encoder_decoder_can_start_from_an_encoder_only_run(mnist_dir, tmp_path)
     )
     with pytest.raises(DigitformerError, match="cannot use .*differ in dim"):
         train(wide)
+    missing = settings_for(
+        "encoder-decoder", mnist_dir, tmp_path, epochs=1, run="x", init_encoder="no/such/run"
+    )
+    with pytest.raises(DigitformerError, match="init_encoder: checkpoint not found: no/such/run"):
+        train(missing)
     with pytest.raises(DigitformerError, match="init_encoder is for the encoder-decoder"):
         settings_for("encoder-only", mnist_dir, tmp_path, init_encoder=vit_run)
 

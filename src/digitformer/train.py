@@ -274,7 +274,10 @@ def _display(task: Task, predictions, logger: Logger, epoch: int, n: int = 10) -
 
 def _init_encoder(model, path: str) -> None:
     """Start an encoder-decoder's encoder from the encoder-only checkpoint at `path`."""
-    vit, _ = load_model(path)
+    try:
+        vit, _ = load_model(path)
+    except DigitformerError as exc:
+        raise DigitformerError(f"init_encoder: {exc}") from None
     if not isinstance(vit, ViT):
         raise DigitformerError(f"init_encoder: {path} is not an encoder-only checkpoint")
     try:
