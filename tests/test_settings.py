@@ -75,7 +75,7 @@ def test_missing_or_bad_yaml(tmp_path):
 
 
 PACKAGED = sorted(PROFILE_DIR.glob("*.yaml"))
-RECIPES = [Path(__file__).parents[1] / "configs" / "encoder-decoder-from-wide.yaml"]
+RECIPES = [Path(__file__).parents[1] / "configs" / "encoder-decoder-from-vit.yaml"]
 
 
 def test_every_task_has_the_three_main_profiles():
