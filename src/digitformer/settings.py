@@ -42,10 +42,10 @@ class TrainSettings:
     train_size: int | None = None  # training digits to use (None: all but the validation split)
     val_size: int = 5000  # digits held out of the training set for validation
     train_grids: int = 60000  # encoder-decoder: fresh training grids per epoch
-    init_encoder: str = ""  # encoder-decoder: start the encoder from this encoder-only run
     val_grids: int = 2000
     test_grids: int = 5000
     test_seed: int = 0  # the fixed seed of the test grids
+    init_encoder: str = ""  # encoder-decoder: start the encoder from this encoder-only run
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # None: all cores

@@ -15,7 +15,13 @@ from typing import Any
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from digitformer.checkpoint import load_model, load_train_state, save_checkpoint, save_train_state
+from digitformer.checkpoint import (
+    load_model,
+    load_train_state,
+    read_checkpoint,
+    save_checkpoint,
+    save_train_state,
+)
 from digitformer.data.mnist import load_split
 from digitformer.display.braille import render_samples, use_color
 from digitformer.errors import DigitformerError
@@ -287,8 +293,6 @@ def _init_encoder(model, path: str) -> None:
 
 
 def _resume(run_dir: Path, model, optimizer, settings: TrainSettings, device):
-    from digitformer.checkpoint import read_checkpoint
-
     weights, meta = read_checkpoint(run_dir / "last.safetensors")
     if meta["model_config"] != model.cfg.to_dict():
         raise DigitformerError(
