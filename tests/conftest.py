@@ -30,13 +30,13 @@ def rng():
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    """make(model_type) -> (model in eval mode, path of its saved checkpoint)."""
+    """make(model_type, **config) -> (model in eval mode, path of its saved checkpoint)."""
     from digitformer.checkpoint import save_checkpoint
     from digitformer.models import build_model
 
-    def make(model_type: str):
+    def make(model_type: str, **config):
         torch.manual_seed(0)
-        model = build_model(model_type, TINY[model_type]).eval()
+        model = build_model(model_type, {**TINY[model_type], **config}).eval()
         path = save_checkpoint(
             tmp_path / f"{model_type}.safetensors",
             model,

@@ -24,12 +24,13 @@ def reference(model, model_type, x):
         return [digits, probs]
 
 
+@pytest.mark.parametrize("stem", [0, 4])  # 4: a convolutional stem (per quadrant on grids)
 @pytest.mark.parametrize("model_type", ["encoder-only", "encoder-decoder"])
 def test_onnx_export_runs_in_onnxruntime_like_pytorch(
-    tmp_path, mnist_dir, tiny_checkpoint, model_type, capsys
+    tmp_path, mnist_dir, tiny_checkpoint, model_type, stem, capsys
 ):
     ort = pytest.importorskip("onnxruntime")
-    model, ckpt = tiny_checkpoint(model_type)
+    model, ckpt = tiny_checkpoint(model_type, stem=stem)
     out = tmp_path / "model.onnx"
     assert main(["export", str(ckpt), str(out), "--format", "onnx"]) == 0
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

@@ -10,9 +10,9 @@ TINY_VIT = dict(patch_size=7, dim=32, depth=2, heads=4, ff_dim=64, dropout=0.0)
 TINY_S2S = dict(dim=32, enc_depth=2, dec_depth=2, heads=4, ff_dim=64, dropout=0.0)
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
-def test_vit_forward_backward_shapes(norm):
-    model = ViT(ViTConfig(**TINY_VIT, norm=norm))
+@pytest.mark.parametrize("norm,stem", [("post", 0), ("pre", 0), ("pre", 4)])
+def test_vit_forward_backward_shapes(norm, stem):
+    model = ViT(ViTConfig(**TINY_VIT, norm=norm, stem=stem))
     images = torch.rand(5, 1, 28, 28)
     logits = model(images)
     assert logits.shape == (5, 10)
@@ -30,8 +30,10 @@ def test_default_vit_is_the_originals_size():
 
 @pytest.mark.parametrize("attention", ["global", "quadrant"])
 @pytest.mark.parametrize("memory", ["quadrants", "patches"])
-def test_seq2seq_forward_backward_shapes(attention, memory):
-    model = Seq2Seq(Seq2SeqConfig(**TINY_S2S, attention=attention, memory=memory, norm="pre"))
+@pytest.mark.parametrize("stem", [0, 4])
+def test_seq2seq_forward_backward_shapes(attention, memory, stem):
+    cfg = Seq2SeqConfig(**TINY_S2S, attention=attention, memory=memory, norm="pre", stem=stem)
+    model = Seq2Seq(cfg)
     images, targets = torch.rand(3, 1, 56, 56), torch.randint(0, 10, (3, 4))
     logits = model(images, targets)
     assert logits.shape == (3, 4, 10)
@@ -49,6 +51,7 @@ def test_seq2seq_forward_backward_shapes(attention, memory):
         dict(activation="tanh"),
         dict(dropout=1.5),
         dict(depth=0),
+        dict(stem=-1),
     ],
 )
 def test_invalid_vit_configs_are_refused(bad):
@@ -64,6 +67,7 @@ def test_invalid_vit_configs_are_refused(bad):
         dict(memory="x"),
         dict(attention="x"),
         dict(dec_depth=0),
+        dict(stem=-8),
     ],
 )
 def test_invalid_seq2seq_configs_are_refused(bad):
@@ -111,9 +115,10 @@ def test_quadrant_pooling_groups_the_right_patches():
     assert torch.equal(from_quadrants(grouped, side), tokens)
 
 
-def test_quadrant_attention_keeps_digits_independent():
+@pytest.mark.parametrize("stem", [0, 4])
+def test_quadrant_attention_keeps_digits_independent(stem):
     torch.manual_seed(0)
-    model = Seq2Seq(Seq2SeqConfig(**TINY_S2S, attention="quadrant")).eval()
+    model = Seq2Seq(Seq2SeqConfig(**TINY_S2S, attention="quadrant", stem=stem)).eval()
     images = torch.rand(1, 1, 56, 56)
     changed = images.clone()
     changed[..., 28:, 28:] = torch.rand(28, 28)  # only the bottom-right digit changes
@@ -122,11 +127,12 @@ def test_quadrant_attention_keeps_digits_independent():
     assert not torch.allclose(a[:, 3], b[:, 3])
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
-def test_encoder_started_from_a_vit_reads_each_digit_as_the_vit_does(norm):
+@pytest.mark.parametrize("norm,stem", [("post", 0), ("pre", 0), ("pre", 4)])
+def test_encoder_started_from_a_vit_reads_each_digit_as_the_vit_does(norm, stem):
+    """With a stem too: it convolves each quadrant on its own, zero-padded like a lone digit."""
     torch.manual_seed(0)
-    vit = ViT(ViTConfig(**TINY_VIT, norm=norm)).eval()
-    cfg = dict(TINY_S2S, enc_depth=TINY_VIT["depth"], attention="quadrant", norm=norm)
+    vit = ViT(ViTConfig(**TINY_VIT, norm=norm, stem=stem)).eval()
+    cfg = dict(TINY_S2S, enc_depth=TINY_VIT["depth"], attention="quadrant", norm=norm, stem=stem)
     model = Seq2Seq(Seq2SeqConfig(**cfg)).eval()
     model.init_encoder_from(vit)
     grid = torch.rand(2, 1, 56, 56)
@@ -145,6 +151,21 @@ def test_encoder_start_refuses_a_vit_of_another_layout():
     model = Seq2Seq(Seq2SeqConfig(**dict(TINY_S2S, enc_depth=3)))
     with pytest.raises(ValueError, match="dim, depth"):
         model.init_encoder_from(vit)
+    vit = ViT(ViTConfig(**dict(TINY_VIT, stem=4)))
+    model = Seq2Seq(Seq2SeqConfig(**dict(TINY_S2S, enc_depth=TINY_VIT["depth"])))
+    with pytest.raises(ValueError, match="stem"):
+        model.init_encoder_from(vit)
+
+
+def test_stem_changes_the_patch_tokens_and_keeps_their_scale():
+    torch.manual_seed(0)
+    images = torch.rand(4, 1, 28, 28)
+    plain = ViT(ViTConfig(**TINY_VIT)).patch
+    stem = ViT(ViTConfig(**TINY_VIT, stem=8)).patch
+    assert plain.proj.in_channels == 1 and len(plain.stem) == 0
+    assert stem.proj.in_channels == 8 and stem(images).shape == plain(images).shape == (4, 16, 32)
+    features = stem.stem((images - 0.1307) / 0.3081)  # He-initialized: no vanishing signal
+    assert 0.2 < features.std().item() < 5
 
 
 def test_causal_mask_hides_the_future():

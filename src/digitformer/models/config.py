@@ -18,6 +18,8 @@ def _check_common(cfg) -> None:
         raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {cfg.activation!r}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.stem < 0:
+        raise ValueError(f"stem (convolution channels, 0 for none) must be >= 0, got {cfg.stem}")
 
 
 class _Config:
@@ -46,6 +48,7 @@ class ViTConfig(_Config):
     dropout: float = 0.1
     norm: str = "post"
     activation: str = "relu"
+    stem: int = 0  # channels of a 3x3 convolutional stem before the patches; 0: none
     num_classes: int = 10
 
     def __post_init__(self) -> None:
@@ -78,6 +81,7 @@ class Seq2SeqConfig(_Config):
     activation: str = "relu"
     memory: str = "quadrants"  # "quadrants": 4 pooled tokens; "patches": all encoder tokens
     attention: str = "global"  # encoder attention: "global" (all 64 patches) or "quadrant"
+    stem: int = 0  # channels of a 3x3 convolutional stem, run on each quadrant; 0: none
     num_digits: int = 4
     num_classes: int = 10
 

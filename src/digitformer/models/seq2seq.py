@@ -45,7 +45,7 @@ class Seq2Seq(nn.Module):
         block = lambda cross: Block(  # noqa: E731
             cfg.dim, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.norm, cfg.activation, cross=cross
         )
-        self.patch = PatchEmbed(cfg.patch_size, cfg.dim)
+        self.patch = PatchEmbed(cfg.patch_size, cfg.dim, stem=cfg.stem, tile=cfg.image_size // 2)
         self.enc_pos = nn.Parameter(torch.zeros(1, cfg.grid_side**2, cfg.dim))
         self.encoder = nn.ModuleList(block(False) for _ in range(cfg.enc_depth))
         self.enc_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
@@ -105,7 +105,7 @@ class Seq2Seq(nn.Module):
         c, v = self.cfg, vit.cfg
         differ = [
             k
-            for k in ("patch_size", "dim", "heads", "ff_dim", "norm", "activation")
+            for k in ("patch_size", "dim", "heads", "ff_dim", "norm", "activation", "stem")
             if getattr(c, k) != getattr(v, k)
         ]
         differ += ["depth"] if c.enc_depth != v.depth else []

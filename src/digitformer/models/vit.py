@@ -17,7 +17,7 @@ class ViT(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch = PatchEmbed(cfg.patch_size, cfg.dim)
+        self.patch = PatchEmbed(cfg.patch_size, cfg.dim, stem=cfg.stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.dim))
         self.blocks = nn.ModuleList(
