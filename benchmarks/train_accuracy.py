@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import machine  # noqa: E402
 from digitformer.checkpoint import load_model, read_checkpoint  # noqa: E402
+from digitformer.models.ensemble import Ensemble  # noqa: E402
 from digitformer.settings import resolve_settings  # noqa: E402
 from digitformer.train import build_task, pick_device, train  # noqa: E402
 
@@ -32,6 +33,9 @@ def main() -> None:
     parser.add_argument("--out-dir", default=".data/bench-runs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument(
+        "--tta", action="store_true", help="also score the test set with test-time views"
+    )
     args = parser.parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.set)
     run = f"{args.task}-{Path(args.profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -49,6 +53,9 @@ def main() -> None:
     model, meta = load_model(Path(summary["run_dir"]) / "last.safetensors", device)
     test = task.evaluate(model, "test")
     test.pop("predictions")
+    if args.tta:
+        tta = task.evaluate(Ensemble([model], tta=True).eval(), "test")
+        tta.pop("predictions")
     samples = sum(h["samples_per_second"] * h["seconds"] for h in summary["history"])
     train_seconds = sum(h["seconds"] for h in summary["history"])
     result = {
@@ -56,6 +63,7 @@ def main() -> None:
         "profile": args.profile,
         "overrides": overrides,
         "test": {k: v for k, v in test.items() if k != "confusion"},
+        **({"test_tta": {k: v for k, v in tta.items() if k != "confusion"}} if args.tta else {}),
         "wall_seconds": wall,
         "train_samples_per_second": samples / train_seconds,
         "epochs": settings.epochs,
@@ -73,6 +81,8 @@ def main() -> None:
         }
     metric = "accuracy" if args.task == "encoder-only" else "sequence_accuracy"
     extra = "" if metric == "accuracy" else f" (per digit {100 * test['digit_accuracy']:.2f}%)"
+    if args.tta:
+        extra += f"; with --tta {100 * tta[metric]:.2f}%"
     print(json.dumps(result, indent=2))
     print(
         f"| {args.task} | {args.profile} | test {metric.replace('_', ' ')} "

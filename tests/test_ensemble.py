@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY
+from digitformer.augment import tta_views
 from digitformer.cli import main
+from digitformer.evaluate import evaluate_checkpoint
 from digitformer.models import build_model
 from digitformer.models.ensemble import Ensemble
 from digitformer.train import train
@@ -73,3 +75,38 @@ def test_eval_ensemble_cli(mnist_dir, tmp_path, capsys):
     assert main(["eval", runs[0], "--ensemble", grid_run]) == 1
     assert "one model type" in capsys.readouterr().err
     assert main(["eval"]) == 1
+
+
+def test_vit_tta_averages_the_tta_views():
+    (a,) = models("encoder-only", 1)
+    images = torch.rand(5, 1, 28, 28)
+    views = tta_views(images)
+    assert len(views) == 7 and torch.equal(views[0], images)
+    expected = torch.stack([F.softmax(a(v), -1) for v in views]).mean(0)
+    torch.testing.assert_close(Ensemble([a], tta=True)(images).exp(), expected)
+
+
+def test_seq2seq_tta_averages_every_view_on_a_shared_prefix():
+    (model,) = models("encoder-decoder", 1)
+    grids = torch.rand(4, 1, 56, 56)
+    digits, probs = Ensemble([model], tta=True).generate(grids)
+    start = torch.full_like(digits[:, :1], 10)
+    prefix = torch.cat([start, digits[:, :-1]], 1)
+    views = tta_views(grids)
+    step_probs = [F.softmax(model.decode(prefix, model.encode(v))[0], -1) for v in views]
+    torch.testing.assert_close(probs, torch.stack(step_probs).mean(0))
+    assert torch.equal(digits, probs.argmax(-1))
+
+
+def test_eval_tta_cli(trained_runs, capsys):
+    for task in ("encoder-only", "encoder-decoder"):
+        plain = evaluate_checkpoint(trained_runs[task], "val")
+        tta = evaluate_checkpoint(trained_runs[task], "val", tta=True)
+        assert tta["tta"] and not plain["tta"] and tta["count"] == plain["count"]
+        metric = "accuracy" if task == "encoder-only" else "digit_accuracy"
+        # the views are the same digits: reading them does not make the model worse
+        assert tta[metric] >= plain[metric] - 0.05, (task, tta[metric], plain[metric])
+    assert main(["eval", trained_runs["encoder-only"], "--tta", "--split", "val"]) == 0
+    assert "test-time views averaged" in capsys.readouterr().out.splitlines()[0]
+    assert main(["eval", trained_runs["encoder-decoder"], "--tta", "--beam", "3"]) == 1
+    assert "no --tta" in capsys.readouterr().err

@@ -20,15 +20,43 @@ def random_affine(
     shift in pixels, rotate in degrees, scale as a +- fraction; all drawn uniformly on the CPU
     generator so a seed gives the same augmentation on any device.
     """
-    n, _, h, w = images.shape
+    n = images.shape[0]
     u = torch.rand(n, 4, generator=generator) * 2 - 1  # (N, 4) in [-1, 1]
-    angle = u[:, 0] * math.radians(rotate)
-    zoom = 1 + u[:, 1] * scale
-    # affine_grid maps output coords to input coords in [-1, 1]: invert the zoom, shift in units
+    return warp(images, u[:, 0] * rotate, 1 + u[:, 1] * scale, -u[:, 2] * shift, -u[:, 3] * shift)
+
+
+def warp(images, degrees, zoom, dx, dy) -> torch.Tensor:
+    """Rotate (degrees), scale (zoom) and shift (pixels) each image (N, 1, H, W) about its
+    centre, zero outside; each argument a tensor (N,) or a number. Whole-pixel shifts are exact."""
+    n, _, h, w = images.shape
+    angle, zoom, dx, dy = (
+        torch.as_tensor(v, dtype=torch.float32).expand(n)
+        for v in (torch.as_tensor(degrees, dtype=torch.float32) * (math.pi / 180), zoom, dx, dy)
+    )
+    # affine_grid maps output coords to input coords in [-1, 1]: invert the zoom and the shift
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    tx, ty = u[:, 2] * shift * 2 / w, u[:, 3] * shift * 2 / h
+    tx, ty = -dx * 2 / w, -dy * 2 / h
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(
         theta.to(images.device, images.dtype), list(images.shape), align_corners=False
     )
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# Test-time views: the digit itself, moved one pixel each way, and turned 6 degrees each way.
+TTA_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (6, 0, 0), (-6, 0, 0))
+
+
+def tta_views(images: torch.Tensor, digit_size: int = 28) -> list[torch.Tensor]:
+    """TTA_VIEWS of each digit: images (N, 1, H, W) with H, W multiples of digit_size (a 2x2
+    grid is moved digit by digit, so no digit spills into its neighbour) -> len(TTA_VIEWS)
+    tensors of the same shape; the first is the images themselves."""
+    n, c, h, w = images.shape
+    t = digit_size
+    rows, cols = h // t, w // t
+    digits = images.reshape(n, c, rows, t, cols, t).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, t, t)
+    views = [images]
+    for degrees, dx, dy in TTA_VIEWS[1:]:
+        moved = warp(digits, degrees, 1.0, dx, dy).reshape(n, rows, cols, c, t, t)
+        views.append(moved.permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w))
+    return views

@@ -115,6 +115,12 @@ def _add_eval(sub) -> None:
         metavar="K",
         help="encoder-decoder: beam search keeping K sequences (default: 1, greedy)",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average each digit read as is, moved one pixel each way "
+        "and turned 6 degrees each way (7 views, 7x the inference)",
+    )
     p.add_argument("--data-dir", help="data folder (default: the one the model trained on)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -366,7 +372,9 @@ def cmd_eval(args) -> int:
     if not paths:
         raise DigitformerError("give a checkpoint, or --ensemble CKPT CKPT ...")
     target = paths if len(paths) > 1 else paths[0]
-    result = evaluate_checkpoint(target, args.split, args.data_dir, args.device, args.beam)
+    result = evaluate_checkpoint(
+        target, args.split, args.data_dir, args.device, args.beam, tta=args.tta
+    )
     print(json.dumps(result) if args.json else format_report(result))
     return 0
 

@@ -20,22 +20,23 @@ def evaluate_checkpoint(
     data_dir: str | None = None,
     device: str = "auto",
     beam_size: int = 1,
+    tta: bool = False,
 ) -> dict:
     """Metrics of a checkpoint on a split, rebuilt from the checkpoint's own settings. A list
     of checkpoints (of one model type) is evaluated as an ensemble: their probabilities are
     averaged (per generated position for the encoder-decoder); the data settings are the
-    first checkpoint's."""
+    first checkpoint's. tta: average over test-time views of each digit too."""
     if split not in ("val", "test"):
         raise DigitformerError(f"split must be val or test, got {split!r}")
     dev = pick_device(device)
     paths = path if isinstance(path, list) else [path]
     loaded = [load_model(p, dev) for p in paths]
     model, meta = loaded[0]
-    if len(loaded) > 1:
+    if len(loaded) > 1 or tta:
         types = {m["model_type"] for _, m in loaded}
         if len(types) > 1:
             raise DigitformerError(f"an ensemble needs one model type, got {sorted(types)}")
-        model = Ensemble([m for m, _ in loaded]).eval()
+        model = Ensemble([m for m, _ in loaded], tta=tta).eval()
     if "settings" not in meta:
         raise DigitformerError(f"{paths[0]}: the checkpoint holds no training settings")
     settings = TrainSettings(**{**meta["settings"], "device": device})
@@ -43,8 +44,8 @@ def evaluate_checkpoint(
         settings.data_dir = data_dir
     task = build_task(settings, dev, with_test=split == "test")
     if beam_size != 1:
-        if meta["model_type"] != "encoder-decoder" or len(paths) > 1:
-            raise DigitformerError("--beam is for a single encoder-decoder checkpoint")
+        if meta["model_type"] != "encoder-decoder" or len(paths) > 1 or tta:
+            raise DigitformerError("--beam is for a single encoder-decoder checkpoint, no --tta")
         if not 1 <= beam_size <= 10:
             raise DigitformerError(f"--beam must be 1 to 10, got {beam_size}")
         task.beam_size = beam_size
@@ -57,6 +58,7 @@ def evaluate_checkpoint(
         "split": split,
         "epoch": meta.get("epoch"),
         "beam_size": beam_size,
+        "tta": tta,
         **metrics,
     }
 
@@ -70,6 +72,8 @@ def format_report(result: dict) -> str:
     )
     if result.get("beam_size", 1) > 1:
         what += f", beam search of {result['beam_size']}"
+    if result.get("tta"):
+        what += ", test-time views averaged"
     lines = [f"{result['model_type']} {what}, {result['split']} split, {result['count']} samples"]
     if result["model_type"] == "encoder-decoder":
         lines.append(

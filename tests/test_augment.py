@@ -1,0 +1,45 @@
+import torch
+
+from digitformer.augment import TTA_VIEWS, random_affine, tta_views, warp
+from digitformer.data.grids import tile_2x2
+
+
+def digits(n=3, seed=0):
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def test_random_affine_is_seeded_and_zero_ranges_change_nothing():
+    x = digits()
+    a = random_affine(x, torch.Generator().manual_seed(1))
+    b = random_affine(x, torch.Generator().manual_seed(1))
+    c = random_affine(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    same = random_affine(x, torch.Generator().manual_seed(1), shift=0, rotate=0, scale=0)
+    torch.testing.assert_close(same, x)
+
+
+def test_warp_moves_whole_pixels_exactly_and_turns_about_the_centre():
+    x = digits()
+    right, up = warp(x, 0, 1.0, 1, 0), warp(x, 0, 1.0, 0, -1)
+    torch.testing.assert_close(right[..., 1:], x[..., :-1])
+    assert right[..., 0].abs().max() < 1e-5  # zeros come in at the edge, nothing wraps
+    torch.testing.assert_close(up[..., :-1, :], x[..., 1:, :])
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[..., 4:6, 13:15] = 1  # a 2x2 dot 9 pixels above the centre (13.5, 13.5)
+    turned = warp(dot, 90, 1.0, 0, 0)[0, 0]  # a quarter turn: 9 pixels beside the centre
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = turned.sum()
+    centre = ((turned * rows).sum() / mass, (turned * cols).sum() / mass)
+    assert abs(centre[0] - 13.5) < 0.1 and abs(abs(centre[1] - 13.5) - 9) < 0.1
+
+
+def test_tta_views_move_each_digit_of_a_grid_on_its_own():
+    quads = digits(8).reshape(2, 4, 28, 28)
+    grids = tile_2x2(quads).unsqueeze(1)  # (2, 1, 56, 56)
+    views = tta_views(grids)
+    assert len(views) == len(TTA_VIEWS) and torch.equal(views[0], grids)
+    for view, (degrees, dx, dy) in zip(views[1:], TTA_VIEWS[1:]):
+        alone = warp(quads.reshape(8, 1, 28, 28), degrees, 1.0, dx, dy)
+        torch.testing.assert_close(view, tile_2x2(alone.reshape(2, 4, 28, 28)).unsqueeze(1))
+    moved_right = views[TTA_VIEWS.index((0, 1, 0))]
+    assert moved_right[..., 28].abs().max() < 1e-5  # the right digits' first column: no spill
