@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from digitformer.data.grids import map_tiles
+
 
 def random_affine(
     images: torch.Tensor,
@@ -51,12 +53,8 @@ def tta_views(images: torch.Tensor, digit_size: int = 28) -> list[torch.Tensor]:
     """TTA_VIEWS of each digit: images (N, 1, H, W) with H, W multiples of digit_size (a 2x2
     grid is moved digit by digit, so no digit spills into its neighbour) -> len(TTA_VIEWS)
     tensors of the same shape; the first is the images themselves."""
-    n, c, h, w = images.shape
-    t = digit_size
-    rows, cols = h // t, w // t
-    digits = images.reshape(n, c, rows, t, cols, t).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, t, t)
     views = [images]
     for degrees, dx, dy in TTA_VIEWS[1:]:
-        moved = warp(digits, degrees, 1.0, dx, dy).reshape(n, rows, cols, c, t, t)
-        views.append(moved.permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w))
+        move = lambda d, a=degrees, x=dx, y=dy: warp(d, a, 1.0, x, y)  # noqa: E731
+        views.append(map_tiles(move, images, digit_size))
     return views

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digitformer.data.grids import map_tiles
+
 # MNIST pixel statistics: inputs arrive in [0, 1] and are standardized inside the model,
 # so callers (training, predict, export) never have to remember to do it.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -43,19 +45,9 @@ class PatchEmbed(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images - MNIST_MEAN) / MNIST_STD
         if len(self.stem):
-            x = self._tiled(self.stem, x) if self.tile else self.stem(x)
+            x = map_tiles(self.stem, x, self.tile) if self.tile else self.stem(x)
         x = self.proj(x)  # (B, D, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (B, T, D)
-
-    def _tiled(self, fn, x: torch.Tensor) -> torch.Tensor:
-        """fn applied to each tile x tile block of x (B, C, H, W) separately."""
-        b, c, h, w = x.shape
-        t = self.tile
-        rows, cols = h // t, w // t
-        tiles = x.reshape(b, c, rows, t, cols, t).permute(0, 2, 4, 1, 3, 5)
-        y = fn(tiles.reshape(b * rows * cols, c, t, t))  # (B*R*C, C', t, t)
-        y = y.reshape(b, rows, cols, -1, t, t).permute(0, 3, 1, 4, 2, 5)
-        return y.reshape(b, -1, h, w)
 
 
 class FeedForward(nn.Module):
