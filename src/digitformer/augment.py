@@ -31,10 +31,10 @@ def warp(images, degrees, zoom, dx, dy) -> torch.Tensor:
     """Rotate (degrees), scale (zoom) and shift (pixels) each image (N, 1, H, W) about its
     centre, zero outside; each argument a tensor (N,) or a number. Whole-pixel shifts are exact."""
     n, _, h, w = images.shape
-    angle, zoom, dx, dy = (
-        torch.as_tensor(v, dtype=torch.float32).expand(n)
-        for v in (torch.as_tensor(degrees, dtype=torch.float32) * (math.pi / 180), zoom, dx, dy)
+    degrees, zoom, dx, dy = (
+        torch.as_tensor(v, dtype=torch.float32).expand(n) for v in (degrees, zoom, dx, dy)
     )
+    angle = degrees * (math.pi / 180)
     # affine_grid maps output coords to input coords in [-1, 1]: invert the zoom and the shift
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     tx, ty = -dx * 2 / w, -dy * 2 / h

@@ -37,9 +37,14 @@ class PatchEmbed(nn.Module):
     ) -> None:
         super().__init__()
         self.tile = tile
-        layers = [nn.Conv2d(channels, stem, 3, padding=1), nn.GELU()] if stem else []
-        layers += [nn.Conv2d(stem, stem, 3, padding=1), nn.GELU()] if stem else []
-        self.stem = nn.Sequential(*layers)
+        self.stem = nn.Sequential(
+            *(
+                [nn.Conv2d(channels, stem, 3, padding=1), nn.GELU()]
+                + [nn.Conv2d(stem, stem, 3, padding=1), nn.GELU()]
+                if stem
+                else []
+            )
+        )
         self.proj = nn.Conv2d(stem or channels, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
