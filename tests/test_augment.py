@@ -1,6 +1,6 @@
 import torch
 
-from digitformer.augment import TTA_VIEWS, random_affine, tta_views, warp
+from digitformer.augment import TTA_VIEWS, elastic_flow, random_affine, tta_views, warp
 from digitformer.data.grids import tile_2x2
 
 
@@ -43,3 +43,22 @@ def test_tta_views_move_each_digit_of_a_grid_on_its_own():
         torch.testing.assert_close(view, tile_2x2(alone.reshape(2, 4, 28, 28)).unsqueeze(1))
     moved_right = views[TTA_VIEWS.index((0, 1, 0))]
     assert moved_right[..., 28].abs().max() < 1e-5  # the right digits' first column: no spill
+
+
+def test_elastic_distortion_is_seeded_smooth_and_of_the_asked_strength():
+    x = digits(64)
+    a = random_affine(x, torch.Generator().manual_seed(1), elastic=1.5)
+    b = random_affine(x, torch.Generator().manual_seed(1), elastic=1.5)
+    affine = random_affine(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, affine)
+    noise = torch.rand(64, 2, 28, 28, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    flow = elastic_flow(noise, 1.5, 4.0)
+    assert 1.0 < flow.std().item() < 2.2  # about the asked deviation, in pixels
+    # smooth: neighbouring pixels move nearly together, unlike the noise it came from
+    step = (flow[..., 1:] - flow[..., :-1]).abs().mean() / flow.abs().mean()
+    assert step < 0.2 < (noise[..., 1:] - noise[..., :-1]).abs().mean() / noise.abs().mean()
+    # a uniform flow of one pixel is a one-pixel shift
+    shifted = warp(
+        x, 0, 1.0, 0, 0, torch.cat([-torch.ones(64, 1, 28, 28), torch.zeros(64, 1, 28, 28)], 1)
+    )
+    torch.testing.assert_close(shifted, warp(x, 0, 1.0, 1, 0))

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from digitformer.models import Seq2Seq, Seq2SeqConfig, ViT, ViTConfig, build_model
-from digitformer.models.layers import Attention
+from digitformer.models.layers import Attention, drop_path, drop_path_rates
 from digitformer.models.seq2seq import from_quadrants, quadrant_pool, to_quadrants
 
 TINY_VIT = dict(patch_size=7, dim=32, depth=2, heads=4, ff_dim=64, dropout=0.0)
@@ -52,6 +52,7 @@ def test_seq2seq_forward_backward_shapes(attention, memory, stem):
         dict(dropout=1.5),
         dict(depth=0),
         dict(stem=-1),
+        dict(drop_path=1.0),
     ],
 )
 def test_invalid_vit_configs_are_refused(bad):
@@ -68,6 +69,7 @@ def test_invalid_vit_configs_are_refused(bad):
         dict(attention="x"),
         dict(dec_depth=0),
         dict(stem=-8),
+        dict(drop_path=-0.1),
     ],
 )
 def test_invalid_seq2seq_configs_are_refused(bad):
@@ -231,3 +233,33 @@ def test_beam_search_of_one_is_greedy_and_wider_beams_score_no_worse():
     torch.testing.assert_close(chosen, beam_score, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="beam_size"):
         model.beam_search(images, beam_size=11)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_mean():
+    torch.manual_seed(0)
+    x = torch.rand(4000, 3, 8) + 1
+    out = drop_path(x, 0.25, training=True)
+    dropped = (out == 0).all(-1).all(-1)
+    kept = ~dropped
+    torch.testing.assert_close(out[kept], x[kept] / 0.75)  # kept samples scaled, not changed
+    assert abs(dropped.float().mean().item() - 0.25) < 0.03
+    assert abs(out.mean().item() / x.mean().item() - 1) < 0.03
+    assert drop_path(x, 0.25, training=False) is x
+    assert drop_path_rates(0.1, 3) == pytest.approx([0.0, 0.05, 0.1])
+    assert drop_path_rates(0.1, 1) == [0.0]
+
+
+@pytest.mark.parametrize("kind", ["encoder-only", "encoder-decoder"])
+def test_drop_path_only_acts_while_training(kind):
+    """Evaluation ignores stochastic depth; training with it differs from training without."""
+    tiny = TINY_VIT if kind == "encoder-only" else TINY_S2S
+    torch.manual_seed(0)
+    plain = build_model(kind, tiny)
+    deep = build_model(kind, {**tiny, "drop_path": 0.5})
+    deep.load_state_dict(plain.state_dict())
+    shape = (6, 1, 28, 28) if kind == "encoder-only" else (6, 1, 56, 56)
+    images, targets = torch.rand(shape), torch.randint(0, 10, (6, 4))
+    args = (images,) if kind == "encoder-only" else (images, targets)
+    torch.testing.assert_close(deep.eval()(*args), plain.eval()(*args))
+    torch.manual_seed(1)
+    assert not torch.allclose(deep.train()(*args), plain.train()(*args))

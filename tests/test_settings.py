@@ -53,6 +53,8 @@ def test_environment_variables_with_prefix(monkeypatch):
         ({"epochs": 0}, "epochs must be at least 1"),
         ({"lr": -1}, "lr must be positive"),
         ({"device": "tpu"}, "device must be"),
+        ({"aug_elastic": -1}, "aug_elastic must be >= 0"),
+        ({"aug_elastic_sigma": 0}, "aug_elastic_sigma must be positive"),
     ],
 )
 def test_bad_settings_are_clear_errors(overrides, message):
@@ -91,3 +93,20 @@ def test_packaged_profiles_build_valid_models(path):
     task = "encoder-only" if path.stem.startswith("encoder-only-") else "encoder-decoder"
     s = resolve_settings(task, str(path), {}, env_file=None)
     build_model(task, s.model)
+
+
+@pytest.mark.parametrize(
+    "reader, recipe",
+    [("fine", "best"), ("best", str(RECIPES[0]))],
+    ids=["best-from-fine", "from-vit-from-best"],
+)
+def test_two_stage_recipes_name_a_reader_of_their_layout(reader, recipe):
+    """The encoder-decoder recipe's init_encoder is the encoder-only profile's run, and the
+    two layouts match, so the second stage can start from the first."""
+    from digitformer.models import build_model
+
+    vit_settings = resolve_settings("encoder-only", reader, {}, env_file=None)
+    s2s_settings = resolve_settings("encoder-decoder", recipe, {}, env_file=None)
+    assert Path(s2s_settings.init_encoder) == Path(vit_settings.out_dir) / vit_settings.run
+    vit = build_model("encoder-only", vit_settings.model)
+    build_model("encoder-decoder", s2s_settings.model).init_encoder_from(vit)

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 from digitformer.errors import DigitformerError
 from digitformer.evaluate import evaluate_checkpoint
 from digitformer.settings import resolve_settings
-from digitformer.train import lr_at, train
+from digitformer.train import build_task, lr_at, train
 
 # Small but real: enough steps on real digits to learn well above chance in seconds.
 VIT = {
@@ -161,10 +161,21 @@ def test_encoder_decoder_can_start_from_an_encoder_only_run(mnist_dir, tmp_path)
     missing = settings_for(
         "encoder-decoder", mnist_dir, tmp_path, epochs=1, run="x", init_encoder="no/such/run"
     )
-    with pytest.raises(DigitformerError, match="init_encoder: checkpoint not found: no/such/run"):
+    with pytest.raises(DigitformerError, match="init_encoder: no run at no/such/run; train that"):
         train(missing)
     with pytest.raises(DigitformerError, match="init_encoder is for the encoder-decoder"):
         settings_for("encoder-only", mnist_dir, tmp_path, init_encoder=vit_run)
+
+
+@pytest.mark.parametrize("task", ["encoder-only", "encoder-decoder"])
+def test_elastic_augmentation_reaches_the_training_batches(mnist_dir, tmp_path, task):
+    def first_batch(**overrides):
+        s = settings_for(task, mnist_dir, tmp_path, augment=True, **overrides)
+        return next(iter(build_task(s, torch.device("cpu")).train_batches(0)))
+
+    (affine, labels), (elastic, same_labels) = first_batch(), first_batch(aug_elastic=1.0)
+    assert torch.equal(labels, same_labels) and not torch.allclose(affine, elastic)
+    assert torch.equal(elastic, first_batch(aug_elastic=1.0)[0])  # seeded
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():

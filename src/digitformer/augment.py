@@ -1,4 +1,5 @@
-"""Batched random affine augmentation (shift, rotation, scale) on tensors, seeded."""
+"""Batched random augmentation on tensors, seeded: affine (shift, rotation, scale) and optional
+elastic distortion (Simard et al. 2003), sampled together in one pass."""
 
 from __future__ import annotations
 
@@ -16,20 +17,49 @@ def random_affine(
     shift: float = 2.0,
     rotate: float = 10.0,
     scale: float = 0.1,
+    elastic: float = 0.0,
+    sigma: float = 4.0,
 ) -> torch.Tensor:
     """Apply one random affine map per image: images (N, 1, H, W) float -> same shape.
 
     shift in pixels, rotate in degrees, scale as a +- fraction; all drawn uniformly on the CPU
-    generator so a seed gives the same augmentation on any device.
+    generator so a seed gives the same augmentation on any device. elastic > 0 adds a smooth
+    random displacement field (uniform noise per pixel blurred by a Gaussian of `sigma` pixels)
+    whose standard deviation is about `elastic` pixels. Simard's alpha 34, sigma 4 is ~1.4.
     """
     n = images.shape[0]
     u = torch.rand(n, 4, generator=generator) * 2 - 1  # (N, 4) in [-1, 1]
-    return warp(images, u[:, 0] * rotate, 1 + u[:, 1] * scale, -u[:, 2] * shift, -u[:, 3] * shift)
+    flow = None
+    if elastic > 0:
+        noise = torch.rand(n, 2, *images.shape[2:], generator=generator) * 2 - 1
+        flow = elastic_flow(noise.to(images.device, images.dtype), elastic, sigma)
+    return warp(
+        images, u[:, 0] * rotate, 1 + u[:, 1] * scale, -u[:, 2] * shift, -u[:, 3] * shift, flow
+    )
 
 
-def warp(images, degrees, zoom, dx, dy) -> torch.Tensor:
+def elastic_flow(noise: torch.Tensor, elastic: float, sigma: float) -> torch.Tensor:
+    """(N, 2, H, W) noise uniform in [-1, 1] -> (N, 2, H, W) displacement in pixels with a
+    standard deviation of about `elastic`: each channel blurred by a Gaussian of `sigma` pixels,
+    then rescaled (a 2-D Gaussian blur shrinks white noise's deviation by 2 sqrt(pi) sigma, and
+    uniform noise has deviation 1 / sqrt(3)), so the strength does not depend on sigma."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, device=noise.device, dtype=noise.dtype)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = noise.shape[1]
+    blur = noise
+    for shape in ((1, 1, 1, -1), (1, 1, -1, 1)):  # separable: along x, then along y
+        weight = kernel.reshape(shape).expand(channels, *kernel.reshape(shape).shape[1:])
+        pad = [radius, radius, 0, 0] if shape[-1] == -1 else [0, 0, radius, radius]
+        blur = F.conv2d(F.pad(blur, pad, mode="reflect"), weight, groups=channels)
+    return blur * (elastic * 2 * math.sqrt(math.pi) * sigma * math.sqrt(3))
+
+
+def warp(images, degrees, zoom, dx, dy, flow: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate (degrees), scale (zoom) and shift (pixels) each image (N, 1, H, W) about its
-    centre, zero outside; each argument a tensor (N,) or a number. Whole-pixel shifts are exact."""
+    centre, zero outside; each argument a tensor (N,) or a number. Whole-pixel shifts are exact.
+    `flow` (N, 2, H, W), x then y displacement in pixels, is added where each output pixel reads."""
     n, _, h, w = images.shape
     degrees, zoom, dx, dy = (
         torch.as_tensor(v, dtype=torch.float32).expand(n) for v in (degrees, zoom, dx, dy)
@@ -42,6 +72,9 @@ def warp(images, degrees, zoom, dx, dy) -> torch.Tensor:
     grid = F.affine_grid(
         theta.to(images.device, images.dtype), list(images.shape), align_corners=False
     )
+    if flow is not None:
+        scale = torch.tensor([2 / w, 2 / h], device=images.device, dtype=images.dtype)
+        grid = grid + flow.permute(0, 2, 3, 1) * scale
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

@@ -39,6 +39,8 @@ class TrainSettings:
     aug_shift: float = 2.0  # pixels
     aug_rotate: float = 10.0  # degrees
     aug_scale: float = 0.1  # +- fraction
+    aug_elastic: float = 0.0  # elastic distortion, deviation in pixels; 0: none
+    aug_elastic_sigma: float = 4.0  # smoothness of the elastic field, pixels
     train_size: int | None = None  # training digits to use (None: all but the validation split)
     val_size: int = 5000  # digits held out of the training set for validation
     train_grids: int = 60000  # encoder-decoder: fresh training grids per epoch
@@ -195,6 +197,8 @@ def validate(s: TrainSettings) -> None:
         (0 <= s.min_lr <= s.lr, "min_lr must be in [0, lr]"),
         (s.weight_decay >= 0, "weight_decay must be >= 0"),
         (s.warmup_steps >= 0, "warmup_steps must be >= 0"),
+        (s.aug_elastic >= 0, "aug_elastic must be >= 0"),
+        (s.aug_elastic_sigma > 0, "aug_elastic_sigma must be positive"),
         (0 <= s.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (s.grad_clip is None or s.grad_clip > 0, "grad_clip must be positive (or none)"),
         (s.val_size >= 1, "val_size must be at least 1"),

@@ -67,7 +67,9 @@ class Task:
         s = self.settings
         if not s.augment:
             return images
-        return random_affine(images, gen, s.aug_shift, s.aug_rotate, s.aug_scale)
+        return random_affine(
+            images, gen, s.aug_shift, s.aug_rotate, s.aug_scale, s.aug_elastic, s.aug_elastic_sigma
+        )
 
     def steps_per_epoch(self) -> int:
         return -(-self.epoch_size() // self.settings.batch_size)

@@ -280,6 +280,8 @@ def _display(task: Task, predictions, logger: Logger, epoch: int, n: int = 10) -
 
 def _init_encoder(model, path: str) -> None:
     """Start an encoder-decoder's encoder from the encoder-only checkpoint at `path`."""
+    if not Path(path).exists():
+        raise DigitformerError(f"init_encoder: no run at {path}; train that encoder-only run first")
     try:
         vit, _ = load_model(path)
     except DigitformerError as exc:

@@ -18,6 +18,8 @@ def _check_common(cfg) -> None:
         raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {cfg.activation!r}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if not 0.0 <= cfg.drop_path < 1.0:
+        raise ValueError(f"drop_path must be in [0, 1), got {cfg.drop_path}")
     if cfg.stem < 0:
         raise ValueError(f"stem (convolution channels, 0 for none) must be >= 0, got {cfg.stem}")
 
@@ -46,6 +48,7 @@ class ViTConfig(_Config):
     heads: int = 4
     ff_dim: int = 512
     dropout: float = 0.1
+    drop_path: float = 0.0  # stochastic depth of the last block; earlier blocks get less
     norm: str = "post"
     activation: str = "relu"
     stem: int = 0  # channels of a 3x3 convolutional stem before the patches; 0: none
@@ -77,6 +80,7 @@ class Seq2SeqConfig(_Config):
     heads: int = 4
     ff_dim: int = 512
     dropout: float = 0.1
+    drop_path: float = 0.0  # stochastic depth of each stack's last block; earlier ones get less
     norm: str = "post"
     activation: str = "relu"
     memory: str = "quadrants"  # "quadrants": 4 pooled tokens; "patches": all encoder tokens

@@ -137,10 +137,25 @@ def _causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor | None:
     return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=tk - tq)
 
 
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): while training, zero a residual branch for a random
+    fraction p of the samples (the first dimension) and scale the rest by 1 / (1 - p)."""
+    if not training or p == 0.0:
+        return x
+    keep = torch.rand(x.shape[0], *(1,) * (x.ndim - 1), device=x.device) >= p
+    return x * keep.to(x.dtype) / (1 - p)
+
+
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Per-block stochastic-depth rates rising linearly from 0 to `rate` (as in DeiT)."""
+    return [rate * i / max(1, depth - 1) for i in range(depth)]
+
+
 class Block(nn.Module):
     """Self-attention, optional cross-attention, feed-forward; each a residual sublayer.
 
     norm="post" is the original's layout (x = LN(x + f(x))); norm="pre" is x = x + f(LN(x)).
+    `drop_path` is this block's stochastic-depth rate for each residual branch.
     """
 
     def __init__(
@@ -152,9 +167,10 @@ class Block(nn.Module):
         norm: str = "post",
         activation: str = "relu",
         cross: bool = False,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        self.pre_norm = norm == "pre"
+        self.pre_norm, self.drop_path = norm == "pre", drop_path
         self.attn = Attention(dim, heads, dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn = Attention(dim, heads, dropout) if cross else None
@@ -168,7 +184,7 @@ class Block(nn.Module):
         extra = None
         if isinstance(out, tuple):
             out, extra = out
-        x = x + self.drop(out)
+        x = x + drop_path(self.drop(out), self.drop_path, self.training)
         return (x if self.pre_norm else norm(x)), extra
 
     def forward(

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from digitformer.models.config import Seq2SeqConfig
-from digitformer.models.layers import Block, PatchEmbed, init_weights
+from digitformer.models.layers import Block, PatchEmbed, drop_path_rates, init_weights
 
 
 def to_quadrants(tokens: torch.Tensor, side: int) -> torch.Tensor:
@@ -42,12 +42,14 @@ class Seq2Seq(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        block = lambda cross: Block(  # noqa: E731
-            cfg.dim, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.norm, cfg.activation, cross=cross
+        block = lambda cross, rate: Block(  # noqa: E731
+            cfg.dim, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.norm, cfg.activation, cross, rate
         )
         self.patch = PatchEmbed(cfg.patch_size, cfg.dim, stem=cfg.stem, tile=cfg.image_size // 2)
         self.enc_pos = nn.Parameter(torch.zeros(1, cfg.grid_side**2, cfg.dim))
-        self.encoder = nn.ModuleList(block(False) for _ in range(cfg.enc_depth))
+        self.encoder = nn.ModuleList(
+            block(False, rate) for rate in drop_path_rates(cfg.drop_path, cfg.enc_depth)
+        )
         self.enc_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
         # Which memory token is which quadrant: the pooled positions average out to nearly the
         # same vector, so without this the decoder needs many steps to tell the digits apart.
@@ -57,7 +59,9 @@ class Seq2Seq(nn.Module):
         )
         self.token_embed = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # digits 0-9 + start (10)
         self.dec_pos = nn.Parameter(torch.zeros(1, cfg.num_digits, cfg.dim))
-        self.decoder = nn.ModuleList(block(True) for _ in range(cfg.dec_depth))
+        self.decoder = nn.ModuleList(
+            block(True, rate) for rate in drop_path_rates(cfg.drop_path, cfg.dec_depth)
+        )
         self.dec_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
         self.head = nn.Linear(cfg.dim, cfg.num_classes)  # only digits can be produced
         init_weights(self)

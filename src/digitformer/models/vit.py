@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from digitformer.models.config import ViTConfig
-from digitformer.models.layers import Block, PatchEmbed, init_weights
+from digitformer.models.layers import Block, PatchEmbed, drop_path_rates, init_weights
 
 
 class ViT(nn.Module):
@@ -21,8 +21,16 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.dim))
         self.blocks = nn.ModuleList(
-            Block(cfg.dim, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.norm, cfg.activation)
-            for _ in range(cfg.depth)
+            Block(
+                cfg.dim,
+                cfg.heads,
+                cfg.ff_dim,
+                cfg.dropout,
+                cfg.norm,
+                cfg.activation,
+                drop_path=rate,
+            )
+            for rate in drop_path_rates(cfg.drop_path, cfg.depth)
         )
         # pre-norm leaves the residual stream un-normalized: close it with a final LayerNorm
         self.norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
