@@ -51,12 +51,13 @@ def test_elastic_distortion_is_seeded_smooth_and_of_the_asked_strength():
     b = random_affine(x, torch.Generator().manual_seed(1), elastic=1.5)
     affine = random_affine(x, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.allclose(a, affine)
-    noise = torch.rand(64, 2, 28, 28, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    flow = elastic_flow(noise, 1.5, 4.0)
-    assert 1.0 < flow.std().item() < 2.2  # about the asked deviation, in pixels
-    # smooth: neighbouring pixels move nearly together, unlike the noise it came from
-    step = (flow[..., 1:] - flow[..., :-1]).abs().mean() / flow.abs().mean()
-    assert step < 0.2 < (noise[..., 1:] - noise[..., :-1]).abs().mean() / noise.abs().mean()
+    flow = elastic_flow(64, 28, 28, 1.5, 4.0, torch.Generator().manual_seed(3))
+    assert flow.shape == (64, 2, 28, 28)
+    assert abs(flow.std().item() - 1.5) < 0.15  # the asked deviation, in pixels
+    edge, inner = flow[..., :, :3].std(), flow[..., :, 12:15].std()
+    assert abs(edge / inner - 1) < 0.1  # as strong at the border as inside
+    # smooth: neighbouring pixels move nearly together (uniform noise: ~2/3 of its mean size)
+    assert (flow[..., 1:] - flow[..., :-1]).abs().mean() / flow.abs().mean() < 0.2
     # a uniform flow of one pixel is a one-pixel shift
     shifted = warp(
         x, 0, 1.0, 0, 0, torch.cat([-torch.ones(64, 1, 28, 28), torch.zeros(64, 1, 28, 28)], 1)

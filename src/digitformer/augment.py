@@ -31,28 +31,28 @@ def random_affine(
     u = torch.rand(n, 4, generator=generator) * 2 - 1  # (N, 4) in [-1, 1]
     flow = None
     if elastic > 0:
-        noise = torch.rand(n, 2, *images.shape[2:], generator=generator) * 2 - 1
-        flow = elastic_flow(noise.to(images.device, images.dtype), elastic, sigma)
+        flow = elastic_flow(n, *images.shape[2:], elastic, sigma, generator)
+        flow = flow.to(images.device, images.dtype)
     return warp(
         images, u[:, 0] * rotate, 1 + u[:, 1] * scale, -u[:, 2] * shift, -u[:, 3] * shift, flow
     )
 
 
-def elastic_flow(noise: torch.Tensor, elastic: float, sigma: float) -> torch.Tensor:
-    """(N, 2, H, W) noise uniform in [-1, 1] -> (N, 2, H, W) displacement in pixels with a
-    standard deviation of about `elastic`: each channel blurred by a Gaussian of `sigma` pixels,
-    then rescaled (a 2-D Gaussian blur shrinks white noise's deviation by 2 sqrt(pi) sigma, and
-    uniform noise has deviation 1 / sqrt(3)), so the strength does not depend on sigma."""
+def elastic_flow(
+    n: int, h: int, w: int, elastic: float, sigma: float, generator: torch.Generator
+) -> torch.Tensor:
+    """(n, 2, h, w) random displacement in pixels (x, then y) with a standard deviation of
+    `elastic`: uniform noise blurred by a Gaussian of `sigma` pixels. The noise is drawn `3 sigma`
+    wider on every side and blurred without padding, so the field is alike everywhere, edges
+    too; rescaled by the blur's known shrinkage of white noise (1 / (2 sqrt(pi) sigma), and
+    uniform noise in [-1, 1] has deviation 1 / sqrt(3)), so the strength does not depend on
+    sigma."""
     radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, device=noise.device, dtype=noise.dtype)
+    noise = torch.rand(n, 2, h + 2 * radius, w + 2 * radius, generator=generator) * 2 - 1
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    channels = noise.shape[1]
-    blur = noise
-    for shape in ((1, 1, 1, -1), (1, 1, -1, 1)):  # separable: along x, then along y
-        weight = kernel.reshape(shape).expand(channels, *kernel.reshape(shape).shape[1:])
-        pad = [radius, radius, 0, 0] if shape[-1] == -1 else [0, 0, radius, radius]
-        blur = F.conv2d(F.pad(blur, pad, mode="reflect"), weight, groups=channels)
+    row = (kernel / kernel.sum()).view(1, 1, 1, -1).expand(2, 1, 1, -1)  # one per channel
+    blur = F.conv2d(F.conv2d(noise, row, groups=2), row.mT, groups=2)  # (n, 2, h, w)
     return blur * (elastic * 2 * math.sqrt(math.pi) * sigma * math.sqrt(3))
 
 

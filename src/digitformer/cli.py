@@ -54,7 +54,8 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--config",
         default="default",
-        help="profile name (default, best, original) or a YAML file (default: default)",
+        help="profile name (default, original, best; encoder-only also fine) or a YAML file "
+        "(default: default)",
     )
     p.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
     p.add_argument("--run", help="run name (folder under out-dir)")
