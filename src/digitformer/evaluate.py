@@ -39,16 +39,16 @@ def evaluate_checkpoint(
         model = Ensemble([m for m, _ in loaded], tta=tta).eval()
     if "settings" not in meta:
         raise DigitformerError(f"{paths[0]}: the checkpoint holds no training settings")
-    settings = TrainSettings(**{**meta["settings"], "device": device})
-    if data_dir is not None:
-        settings.data_dir = data_dir
-    task = build_task(settings, dev, with_test=split == "test")
-    if beam_size != 1:
+    if beam_size != 1:  # checked before the data is loaded
         if meta["model_type"] != "encoder-decoder" or len(paths) > 1 or tta:
             raise DigitformerError("--beam is for a single encoder-decoder checkpoint, no --tta")
         if not 1 <= beam_size <= 10:
             raise DigitformerError(f"--beam must be 1 to 10, got {beam_size}")
-        task.beam_size = beam_size
+    settings = TrainSettings(**{**meta["settings"], "device": device})
+    if data_dir is not None:
+        settings.data_dir = data_dir
+    task = build_task(settings, dev, with_test=split == "test")
+    task.beam_size = beam_size
     metrics = task.evaluate(model, split)
     metrics.pop("predictions")
     return {
