@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import machine  # noqa: E402
+from digitformer.augment import TTA_VIEWS  # noqa: E402
 from digitformer.checkpoint import load_model, read_checkpoint  # noqa: E402
 from digitformer.models.ensemble import Ensemble  # noqa: E402
 from digitformer.settings import resolve_settings  # noqa: E402
@@ -64,6 +65,7 @@ def main() -> None:
         "overrides": overrides,
         "test": {k: v for k, v in test.items() if k != "confusion"},
         **({"test_tta": {k: v for k, v in tta.items() if k != "confusion"}} if args.tta else {}),
+        **({"tta_views": len(TTA_VIEWS)} if args.tta else {}),
         "wall_seconds": wall,
         "train_samples_per_second": samples / train_seconds,
         "epochs": settings.epochs,

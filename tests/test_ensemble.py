@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY
-from digitformer.augment import tta_views
+from digitformer.augment import TTA_VIEWS, tta_views
 from digitformer.cli import main
 from digitformer.evaluate import evaluate_checkpoint
 from digitformer.models import build_model
@@ -103,10 +103,11 @@ def test_eval_tta_cli(trained_runs, capsys):
         plain = evaluate_checkpoint(trained_runs[task], "val")
         tta = evaluate_checkpoint(trained_runs[task], "val", tta=True)
         assert tta["tta"] and not plain["tta"] and tta["count"] == plain["count"]
+        assert (tta["views"], plain["views"]) == (len(TTA_VIEWS), 1)
         metric = "accuracy" if task == "encoder-only" else "digit_accuracy"
         # the views are the same digits: reading them does not make the model worse
         assert tta[metric] >= plain[metric] - 0.05, (task, tta[metric], plain[metric])
     assert main(["eval", trained_runs["encoder-only"], "--tta", "--split", "val"]) == 0
-    assert "test-time views averaged" in capsys.readouterr().out.splitlines()[0]
+    assert f"{len(TTA_VIEWS)} test-time views averaged" in capsys.readouterr().out.splitlines()[0]
     assert main(["eval", trained_runs["encoder-decoder"], "--tta", "--beam", "3"]) == 1
     assert "no --tta" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from digitformer.augment import TTA_VIEWS
 from digitformer.checkpoint import load_model
 from digitformer.errors import DigitformerError
 from digitformer.models.ensemble import Ensemble
@@ -59,6 +60,7 @@ def evaluate_checkpoint(
         "epoch": meta.get("epoch"),
         "beam_size": beam_size,
         "tta": tta,
+        "views": len(TTA_VIEWS) if tta else 1,
         **metrics,
     }
 
@@ -73,7 +75,7 @@ def format_report(result: dict) -> str:
     if result.get("beam_size", 1) > 1:
         what += f", beam search of {result['beam_size']}"
     if result.get("tta"):
-        what += ", test-time views averaged"
+        what += f", {result.get('views', 'several')} test-time views averaged"
     lines = [f"{result['model_type']} {what}, {result['split']} split, {result['count']} samples"]
     if result["model_type"] == "encoder-decoder":
         lines.append(

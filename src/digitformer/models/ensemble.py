@@ -51,17 +51,26 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble decodes greedily: beam search is for single models")
         readers = self._readers(images)
         memories = [m.encode(v) for m, v in readers]
-        caches = [[{} for _ in m.decoder] if use_cache else None for m, _ in readers]
-        tokens = torch.full((images.shape[0], 1), self.cfg.start_token, device=images.device)
-        probs = []
-        for _ in range(self.cfg.num_digits):
-            step_input = tokens[:, -1:] if use_cache else tokens
-            p = torch.stack(
-                [
-                    F.softmax(m.decode(step_input, mem, caches=c)[0][:, -1].float(), -1)
-                    for (m, _), mem, c in zip(readers, memories, caches)
-                ]
-            ).mean(0)  # (B, 10)
-            probs.append(p)
-            tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
-        return tokens[:, 1:], torch.stack(probs, 1)
+        return decode_together([m for m, _ in readers], memories, use_cache=use_cache)
+
+
+@torch.inference_mode()
+def decode_together(models, memories, *, use_cache: bool = True):
+    """Greedy decoding by encoder-decoders that each read their own encoder memory (one a
+    model and view): at every step the mean of their softmax picks the next digit for all.
+    -> (digits (B, num_digits), probabilities (B, num_digits, 10))."""
+    cfg = models[0].cfg
+    caches = [[{} for _ in m.decoder] if use_cache else None for m in models]
+    tokens = torch.full((memories[0].shape[0], 1), cfg.start_token, device=memories[0].device)
+    probs = []
+    for _ in range(cfg.num_digits):
+        step_input = tokens[:, -1:] if use_cache else tokens
+        p = torch.stack(
+            [
+                F.softmax(m.decode(step_input, mem, caches=c)[0][:, -1].float(), -1)
+                for m, mem, c in zip(models, memories, caches)
+            ]
+        ).mean(0)  # (B, 10)
+        probs.append(p)
+        tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
+    return tokens[:, 1:], torch.stack(probs, 1)

@@ -1,0 +1,111 @@
+"""Which test-time views help an encoder-decoder? Score sets of views on one split.
+
+    python benchmarks/tta_views.py RUN/last.safetensors --split val
+
+Each view (each digit of a grid moved or turned on its own, as `--tta` does) is encoded
+once; every set of views is then decoded greedily with the views' probabilities averaged at
+each position, as `Ensemble(tta=True)` does. Choose on `val`; read `test` only to confirm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+from digitformer.augment import TTA_VIEWS, warp  # noqa: E402
+from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.data.grids import map_tiles  # noqa: E402
+from digitformer.errors import DigitformerError  # noqa: E402
+from digitformer.models.ensemble import decode_together  # noqa: E402
+from digitformer.settings import TrainSettings  # noqa: E402
+from digitformer.tasks import to_float  # noqa: E402
+from digitformer.train import build_task  # noqa: E402
+
+# name -> (degrees, dx, dy, zoom), as `warp` takes them
+ONE = [(1, 0), (-1, 0), (0, 1), (0, -1)]
+VIEWS = {"id": (0, 0, 0, 1.0)}
+VIEWS |= {f"move{k * x:+d},{k * y:+d}": (0, k * x, k * y, 1.0) for k in (1, 2, 3) for x, y in ONE}
+VIEWS |= {f"turn{d:+d}": (d, 0, 0, 1.0) for d in (6, -6, 12, -12)}
+
+TTA = [next(k for k, v in VIEWS.items() if v == (deg, dx, dy, 1.0)) for deg, dx, dy in TTA_VIEWS]
+TWO = ["move+2,+0", "move-2,+0", "move+0,+2", "move+0,-2"]
+THREE = ["move+3,+0", "move-3,+0", "move+0,+3", "move+0,-3"]
+SETS = {
+    "as is": ["id"],
+    "--tta": TTA,
+    "--tta + moves of 2": TTA + TWO,
+    "--tta + moves of 2 and 3": TTA + TWO + THREE,
+    "--tta + turns of 12": TTA + ["turn+12", "turn-12"],
+    "all views": list(VIEWS),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    model, meta = load_model(args.checkpoint, "cpu")
+    if meta["model_type"] != "encoder-decoder":
+        sys.exit("error: benchmarks/tta_views.py reads encoder-decoder checkpoints")
+    settings = TrainSettings(**{**meta["settings"], "device": "cpu"})
+    data = build_task(settings, torch.device("cpu"), with_test=args.split == "test")
+    data = data.eval_sets[args.split]
+    images, labels = to_float(data.images), data.labels
+    t0 = time.perf_counter()
+    memories = {}
+    with torch.inference_mode():
+        for name, (degrees, dx, dy, zoom) in VIEWS.items():
+            move = lambda d, a=degrees, z=zoom, x=dx, y=dy: warp(d, a, z, x, y)  # noqa: E731
+            view = images if name == "id" else map_tiles(move, images, 28)
+            memories[name] = torch.cat(
+                [
+                    model.encode(view[i : i + args.batch_size])
+                    for i in range(0, len(view), args.batch_size)
+                ]
+            )
+    rows = {}
+    for set_name, names in SETS.items():
+        digits, _ = decode_together([model] * len(names), [memories[n] for n in names])
+        right = digits == labels
+        rows[set_name] = {
+            "views": len(names),
+            "wrong_grids": int((~right.all(1)).sum()),
+            "wrong_digits": int((~right).sum()),
+            "sequence_accuracy": right.all(1).float().mean().item(),
+            "digit_accuracy": right.float().mean().item(),
+        }
+        r = rows[set_name]
+        print(
+            f"{set_name:26s} {r['views']:2d} views  sequence {100 * r['sequence_accuracy']:.2f}% "
+            f"({r['wrong_grids']} wrong)  digit {100 * r['digit_accuracy']:.3f}% "
+            f"({r['wrong_digits']} wrong)",
+            flush=True,
+        )
+    result = {
+        "checkpoint": args.checkpoint,
+        "split": args.split,
+        "grids": len(labels),
+        "sets": rows,
+        "seconds": time.perf_counter() - t0,
+        "machine": machine(),
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DigitformerError as err:
+        sys.exit(f"error: {err}")
