@@ -57,6 +57,7 @@ def main() -> None:
     if args.tta:
         tta = task.evaluate(Ensemble([model], tta=True).eval(), "test")
         tta.pop("predictions")
+        tta["views"] = len(TTA_VIEWS)
     samples = sum(h["samples_per_second"] * h["seconds"] for h in summary["history"])
     train_seconds = sum(h["seconds"] for h in summary["history"])
     result = {
@@ -65,7 +66,6 @@ def main() -> None:
         "overrides": overrides,
         "test": {k: v for k, v in test.items() if k != "confusion"},
         **({"test_tta": {k: v for k, v in tta.items() if k != "confusion"}} if args.tta else {}),
-        **({"tta_views": len(TTA_VIEWS)} if args.tta else {}),
         "wall_seconds": wall,
         "train_samples_per_second": samples / train_seconds,
         "epochs": settings.epochs,

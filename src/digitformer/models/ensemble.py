@@ -56,7 +56,7 @@ class Ensemble(nn.Module):
 
 @torch.inference_mode()
 def decode_together(models, memories, *, use_cache: bool = True):
-    """Greedy decoding by encoder-decoders that each read their own encoder memory (one a
+    """Greedy decoding by encoder-decoders that each read their own encoder memory (one per
     model and view): at every step the mean of their softmax picks the next digit for all.
     -> (digits (B, num_digits), probabilities (B, num_digits, 10))."""
     cfg = models[0].cfg
