@@ -19,22 +19,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
-from digitformer.augment import TTA_VIEWS, warp  # noqa: E402
+from digitformer.augment import TTA_VIEWS, tta_views  # noqa: E402
 from digitformer.checkpoint import load_model  # noqa: E402
-from digitformer.data.grids import map_tiles  # noqa: E402
 from digitformer.errors import DigitformerError  # noqa: E402
 from digitformer.models.ensemble import decode_together  # noqa: E402
 from digitformer.settings import TrainSettings  # noqa: E402
 from digitformer.tasks import to_float  # noqa: E402
 from digitformer.train import build_task  # noqa: E402
 
-# name -> (degrees, dx, dy, zoom), as `warp` takes them
+# name -> (degrees, dx, dy), as TTA_VIEWS holds them
 ONE = [(1, 0), (-1, 0), (0, 1), (0, -1)]
-VIEWS = {"id": (0, 0, 0, 1.0)}
-VIEWS |= {f"move{k * x:+d},{k * y:+d}": (0, k * x, k * y, 1.0) for k in (1, 2, 3) for x, y in ONE}
-VIEWS |= {f"turn{d:+d}": (d, 0, 0, 1.0) for d in (6, -6, 12, -12)}
+VIEWS = {"id": (0, 0, 0)}
+VIEWS |= {f"move{k * x:+d},{k * y:+d}": (0, k * x, k * y) for k in (1, 2, 3) for x, y in ONE}
+VIEWS |= {f"turn{d:+d}": (d, 0, 0) for d in (6, -6, 12, -12)}
 
-TTA = [next(k for k, v in VIEWS.items() if v == (deg, dx, dy, 1.0)) for deg, dx, dy in TTA_VIEWS]
+TTA = [name for view in TTA_VIEWS for name, v in VIEWS.items() if v == view]
 TWO = ["move+2,+0", "move-2,+0", "move+0,+2", "move+0,-2"]
 THREE = ["move+3,+0", "move-3,+0", "move+0,+3", "move+0,-3"]
 SETS = {
@@ -64,9 +63,7 @@ def main() -> None:
     t0 = time.perf_counter()
     memories = {}
     with torch.inference_mode():
-        for name, (degrees, dx, dy, zoom) in VIEWS.items():
-            move = lambda d, a=degrees, z=zoom, x=dx, y=dy: warp(d, a, z, x, y)  # noqa: E731
-            view = images if name == "id" else map_tiles(move, images, 28)
+        for name, view in zip(VIEWS, tta_views(images, views=list(VIEWS.values()))):
             memories[name] = torch.cat(
                 [
                     model.encode(view[i : i + args.batch_size])

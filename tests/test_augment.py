@@ -44,6 +44,9 @@ def test_tta_views_move_each_digit_of_a_grid_on_its_own():
     moved_right = views[TTA_VIEWS.index((0, 1, 0))]
     assert moved_right[..., 28].abs().max() < 1e-5  # the right digits' first column: no spill
     assert len(set(TTA_VIEWS)) == len(TTA_VIEWS)
+    (two_right,) = tta_views(grids, views=[(0, 2, 0)])  # other views, as benchmarks/tta_views.py
+    alone = warp(quads.reshape(8, 1, 28, 28), 0, 1.0, 2, 0)
+    torch.testing.assert_close(two_right, tile_2x2(alone.reshape(2, 4, 28, 28)).unsqueeze(1))
 
 
 def test_elastic_distortion_is_seeded_smooth_and_of_the_asked_strength():

@@ -84,12 +84,15 @@ def warp(images, degrees, zoom, dx, dy, flow: torch.Tensor | None = None) -> tor
 TTA_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (6, 0, 0), (-6, 0, 0))
 
 
-def tta_views(images: torch.Tensor, digit_size: int = 28) -> list[torch.Tensor]:
-    """TTA_VIEWS of each digit: images (N, 1, H, W) with H, W multiples of digit_size (a 2x2
-    grid is moved digit by digit, so no digit spills into its neighbour) -> len(TTA_VIEWS)
-    tensors of the same shape; the first is the images themselves."""
-    views = [images]
-    for degrees, dx, dy in TTA_VIEWS[1:]:
+def tta_views(images: torch.Tensor, digit_size: int = 28, views=TTA_VIEWS) -> list[torch.Tensor]:
+    """`views` ((degrees, dx, dy) each, TTA_VIEWS by default) of each digit: images
+    (N, 1, H, W) with H, W multiples of digit_size (a 2x2 grid is moved digit by digit, so no
+    digit spills into its neighbour) -> len(views) tensors of the same shape; the view
+    (0, 0, 0) is the images themselves."""
+    out = []
+    for degrees, dx, dy in views:
         move = lambda d, a=degrees, x=dx, y=dy: warp(d, a, 1.0, x, y)  # noqa: E731
-        views.append(map_tiles(move, images, digit_size))
-    return views
+        out.append(
+            images if (degrees, dx, dy) == (0, 0, 0) else map_tiles(move, images, digit_size)
+        )
+    return out
