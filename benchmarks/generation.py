@@ -27,7 +27,7 @@ from digitformer.checkpoint import load_model  # noqa: E402
 from digitformer.data import load_split, make_grids  # noqa: E402
 from digitformer.models import build_model  # noqa: E402
 from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.tasks import to_float  # noqa: E402
+from digitformer.tensors import to_float  # noqa: E402
 
 
 def main() -> None:

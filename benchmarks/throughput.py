@@ -29,7 +29,8 @@ from digitformer.augment import random_affine  # noqa: E402
 from digitformer.models import build_model  # noqa: E402
 from digitformer.models.layers import Attention  # noqa: E402
 from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.train import build_task, make_optimizer  # noqa: E402
+from digitformer.tasks import build_task  # noqa: E402
+from digitformer.train import make_optimizer  # noqa: E402
 
 
 class HandAttention(Attention):

@@ -19,16 +19,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import machine  # noqa: E402
-from digitformer.augment import TTA_VIEWS  # noqa: E402
 from digitformer.checkpoint import load_model, read_checkpoint  # noqa: E402
-from digitformer.models.ensemble import Ensemble  # noqa: E402
+from digitformer.ensemble import TTA_VIEWS, Ensemble  # noqa: E402
+from digitformer.runtime import pick_device  # noqa: E402
 from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.train import build_task, pick_device, train  # noqa: E402
+from digitformer.tasks import TASKS, build_task  # noqa: E402
+from digitformer.train import train  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=("encoder-only", "encoder-decoder"), required=True)
+    parser.add_argument("--task", choices=list(TASKS), required=True)
     parser.add_argument("--profile", default="default")
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--out-dir", default=".data/bench-runs")
@@ -52,11 +53,9 @@ def main() -> None:
     summary = train(settings, task=task)
     wall = time.perf_counter() - t0
     model, meta = load_model(Path(summary["run_dir"]) / "last.safetensors", device)
-    test = task.evaluate(model, "test")
-    test.pop("predictions")
+    test, _ = task.evaluate(model, "test")
     if args.tta:
-        tta = task.evaluate(Ensemble([model], tta=True).eval(), "test")
-        tta.pop("predictions")
+        tta, _ = task.evaluate(Ensemble([model], tta=True).eval(), "test")
         tta["views"] = len(TTA_VIEWS)
     samples = sum(h["samples_per_second"] * h["seconds"] for h in summary["history"])
     train_seconds = sum(h["seconds"] for h in summary["history"])
@@ -81,7 +80,7 @@ def main() -> None:
             "run": settings.init_encoder,
             "train_seconds": sum(h["seconds"] for h in source["history"]),
         }
-    metric = "accuracy" if args.task == "encoder-only" else "sequence_accuracy"
+    metric = task.primary_metric
     extra = "" if metric == "accuracy" else f" (per digit {100 * test['digit_accuracy']:.2f}%)"
     if args.tta:
         extra += f"; with --tta {100 * tta[metric]:.2f}%"

@@ -19,13 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
-from digitformer.augment import TTA_VIEWS, tta_views  # noqa: E402
 from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.ensemble import TTA_VIEWS, decode_together, tta_views  # noqa: E402
 from digitformer.errors import DigitformerError  # noqa: E402
-from digitformer.models.ensemble import decode_together  # noqa: E402
-from digitformer.settings import TrainSettings  # noqa: E402
-from digitformer.tasks import to_float  # noqa: E402
-from digitformer.train import build_task  # noqa: E402
+from digitformer.tasks import task_for_checkpoint  # noqa: E402
+from digitformer.tensors import to_float  # noqa: E402
 
 # name -> (degrees, dx, dy), as TTA_VIEWS holds them
 ONE = [(1, 0), (-1, 0), (0, 1), (0, -1)]
@@ -56,9 +54,8 @@ def main() -> None:
     model, meta = load_model(args.checkpoint, "cpu")
     if meta["model_type"] != "encoder-decoder":
         sys.exit("error: benchmarks/tta_views.py reads encoder-decoder checkpoints")
-    settings = TrainSettings(**{**meta["settings"], "device": "cpu"})
-    data = build_task(settings, torch.device("cpu"), with_test=args.split == "test")
-    data = data.eval_sets[args.split]
+    task = task_for_checkpoint(meta, torch.device("cpu"), split=args.split)
+    data = task.eval_sets[args.split]
     images, labels = to_float(data.images), data.labels
     t0 = time.perf_counter()
     memories = {}

@@ -5,14 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves a core to the other
+from helpers import SUBSET, TINY
 
-SUBSET = Path(__file__).parent / "data" / "mnist-subset"
-# Tiny configurations: real forward/backward passes in milliseconds.
-TINY = {
-    "encoder-only": dict(patch_size=7, dim=32, depth=1, heads=2, ff_dim=64),
-    "encoder-decoder": dict(dim=32, enc_depth=1, dec_depth=1, heads=2, ff_dim=64),
-}
+torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves a core to the other
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 import torch
 
-from digitformer.augment import TTA_VIEWS, elastic_flow, random_affine, tta_views, warp
+from digitformer.augment import elastic_flow, random_affine, warp
 from digitformer.data.grids import tile_2x2
+from digitformer.ensemble import TTA_VIEWS, tta_views
 
 
 def digits(n=3, seed=0):

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 
 from digitformer.display.braille import GREEN, RED, braille, digit_box, render_samples, use_color
@@ -37,10 +39,14 @@ def test_render_grids_five_per_row_two_by_two():
     assert lines[1].startswith("│0") and lines[10].startswith("│2")
 
 
-def test_no_color_when_not_a_terminal_or_no_color(monkeypatch, capsys):
-    import io
-    import sys
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
-    assert not use_color(io.StringIO())
+
+def test_color_only_on_a_terminal_without_no_color(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_color(Terminal())  # a terminal gets colour...
+    assert not use_color(io.StringIO())  # ...a pipe or file does not
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not use_color(sys.stdout)
+    assert not use_color(Terminal())  # and NO_COLOR turns it off even on a terminal

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from conftest import TINY
 from digitformer.checkpoint import load_model, save_checkpoint
 from digitformer.errors import DigitformerError
 from digitformer.models import build_model
+from helpers import TINY
 
 
 @pytest.mark.parametrize("model_type", list(TINY))

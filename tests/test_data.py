@@ -175,7 +175,7 @@ def test_grids_layout_reading_order(rng):
         assert all((q == q[0, 0]).all() for q in quads)
 
 
-def test_grids_deterministic_per_seed_and_fast(rng):
+def test_grids_deterministic_per_seed(rng):
     digits = random_digits(rng, 1000)
     a = make_grids(digits.images, digits.labels, 100, seed=1)
     b = make_grids(digits.images, digits.labels, 100, seed=1)

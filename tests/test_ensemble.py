@@ -2,14 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY
-from digitformer.augment import TTA_VIEWS, tta_views
 from digitformer.cli import main
+from digitformer.ensemble import TTA_VIEWS, Ensemble, tta_views
 from digitformer.evaluate import evaluate_checkpoint
 from digitformer.models import build_model
-from digitformer.models.ensemble import Ensemble
 from digitformer.train import train
-from test_train import settings_for
+from helpers import TINY, settings_for
 
 
 def models(task: str, n: int):

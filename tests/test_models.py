@@ -207,8 +207,8 @@ def _sequence_log_prob(model, images, digits):
 
 
 def test_beam_search_of_one_is_greedy_and_wider_beams_score_no_worse():
-    from conftest import TINY
     from digitformer.models import build_model
+    from helpers import TINY
 
     torch.manual_seed(0)
     model = build_model("encoder-decoder", TINY["encoder-decoder"]).eval()

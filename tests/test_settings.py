@@ -77,7 +77,6 @@ def test_missing_or_bad_yaml(tmp_path):
 
 
 PACKAGED = sorted(PROFILE_DIR.glob("*.yaml"))
-RECIPES = [Path(__file__).parents[1] / "configs" / "encoder-decoder-from-vit.yaml"]
 
 
 def test_every_task_has_the_three_main_profiles():
@@ -86,7 +85,7 @@ def test_every_task_has_the_three_main_profiles():
         assert {f"{task}-{name}" for name in ("default", "original", "best")} <= names
 
 
-@pytest.mark.parametrize("path", PACKAGED + RECIPES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", PACKAGED, ids=lambda p: p.stem)
 def test_packaged_profiles_build_valid_models(path):
     from digitformer.models import build_model
 
@@ -97,7 +96,7 @@ def test_packaged_profiles_build_valid_models(path):
 
 @pytest.mark.parametrize(
     "reader, recipe",
-    [("fine", "best"), ("best", str(RECIPES[0]))],
+    [("fine", "best"), ("best", "from-vit")],
     ids=["best-from-fine", "from-vit-from-best"],
 )
 def test_two_stage_recipes_name_a_reader_of_their_layout(reader, recipe):

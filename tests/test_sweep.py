@@ -11,12 +11,12 @@ import optuna
 import pytest
 import yaml
 
-from conftest import SUBSET
 from digitformer import sweep
 from digitformer.cli import main
 from digitformer.errors import DigitformerError
 from digitformer.models import MODEL_TYPES
 from digitformer.settings import resolve_settings
+from helpers import SUBSET
 
 TINY_SPACE = {
     "method": "bayes",

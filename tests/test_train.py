@@ -6,50 +6,9 @@ from safetensors.torch import load_file
 from digitformer.errors import DigitformerError
 from digitformer.evaluate import evaluate_checkpoint
 from digitformer.settings import resolve_settings
-from digitformer.train import build_task, lr_at, train
-
-# Small but real: enough steps on real digits to learn well above chance in seconds.
-VIT = {
-    "model.patch_size": 7,
-    "model.dim": 64,
-    "model.depth": 2,
-    "model.heads": 4,
-    "model.ff_dim": 128,
-    "model.norm": "pre",
-    "batch_size": 32,
-    "augment": False,
-}
-S2S = {
-    "model.dim": 64,
-    "model.enc_depth": 2,
-    "model.dec_depth": 1,
-    "model.heads": 2,
-    "model.ff_dim": 128,
-    "model.attention": "quadrant",
-    "model.norm": "pre",
-    "batch_size": 16,
-    "augment": False,
-    "train_grids": 4000,
-    "lr": 2e-3,
-}
-
-
-def settings_for(task, mnist_dir, tmp_path, **overrides):
-    base = {
-        "data_dir": str(mnist_dir),
-        "out_dir": str(tmp_path / "runs"),
-        "val_size": 500,
-        "batch_size": 64,
-        "lr": 3e-3,
-        "warmup_steps": 10,
-        "display": False,
-        "val_grids": 200,
-        "test_grids": 200,
-        "train_grids": 1500,
-    }
-    base.update(VIT if task == "encoder-only" else S2S)
-    base.update(overrides)
-    return resolve_settings(task, "default", base, env_file=None)
+from digitformer.tasks import build_task
+from digitformer.train import lr_at, train
+from helpers import settings_for
 
 
 def test_vit_training_beats_chance_and_eval_agrees(mnist_dir, tmp_path):

@@ -3,12 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY
 from digitformer.cli import main
 from digitformer.errors import DigitformerError
 from digitformer.models import build_model
 from digitformer.viz import attention, embeddings, training
 from digitformer.viz.run import VizOptions, visualize
+from helpers import TINY
 
 
 @pytest.fixture(scope="module")

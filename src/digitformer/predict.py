@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch import nn
 
+from digitformer.checkpoint import load_model
 from digitformer.data.grids import tile_2x2
+from digitformer.display.braille import render_samples, use_color
 from digitformer.errors import DigitformerError
-from digitformer.tasks import to_float
+from digitformer.runtime import pick_device
+from digitformer.tensors import to_float
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 INK_THRESHOLD = 0.1  # fraction of the image's dynamic range that counts as ink
@@ -159,7 +163,7 @@ def prepare(pixels: np.ndarray, grid: bool, preprocess: bool = True) -> np.ndarr
 
 @torch.inference_mode()
 def predict_images(
-    model,
+    model: nn.Module,
     model_type: str,
     images: np.ndarray,
     batch_size: int = 256,
@@ -180,7 +184,7 @@ def predict_images(
 
 
 def predict_files(
-    model,
+    model: nn.Module,
     model_type: str,
     files: list[Path],
     preprocess: bool = True,
@@ -211,3 +215,37 @@ def predict_files(
         for path, d, p in zip(kept, digits, probs)
     ]
     return results, batch, errors
+
+
+def predict_paths(
+    checkpoint: str | Path,
+    paths: Iterable[str],
+    preprocess: bool = True,
+    batch_size: int = 256,
+    device: str = "auto",
+) -> tuple[list[Prediction], np.ndarray, list[str]]:
+    """`digitformer predict`: a checkpoint read over image files and folders. -> predictions
+    for the files that could be read, their prepared inputs, and one message per failure."""
+    if batch_size < 1:
+        raise DigitformerError("--batch-size must be at least 1")
+    dev = pick_device(device)
+    model, meta = load_model(checkpoint, dev)
+    files, errors = find_images(paths)
+    results, inputs, read_errors = predict_files(
+        model, meta["model_type"], files, preprocess, batch_size, dev
+    )
+    return results, inputs, errors + read_errors
+
+
+def format_table(results: list[Prediction], inputs: np.ndarray | None = None) -> str:
+    """One row per file: digits and the confidence of each; with `inputs`, each prepared
+    image drawn in Braille under its row (`predict --show`)."""
+    width = max([len(r.file) for r in results] + [4])
+    lines = [f"{'file':<{width}}  digits  confidence"]
+    for i, result in enumerate(results):
+        confidence = " ".join(f"{c:.3f}" for c in result.confidence)
+        lines.append(f"{result.file:<{width}}  {result.digits:<6}  {confidence}")
+        if inputs is not None:
+            digits = np.array([int(d) for d in result.digits])
+            lines.append(render_samples(inputs[i : i + 1], None, digits, color=use_color()))
+    return "\n".join(lines)

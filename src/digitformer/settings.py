@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
+from digitformer.defaults import DATA_DIR, ENV_FILE, RUNS_DIR
 from digitformer.errors import DigitformerError
 
-TASKS = ("encoder-only", "encoder-decoder")
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 
@@ -25,8 +25,8 @@ class TrainSettings:
     task: str = "encoder-only"
     run: str = ""  # run folder name under out_dir; empty: <task>-<profile>
     profile: str = ""
-    data_dir: str = ".data"
-    out_dir: str = ".data/models"
+    data_dir: str = DATA_DIR
+    out_dir: str = RUNS_DIR
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -135,6 +135,8 @@ def profile_path(profile: str, task: str) -> Path:
     packaged = PROFILE_DIR / f"{task}-{profile}.yaml"
     if not packaged.is_file():
         names = sorted(p.stem.removeprefix(f"{task}-") for p in PROFILE_DIR.glob(f"{task}-*.yaml"))
+        if not names:
+            raise DigitformerError(f"unknown task {task!r}: no profiles for it")
         raise DigitformerError(f"no profile {profile!r} for {task}; choose from {', '.join(names)}")
     return packaged
 
@@ -170,11 +172,9 @@ def resolve_settings(
     task: str,
     profile: str = "default",
     overrides: dict[str, Any] | None = None,
-    env_file: str | Path | None = ".env",
+    env_file: str | Path | None = ENV_FILE,
 ) -> TrainSettings:
     """defaults < profile < .env < overrides (CLI flags). A zero or False is a value."""
-    if task not in TASKS:
-        raise DigitformerError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     values = TrainSettings().to_dict()
     path = profile_path(profile, task)
     apply(values, read_profile(path), str(path))

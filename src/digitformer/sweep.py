@@ -21,12 +21,15 @@ from typing import Any
 
 import yaml
 
+from digitformer.defaults import SWEEP_DIR, SWEEP_STORAGE
 from digitformer.errors import DigitformerError
-from digitformer.settings import TASKS, profile_path, read_profile, resolve_settings
+from digitformer.fileio import write_text_atomic
+from digitformer.models import MODEL_TYPES
+from digitformer.settings import profile_path, read_profile, resolve_settings
+from digitformer.tasks import TASKS
 
-# configs/ of the working directory, else of the source checkout this package runs from
-CONFIG_DIRS = (Path("configs"), Path(__file__).resolve().parents[2] / "configs")
-DEFAULT_STORAGE = "sqlite:///.data/sweeps/sweeps.db"
+SPACE_DIR = Path(__file__).parent / "sweeps"  # package data: an installed wheel has them
+DEFAULT_STORAGE = SWEEP_STORAGE
 # Every trial of a study validates on the same data (and never sees the test set): these
 # may be fixed for a study, never swept. Where trials write is the agent's business.
 NOT_SWEPT = ("val_size", "val_grids", "test_grids", "test_seed", "data_dir", "out_dir", "run")
@@ -55,18 +58,24 @@ class Space:
 
 
 def space_path(name: str, task: str) -> Path:
-    """A YAML path, or a space name: "default" is configs/sweep-<task>.yaml (the original's
-    ranges, where valid), any other name configs/sweep-<task>-<name>.yaml."""
+    """A YAML path, or a packaged space's name: "default" is sweeps/<task>.yaml (the
+    original's ranges, where valid), any other name sweeps/<task>-<name>.yaml."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise DigitformerError(f"sweep space not found: {path}")
         return path
-    file = f"sweep-{task}.yaml" if name == "default" else f"sweep-{task}-{name}.yaml"
-    for folder in CONFIG_DIRS:
-        if (folder / file).is_file():
-            return folder / file
-    raise DigitformerError(f"no sweep space {file} in configs/: pass --space PATH.yaml")
+    packaged = SPACE_DIR / (f"{task}.yaml" if name == "default" else f"{task}-{name}.yaml")
+    if not packaged.is_file():
+        names = sorted(
+            "default" if p.stem == task else p.stem.removeprefix(f"{task}-")
+            for p in SPACE_DIR.glob(f"{task}*.yaml")
+        )
+        raise DigitformerError(
+            f"no sweep space {name!r} for {task}; choose from {', '.join(names)} "
+            "or pass --space PATH.yaml"
+        )
+    return packaged
 
 
 def parse_space(spec: dict, source: str = "space") -> Space:
@@ -118,10 +127,9 @@ def load_space(path: Path) -> tuple[Space, dict]:
 
 
 def model_valid(task: str, model: dict) -> bool:
-    from digitformer.models import MODEL_TYPES
 
     try:
-        MODEL_TYPES[task][1].from_dict(model)
+        MODEL_TYPES[TASKS[task].model_type][1].from_dict(model)
     except (ValueError, TypeError):
         return False
     return True
@@ -256,7 +264,7 @@ def agent(
     count: int,
     *,
     storage: str = DEFAULT_STORAGE,
-    out_dir: str = ".data/sweeps",
+    out_dir: str = SWEEP_DIR,
     data_dir: str | None = None,
     wandb: bool = False,
     seed: int | None = None,
@@ -386,6 +394,29 @@ def best(name: str, storage: str = DEFAULT_STORAGE, top: int = 5) -> tuple[list[
         "profile": profile,
     }
     return rows, summary
+
+
+def format_best(rows: list[dict], summary: dict) -> str:
+    """`sweep best` as a table: the study, its trial counts, then one row per top trial."""
+    trials = ", ".join(f"{n} {state}" for state, n in summary["trials"].items())
+    lines = [
+        f"study {summary['study']} ({summary['task']}): {trials}",
+        f"{'trial':>5}  {summary['metric']:>12}  {'minutes':>7}  settings",
+    ]
+    for row in rows:
+        minutes = "" if row["seconds"] is None else f"{row['seconds'] / 60:.1f}"
+        settings = _describe(row["settings"])
+        lines.append(f"{row['trial']:>5}  {row['value']:>12.4f}  {minutes:>7}  {settings}")
+    return "\n".join(lines)
+
+
+def write_profile(path: str | Path, rows: list[dict], summary: dict) -> None:
+    """The best trial's settings as a training profile (`train --config PATH`)."""
+    header = (
+        f"# best trial of sweep {summary['study']} ({summary['metric']} {rows[0]['value']:.4f}),\n"
+        "# with the sweep's fixed settings (epochs, data sizes): raise them for a final run\n"
+    )
+    write_text_atomic(path, header + yaml.safe_dump(summary["profile"], sort_keys=False))
 
 
 def _nest(flat: dict) -> dict:

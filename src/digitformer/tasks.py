@@ -1,31 +1,34 @@
-"""The two tasks the one training loop runs: single digits (ViT) and 2x2 grids (seq2seq).
+"""The tasks the one training loop runs: single digits (ViT) and 2x2 grids (seq2seq).
 
 A task owns its data (uint8 tensors in memory), its batches, its loss and its evaluation;
-the loop in train.py knows nothing else about it.
+the loop in train.py knows nothing else about it. `TASKS` is the one registry of them.
+
+task = build_task(settings, device, with_test=True)
+metrics, predictions = task.evaluate(model, "test")
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from digitformer.augment import random_affine
 from digitformer.data.grids import draw_picks, make_grids, tile_2x2
-from digitformer.data.mnist import Digits
+from digitformer.data.mnist import Digits, load_split
+from digitformer.errors import DigitformerError
 from digitformer.metrics import digit_metrics, sequence_metrics
+from digitformer.models import NUM_CLASSES
 from digitformer.settings import TrainSettings
+from digitformer.tensors import to_float
 
 VAL_SPLIT_SEED = 20240917  # fixed: every run and every sweep trial validates on the same digits
 VAL_GRID_SEED = 1
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1]."""
-    return images.unsqueeze(1).float().div_(255)
 
 
 def split_train_val(train: Digits, val_size: int, train_size: int | None) -> tuple[Digits, Digits]:
@@ -51,6 +54,7 @@ class EvalSet:
 class Task:
     model_type: str
     primary_metric: str
+    extra_metrics: tuple[str, ...] = ()  # further validation metrics each epoch records
 
     def __init__(self, settings: TrainSettings, train: Digits, device: torch.device) -> None:
         self.settings, self.device = settings, device
@@ -80,11 +84,15 @@ class Task:
     def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
-    def loss(self, model, inputs, targets) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def loss(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(mean loss, number of correct predictions, number of predictions)."""
         raise NotImplementedError
 
-    def eval_batch(self, model, inputs, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_batch(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, beam_size: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean loss, predicted digits) for one batch, in eval mode."""
         raise NotImplementedError
 
@@ -92,7 +100,11 @@ class Task:
         self.eval_sets[name] = eval_set
 
     @torch.inference_mode()
-    def evaluate(self, model, split: str) -> dict:
+    def evaluate(
+        self, model: nn.Module, split: str, *, beam_size: int = 1
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """Metrics of `model` on a split ("val", or "test" when loaded), and its predictions.
+        beam_size > 1: an encoder-decoder reads with beam search."""
         data = self.eval_sets[split]
         was_training = model.training
         model.eval()
@@ -102,16 +114,16 @@ class Task:
         for start in range(0, len(data.labels), bs):
             images = to_float(data.images[start : start + bs].to(self.device))
             labels = data.labels[start : start + bs].to(self.device)
-            loss, predicted = self.eval_batch(model, images, labels)
+            loss, predicted = self.eval_batch(model, images, labels, beam_size)
             total_loss += float(loss) * len(labels)
             preds.append(predicted.cpu().numpy())
         model.train(was_training)
         labels = data.labels.cpu().numpy()
-        metrics = self.metrics(np.concatenate(preds), labels)
+        predictions = np.concatenate(preds)
+        metrics = self.metrics(predictions, labels)
         metrics["loss"] = total_loss / len(labels)
         metrics["count"] = len(labels)
-        metrics["predictions"] = np.concatenate(preds)
-        return metrics
+        return metrics, predictions
 
     def metrics(self, preds: np.ndarray, labels: np.ndarray) -> dict:
         raise NotImplementedError
@@ -146,7 +158,7 @@ class DigitTask(Task):
         )
         return loss, (logits.argmax(-1) == targets).sum(), len(targets)
 
-    def eval_batch(self, model, inputs, targets):
+    def eval_batch(self, model, inputs, targets, beam_size=1):
         logits = model(inputs).float()  # (B, 10)
         return F.cross_entropy(logits, targets), logits.argmax(-1)
 
@@ -163,7 +175,7 @@ class GridTask(Task):
 
     model_type = "encoder-decoder"
     primary_metric = "sequence_accuracy"
-    beam_size = 1  # evaluation decodes greedily unless told otherwise (eval --beam)
+    extra_metrics = ("digit_accuracy",)
 
     def __init__(self, settings, train: Digits, device, test: Digits | None = None) -> None:
         super().__init__(settings, train, device)
@@ -200,20 +212,51 @@ class GridTask(Task):
     def loss(self, model, inputs, targets):
         logits = model(inputs, targets)  # (B, 4, 10), teacher forcing
         loss = F.cross_entropy(
-            logits.float().reshape(-1, 10),
+            logits.float().reshape(-1, NUM_CLASSES),
             targets.reshape(-1),
             label_smoothing=self.settings.label_smoothing,
         )
         return loss, (logits.argmax(-1) == targets).sum(), targets.numel()
 
-    def eval_batch(self, model, inputs, targets):
+    def eval_batch(self, model, inputs, targets, beam_size=1):
         logits = model(inputs, targets).float()  # teacher-forced loss, as in training
-        loss = F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1))
-        digits, _ = model.generate(inputs, beam_size=self.beam_size)  # what generation writes
+        loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), targets.reshape(-1))
+        digits, _ = model.generate(inputs, beam_size=beam_size)  # what generation writes
         return loss, digits
 
     def metrics(self, preds, labels):
         return sequence_metrics(preds, labels)
 
 
-TASK_CLASSES = {"encoder-only": DigitTask, "encoder-decoder": GridTask}
+TASKS: dict[str, type[Task]] = {"encoder-only": DigitTask, "encoder-decoder": GridTask}
+
+
+def build_task(settings: TrainSettings, device: torch.device, with_test: bool = False) -> Task:
+    """The task `settings` names, its data loaded (the test split too when asked)."""
+    if settings.task not in TASKS:
+        raise DigitformerError(f"unknown task {settings.task!r}; choose from {', '.join(TASKS)}")
+    train = load_split(settings.data_dir, "train")
+    test = load_split(settings.data_dir, "test") if with_test else None
+    try:
+        return TASKS[settings.task](settings, train, device, test=test)
+    except ValueError as exc:
+        raise DigitformerError(f"invalid settings: {exc}") from None
+
+
+def task_for_checkpoint(
+    meta: dict[str, Any], device: torch.device, *, split: str, data_dir: str | None = None
+) -> Task:
+    """The task and data a checkpoint was trained on, rebuilt from its settings, with `split`
+    ready to evaluate: what `eval`, `viz` and the benchmarks read a checkpoint against."""
+    if split not in ("val", "test"):
+        raise DigitformerError(f"split must be val or test, got {split!r}")
+    if not isinstance(meta.get("settings"), dict):
+        raise DigitformerError("the checkpoint holds no training settings")
+    try:
+        settings = TrainSettings(**{**meta["settings"], "device": str(device)})
+    except TypeError as exc:
+        message = f"the checkpoint's settings do not fit this version: {exc}"
+        raise DigitformerError(message) from None
+    if data_dir is not None:
+        settings.data_dir = data_dir
+    return build_task(settings, device, with_test=split == "test")

@@ -9,6 +9,7 @@ import contextlib
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +23,14 @@ from digitformer.checkpoint import (
     save_checkpoint,
     save_train_state,
 )
-from digitformer.data.mnist import load_split
 from digitformer.display.braille import render_samples, use_color
 from digitformer.errors import DigitformerError
 from digitformer.fileio import atomic_path
 from digitformer.logger import Logger
-from digitformer.models import build_model
-from digitformer.models.vit import ViT
+from digitformer.models import ViT, build_model
+from digitformer.runtime import autocast, configure_threads, pick_device
 from digitformer.settings import TrainSettings
-from digitformer.tasks import TASK_CLASSES, Task
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise DigitformerError("device cuda requested but CUDA is not available")
-        if name == "mps" and not torch.backends.mps.is_available():
-            raise DigitformerError("device mps requested but MPS is not available")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def configure_threads(threads: int | None) -> None:
-    if threads is not None:
-        torch.set_num_threads(threads)
+from digitformer.tasks import Task, build_task
 
 
 def lr_at(step: int, total: int, s: TrainSettings) -> float:
@@ -61,31 +42,17 @@ def lr_at(step: int, total: int, s: TrainSettings) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, s: TrainSettings, fused: bool) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norms, embeddings and positions (1-D or named so)."""
+    """AdamW; no weight decay on biases and norms (1-D) or what the model names in
+    `no_weight_decay()` (positions, embeddings)."""
+    named = model.no_weight_decay()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        skip = p.ndim < 2 or "pos" in name or "cls_token" in name or "token_embed" in name
-        (no_decay if skip else decay).append(p)
+        (no_decay if p.ndim < 2 or name in named else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": s.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), fused=fused or None)
-
-
-def build_task(settings: TrainSettings, device: torch.device, with_test: bool = False) -> Task:
-    train = load_split(settings.data_dir, "train")
-    test = load_split(settings.data_dir, "test") if with_test else None
-    try:
-        return TASK_CLASSES[settings.task](settings, train, device, test=test)
-    except ValueError as exc:
-        raise DigitformerError(f"invalid settings: {exc}") from None
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()  # fp32 on CPU: bf16 matmuls are far slower without AVX-512
 
 
 def train(
@@ -94,7 +61,7 @@ def train(
     resume: bool = False,
     logger: Logger | None = None,
     task: Task | None = None,
-    on_epoch=None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> dict[str, Any]:
     """Train a model as `settings` says; return the final summary (paths, history, best metric).
 
@@ -107,7 +74,22 @@ def train(
         run_name=settings.run,
         config=settings.to_dict(),
     )
-    task = task or build_task(settings, device)
+    try:
+        task = task or build_task(settings, device)
+        return _train(settings, task, logger, device, resume=resume, on_epoch=on_epoch)
+    finally:
+        logger.finish()  # a failed run must not leave its W&B run open
+
+
+def _train(
+    settings: TrainSettings,
+    task: Task,
+    logger: Logger,
+    device: torch.device,
+    *,
+    resume: bool,
+    on_epoch: Callable[[int, dict], None] | None,
+) -> dict[str, Any]:
     run_dir = Path(settings.out_dir) / settings.run
     torch.manual_seed(settings.seed)
     try:
@@ -144,8 +126,7 @@ def train(
             stepper, task, optimizer, settings, device, epoch, step, total_steps
         )
         seconds = time.perf_counter() - t0
-        val = task.evaluate(model, "val")
-        predictions = val.pop("predictions")
+        val, predictions = task.evaluate(model, "val")
         score = val[task.primary_metric]
         record = {
             "epoch": epoch + 1,
@@ -158,8 +139,7 @@ def train(
             "seconds": seconds,
             "samples_per_second": train_stats["samples"] / seconds,
         }
-        if task.model_type == "encoder-decoder":
-            record["val_digit_accuracy"] = val["digit_accuracy"]
+        record |= {f"val_{name}": val[name] for name in task.extra_metrics}
         record["display_predictions"] = predictions[:10].tolist()  # for `viz`'s epoch pictures
         history.append(record)
         logger.print(_epoch_line(record, settings.epochs, task.primary_metric))
@@ -188,7 +168,6 @@ def train(
             _display(task, predictions, logger, epoch)
         if on_epoch is not None:
             on_epoch(epoch, val)
-    logger.finish()
     return {"run_dir": str(run_dir), "best": best, "history": history, "steps": step}
 
 
@@ -206,7 +185,7 @@ def _train_epoch(
             lr = lr_at(step, total_steps, s)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with _autocast(device):
+            with autocast(device):
                 loss, right, n = task.loss(model, inputs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -29,17 +29,6 @@ def tile_2x2(quads):
     return quads.reshape(n, 2, 2, h, w).swapaxes(2, 3).reshape(n, 2 * h, 2 * w)
 
 
-def map_tiles(fn, images, tile: int):
-    """fn applied to each tile x tile block of images (B, C, H, W) on its own (e.g. each digit
-    of a grid), the blocks put back in place: (B, C', H, W) for fn (N, C, t, t) -> (N, C', t, t)."""
-    b, c, h, w = images.shape
-    rows, cols = h // tile, w // tile
-    blocks = images.reshape(b, c, rows, tile, cols, tile).permute(0, 2, 4, 1, 3, 5)
-    out = fn(blocks.reshape(b * rows * cols, c, tile, tile))
-    out = out.reshape(b, rows, cols, -1, tile, tile).permute(0, 3, 1, 4, 2, 5)
-    return out.reshape(b, -1, h, w)
-
-
 def draw_picks(n_digits: int, n: int, seed: int) -> np.ndarray:
     """(n, 4) indices of the digits that make each grid, uniform with replacement."""
     return np.random.default_rng(seed).integers(0, n_digits, size=(n, 4))

@@ -1,6 +1,6 @@
 """Models: the encoder-only ViT and the encoder-decoder, built from one set of layers."""
 
-from digitformer.models.config import Seq2SeqConfig, ViTConfig
+from digitformer.models.config import NUM_CLASSES, Seq2SeqConfig, ViTConfig
 from digitformer.models.seq2seq import Seq2Seq
 from digitformer.models.vit import ViT
 
@@ -15,4 +15,6 @@ def build_model(model_type: str, config: dict | None = None):
     return model_cls(config_cls.from_dict(config or {}))
 
 
-__all__ = ["MODEL_TYPES", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig", "build_model"]
+__all__ = [
+    "MODEL_TYPES",
+    "NUM_CLASSES", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig", "build_model"]

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, fields
 
 from digitformer.models.layers import ACTIVATIONS, NORMS
 
+NUM_CLASSES = 10  # the digits 0-9: every head, loss and metric has ten classes
+# Fields older checkpoints stored that are no longer options, with the only value they took.
+FIXED_FIELDS = {"num_classes": NUM_CLASSES, "num_digits": 4}
+
 
 def _check_common(cfg) -> None:
     if cfg.dim <= 0 or cfg.heads <= 0 or cfg.ff_dim <= 0:
@@ -30,6 +34,10 @@ class _Config:
 
     @classmethod
     def from_dict(cls, values: dict):
+        values = dict(values)
+        for name, only in FIXED_FIELDS.items():
+            if name in values and values.pop(name) != only:
+                raise ValueError(f"{name} can only be {only}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -52,7 +60,6 @@ class ViTConfig(_Config):
     norm: str = "post"
     activation: str = "relu"
     stem: int = 0  # channels of a 3x3 convolutional stem before the patches; 0: none
-    num_classes: int = 10
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -84,10 +91,8 @@ class Seq2SeqConfig(_Config):
     norm: str = "post"
     activation: str = "relu"
     memory: str = "quadrants"  # "quadrants": 4 pooled tokens; "patches": all encoder tokens
-    attention: str = "global"  # encoder attention: "global" (all 64 patches) or "quadrant"
+    attention: str = "global"  # encoder attention: "global" (all patches) or "quadrant"
     stem: int = 0  # channels of a 3x3 convolutional stem, run on each quadrant; 0: none
-    num_digits: int = 4
-    num_classes: int = 10
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -105,13 +110,16 @@ class Seq2SeqConfig(_Config):
             raise ValueError(f"attention must be 'global' or 'quadrant', got {self.attention!r}")
         if self.enc_depth < 1 or self.dec_depth < 1:
             raise ValueError("enc_depth and dec_depth must be at least 1")
-        if self.num_digits != 4:
-            raise ValueError("num_digits must be 4 (a 2x2 grid)")
 
     @property
     def grid_side(self) -> int:
+        """Patches along each side of the grid: T = grid_side**2 encoder tokens."""
         return self.image_size // self.patch_size
 
     @property
+    def num_digits(self) -> int:
+        return 4  # a 2x2 grid holds four digits: the decoder writes four
+
+    @property
     def start_token(self) -> int:
-        return self.num_classes  # token 10: the decoder's start symbol
+        return NUM_CLASSES  # token 10: the decoder's start symbol

@@ -7,12 +7,13 @@ key/value cache; one `Block` serves the ViT, the encoder and the decoder (with `
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitformer.data.grids import map_tiles
+from digitformer.tensors import map_tiles
 
 # MNIST pixel statistics: inputs arrive in [0, 1] and are standardized inside the model,
 # so callers (training, predict, export) never have to remember to do it.
@@ -69,16 +70,44 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+@dataclass
+class KV:
+    """One attention layer's cached keys and values, each (B, heads, T, head_dim)."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+
+class KVCache:
+    """What a decoder keeps while it generates, per block: the self-attention keys and values
+    of the tokens so far (one more each step), and the cross-attention keys and values of the
+    encoder memory (projected on the first step, then reused)."""
+
+    def __init__(self, depth: int) -> None:
+        self.self_attn = [KV() for _ in range(depth)]
+        self.cross_attn = [KV() for _ in range(depth)]
+
+    @property
+    def length(self) -> int:
+        """Tokens decoded so far."""
+        k = self.self_attn[0].k
+        return 0 if k is None else k.shape[2]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the rows `index` (B',) of every cached tensor: beam search's parents."""
+        for kv in (*self.self_attn, *self.cross_attn):
+            if kv.k is not None:
+                kv.k, kv.v = kv.k[index], kv.v[index]
+
+
 class Attention(nn.Module):
     """Multi-head attention through `F.scaled_dot_product_attention`.
 
     Self-attention when `context` is None, cross-attention otherwise. With `need_weights=True`
     the same projections compute softmax(QK^T/sqrt(d)) explicitly and the weights
     (B, heads, Tq, Tk) are returned beside the output (used for attention maps, never training).
-
-    `cache` (a dict owned by the caller, one per layer and kind) makes decoding incremental:
-    self-attention appends this call's keys/values to it; cross-attention projects the context
-    once and reuses it.
+    A `cache` (KV) makes decoding incremental: self-attention appends this call's keys and
+    values to it; cross-attention projects the context once and reuses it.
     """
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
@@ -100,21 +129,21 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         *,
         causal: bool = False,
-        cache: dict | None = None,
+        cache: KV | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         q = self._split(self.q(x))  # (B, h, Tq, d)
-        if context is not None and cache is not None and "k" in cache:
-            k, v = cache["k"], cache["v"]  # cross-attention: context projected on the first step
+        cross = context is not None
+        if cross and cache is not None and cache.k is not None:
+            k, v = cache.k, cache.v  # the memory was projected on the first step
         else:
-            k, v = (self._split(t) for t in self.kv(x if context is None else context).chunk(2, -1))
+            k, v = (self._split(t) for t in self.kv(context if cross else x).chunk(2, -1))
             if cache is not None:
-                if context is None and "k" in cache:
-                    k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
-                cache["k"], cache["v"] = k, v
-        mask = (
-            _causal_mask(q.shape[2], k.shape[2], q.device) if causal and context is None else None
-        )
+                if not cross and cache.k is not None:  # append this step's keys and values
+                    k, v = torch.cat([cache.k, k], 2), torch.cat([cache.v, v], 2)
+                cache.k, cache.v = k, v
+        mask = _causal_mask(q.shape[2], k.shape[2], q.device) if causal and not cross else None
+        weights = None
         if need_weights:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, Tq, Tk)
             if mask is not None:
@@ -122,7 +151,6 @@ class Attention(nn.Module):
             weights = scores.softmax(-1)
             out = weights @ v
         else:
-            weights = None
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
             )
@@ -152,14 +180,16 @@ def drop_path_rates(rate: float, depth: int) -> list[float]:
 
 
 class Block(nn.Module):
-    """Self-attention, optional cross-attention, feed-forward; each a residual sublayer.
+    """Self-attention, optional cross-attention (`cross=True`, for the decoder), feed-forward;
+    each a residual sublayer.
 
-    norm="post" is the original's layout (x = LN(x + f(x))); norm="pre" is x = x + f(LN(x)).
+    norm="post" is the original's layout, x = LN(x + f(x)); norm="pre" is x = x + f(LN(x)).
     `drop_path` is this block's stochastic-depth rate for each residual branch.
     """
 
     def __init__(
         self,
+        *,
         dim: int,
         heads: int,
         ff_dim: int,
@@ -179,54 +209,44 @@ class Block(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, fn) -> tuple[torch.Tensor, object]:
-        out = fn(norm(x) if self.pre_norm else x)
-        extra = None
-        if isinstance(out, tuple):
-            out, extra = out
-        x = x + drop_path(self.drop(out), self.drop_path, self.training)
-        return (x if self.pre_norm else norm(x)), extra
-
     def forward(
         self,
         x: torch.Tensor,
         memory: torch.Tensor | None = None,
         *,
         causal: bool = False,
-        cache: dict | None = None,
+        self_cache: KV | None = None,
+        cross_cache: KV | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Returns the new tokens and, when asked, {'self': (B,h,Tq,Tk), 'cross': ...} weights."""
-        weights: dict[str, torch.Tensor] = {}
-        x, w = self._residual(
-            x,
-            self.norm1,
-            lambda h: self.attn(
-                h,
-                causal=causal,
-                cache=None if cache is None else cache.setdefault("self", {}),
-                need_weights=need_weights,
-            ),
+        """x (B, T, D) -> (B, T, D) and, when asked, {'self': (B, h, T, T), 'cross': ...}."""
+        weights = {}
+        h, weights["self"] = self.attn(
+            self._norm_in(self.norm1, x),
+            causal=causal,
+            cache=self_cache,
+            need_weights=need_weights,
         )
-        if w is not None:
-            weights["self"] = w
+        x = self._norm_out(self.norm1, x + self._drop(h))
         if self.cross_attn is not None:
             if memory is None:
                 raise ValueError("a cross-attention block needs the encoder memory")
-            x, w = self._residual(
-                x,
-                self.norm2,
-                lambda h: self.cross_attn(
-                    h,
-                    memory,
-                    cache=None if cache is None else cache.setdefault("cross", {}),
-                    need_weights=need_weights,
-                ),
+            h, weights["cross"] = self.cross_attn(
+                self._norm_in(self.norm2, x), memory, cache=cross_cache, need_weights=need_weights
             )
-            if w is not None:
-                weights["cross"] = w
-        x, _ = self._residual(x, self.norm3, self.ff)
-        return x, weights
+            x = self._norm_out(self.norm2, x + self._drop(h))
+        h = self.ff(self._norm_in(self.norm3, x))
+        x = self._norm_out(self.norm3, x + self._drop(h))
+        return x, {kind: w for kind, w in weights.items() if w is not None}
+
+    def _norm_in(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        return norm(x) if self.pre_norm else x  # pre-norm: normalize what the sublayer reads
+
+    def _norm_out(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        return x if self.pre_norm else norm(x)  # post-norm: normalize the residual sum
+
+    def _drop(self, h: torch.Tensor) -> torch.Tensor:
+        return drop_path(self.drop(h), self.drop_path, self.training)
 
 
 def init_weights(module: nn.Module) -> None:

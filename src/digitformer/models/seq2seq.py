@@ -4,16 +4,21 @@ model = Seq2Seq(Seq2SeqConfig())
 logits = model(images, targets)          # teacher forcing: (B, 4, 10)
 digits, probs = model.generate(images)   # greedy with a key/value cache: (B, 4), (B, 4, 10)
 digits, probs = model.generate(images, beam_size=3)   # beam search
+
+Shapes below: T = (56 / patch_size)**2 encoder tokens, T / 4 per quadrant (64 and 16 for
+patch 7, 196 and 49 for patch 4); M memory tokens for the decoder (4 quadrants, or T).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitformer.models.config import Seq2SeqConfig
-from digitformer.models.layers import Block, PatchEmbed, drop_path_rates, init_weights
+from digitformer.models.config import NUM_CLASSES, Seq2SeqConfig
+from digitformer.models.layers import Block, KVCache, PatchEmbed, drop_path_rates, init_weights
 
 
 def to_quadrants(tokens: torch.Tensor, side: int) -> torch.Tensor:
@@ -38,17 +43,36 @@ def quadrant_pool(tokens: torch.Tensor, side: int) -> torch.Tensor:
     return to_quadrants(tokens, side).mean(2)
 
 
+def greedy_decode(
+    next_probs: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one greedy loop: from `start` tokens (B, 1), `steps` times append the most probable
+    next digit. `next_probs(tokens (B, L))` -> probabilities (B, 10) of the digit after them.
+    -> digits (B, steps) and the probabilities (B, steps, 10) each step chose from."""
+    tokens, probs = start, []
+    for _ in range(steps):
+        p = next_probs(tokens)  # (B, 10)
+        probs.append(p)
+        tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
+    return tokens[:, 1:], torch.stack(probs, 1)
+
+
 class Seq2Seq(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        block = lambda cross, rate: Block(  # noqa: E731
-            cfg.dim, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.norm, cfg.activation, cross, rate
+        block = dict(
+            dim=cfg.dim,
+            heads=cfg.heads,
+            ff_dim=cfg.ff_dim,
+            dropout=cfg.dropout,
+            norm=cfg.norm,
+            activation=cfg.activation,
         )
         self.patch = PatchEmbed(cfg.patch_size, cfg.dim, stem=cfg.stem, tile=cfg.image_size // 2)
         self.enc_pos = nn.Parameter(torch.zeros(1, cfg.grid_side**2, cfg.dim))
         self.encoder = nn.ModuleList(
-            block(False, rate) for rate in drop_path_rates(cfg.drop_path, cfg.enc_depth)
+            Block(**block, drop_path=rate) for rate in drop_path_rates(cfg.drop_path, cfg.enc_depth)
         )
         self.enc_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
         # Which memory token is which quadrant: the pooled positions average out to nearly the
@@ -57,29 +81,34 @@ class Seq2Seq(nn.Module):
         self.mem_pos = (
             nn.Parameter(torch.randn(1, 4, cfg.dim)) if cfg.memory == "quadrants" else None
         )
-        self.token_embed = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # digits 0-9 + start (10)
+        self.token_embed = nn.Embedding(NUM_CLASSES + 1, cfg.dim)  # digits 0-9 + start (10)
         self.dec_pos = nn.Parameter(torch.zeros(1, cfg.num_digits, cfg.dim))
         self.decoder = nn.ModuleList(
-            block(True, rate) for rate in drop_path_rates(cfg.drop_path, cfg.dec_depth)
+            Block(**block, cross=True, drop_path=rate)
+            for rate in drop_path_rates(cfg.drop_path, cfg.dec_depth)
         )
         self.dec_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
-        self.head = nn.Linear(cfg.dim, cfg.num_classes)  # only digits can be produced
+        self.head = nn.Linear(cfg.dim, NUM_CLASSES)  # only digits can be produced
         init_weights(self)
         nn.init.trunc_normal_(self.enc_pos, std=0.02)
         nn.init.trunc_normal_(self.dec_pos, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that weight decay would only pull towards zero: positions, embeddings."""
+        return {"enc_pos", "dec_pos", "mem_pos", "token_embed.weight"}
 
     # ---- encoder ------------------------------------------------------------------------
 
     def forward_features(
         self, images: torch.Tensor, *, layers: int | None = None, need_weights: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Encoder patch tokens (B, 64, D) after `layers` blocks, and their attention weights:
-        (B, heads, 64, 64) with global attention, (B, 4, heads, 16, 16) per quadrant with
+        """Encoder patch tokens (B, T, D) after `layers` blocks, and their attention weights:
+        (B, heads, T, T) with global attention, (B, 4, heads, T/4, T/4) per quadrant with
         attention="quadrant"."""
-        x = self.patch(images) + self.enc_pos  # (B, 64, D)
+        x = self.patch(images) + self.enc_pos  # (B, T, D)
         side = self.cfg.grid_side
         local = self.cfg.attention == "quadrant"
-        if local:  # each digit's patches attend only to each other: (4B, 16, D)
+        if local:  # each digit's patches attend only to each other: (4B, T/4, D)
             x = to_quadrants(x, side).flatten(0, 1)
         attn = []
         for block in self.encoder[:layers]:
@@ -94,8 +123,8 @@ class Seq2Seq(nn.Module):
         return x, attn
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Decoder memory: (B, 4, D) quadrant tokens with their own learnable positions, or the
-        (B, 64, D) patch tokens with memory="patches"."""
+        """Decoder memory (B, M, D): 4 quadrant tokens with their own learnable positions, or
+        the T patch tokens with memory="patches"."""
         tokens, _ = self.forward_features(images)
         if self.cfg.memory == "quadrants":
             return quadrant_pool(tokens, self.cfg.grid_side) + self.mem_pos  # (B, 4, D)
@@ -119,7 +148,7 @@ class Seq2Seq(nn.Module):
         self.patch.load_state_dict(vit.patch.state_dict())
         self.encoder.load_state_dict(vit.blocks.state_dict())
         self.enc_norm.load_state_dict(vit.norm.state_dict())
-        digit_pos = vit.pos[:, 1:].unsqueeze(1).expand(-1, 4, -1, -1)  # (1, 4, T, D)
+        digit_pos = vit.pos[:, 1:].unsqueeze(1).expand(-1, 4, -1, -1)  # (1, 4, T/4, D)
         self.enc_pos.copy_(from_quadrants(digit_pos, c.grid_side))
 
     # ---- decoder ------------------------------------------------------------------------
@@ -129,20 +158,40 @@ class Seq2Seq(nn.Module):
         tokens: torch.Tensor,
         memory: torch.Tensor,
         *,
-        caches: list[dict] | None = None,
+        cache: KVCache | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        """Digit logits for each input token position. tokens (B, L) start with the start token;
-        with `caches` (one dict per layer), tokens are only the new ones after the cached prefix."""
-        cached = caches is not None and "self" in caches[0]
-        start = caches[0]["self"]["k"].shape[2] if cached else 0  # tokens already decoded
+        """Digit logits (B, L, 10) for each input token (B, L), the first being the start
+        token. With a `cache`, `tokens` are only the new ones after the cached prefix."""
+        start = cache.length if cache is not None else 0  # tokens already decoded
         x = self.token_embed(tokens) + self.dec_pos[:, start : start + tokens.shape[1]]
         attn = []
         for i, block in enumerate(self.decoder):
-            cache = None if caches is None else caches[i]
-            x, weights = block(x, memory, causal=True, cache=cache, need_weights=need_weights)
+            x, weights = block(
+                x,
+                memory,
+                causal=True,
+                self_cache=None if cache is None else cache.self_attn[i],
+                cross_cache=None if cache is None else cache.cross_attn[i],
+                need_weights=need_weights,
+            )
             attn.append(weights)
         return self.head(self.dec_norm(x)), attn  # (B, L, 10)
+
+    def next_probs(
+        self, tokens: torch.Tensor, memory: torch.Tensor, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """Probabilities (B, 10) of the digit after `tokens` (B, L). With a cache only the
+        tokens it has not seen yet are fed; without it the whole prefix is recomputed."""
+        new = tokens[:, cache.length :] if cache is not None else tokens
+        logits, _ = self.decode(new, memory, cache=cache)
+        return F.softmax(logits[:, -1].float(), -1)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.decoder))
+
+    def start_tokens(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.full((batch, 1), self.cfg.start_token, device=device)  # (B, 1)
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: logits (B, 4, 10) for targets (B, 4), from [start, d1, d2, d3]."""
@@ -164,48 +213,41 @@ class Seq2Seq(nn.Module):
         return self.generate_from_memory(self.encode(images), use_cache=use_cache)
 
     @torch.inference_mode()
+    def generate_from_memory(
+        self, memory: torch.Tensor, *, use_cache: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoding half of `generate`, from an encoder memory (B, M, D)."""
+        cache = self.new_cache() if use_cache else None
+        return greedy_decode(
+            lambda tokens: self.next_probs(tokens, memory, cache),
+            self.start_tokens(memory.shape[0], memory.device),
+            self.cfg.num_digits,
+        )
+
+    @torch.inference_mode()
     def beam_search(
         self, images: torch.Tensor, beam_size: int = 3
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The most probable digit sequence among `beam_size` kept at every step (with the key/
         value cache), and the probabilities (B, 4, 10) each of its steps chose from."""
-        if not 1 <= beam_size <= self.cfg.num_classes:
-            raise ValueError(f"beam_size must be 1 to {self.cfg.num_classes}, got {beam_size}")
-        k, n = beam_size, self.cfg.num_classes
+        if not 1 <= beam_size <= NUM_CLASSES:
+            raise ValueError(f"beam_size must be 1 to {NUM_CLASSES}, got {beam_size}")
+        k, n = beam_size, NUM_CLASSES
         memory = self.encode(images).repeat_interleave(k, 0)  # (B*k, M, D)
         b = images.shape[0]
-        tokens = torch.full((b * k, 1), self.cfg.start_token, device=images.device)
+        tokens = self.start_tokens(b * k, images.device)  # (B*k, 1)
         scores = torch.full((b, k), float("-inf"), device=images.device)
         scores[:, 0] = 0.0  # the beams start as copies of one: keep only the first alive
-        caches = [{} for _ in self.decoder]
+        cache = self.new_cache()
         step_probs: list[torch.Tensor] = []
         for _ in range(self.cfg.num_digits):
-            logits, _ = self.decode(tokens[:, -1:], memory, caches=caches)
-            p = F.softmax(logits[:, -1].float(), -1)  # (B*k, 10)
+            p = self.next_probs(tokens, memory, cache)  # (B*k, 10)
             total = scores.unsqueeze(-1) + p.log().view(b, k, n)  # (B, k, 10)
             scores, best = total.view(b, k * n).topk(k, -1)  # (B, k), best first
             parent = (torch.arange(b, device=images.device)[:, None] * k + best // n).view(-1)
             tokens = torch.cat([tokens[parent], (best % n).view(-1, 1)], 1)
             step_probs = [q[parent] for q in step_probs] + [p[parent]]
-            for cache in caches:  # each beam carries on its parent's keys and values
-                for kind in cache.values():
-                    kind["k"], kind["v"] = kind["k"][parent], kind["v"][parent]
+            cache.reorder(parent)  # each beam carries on its parent's keys and values
         digits = tokens[:, 1:].view(b, k, -1)[:, 0]
         probs = torch.stack(step_probs, 1).view(b, k, self.cfg.num_digits, n)[:, 0]
         return digits, probs
-
-    @torch.inference_mode()
-    def generate_from_memory(
-        self, memory: torch.Tensor, *, use_cache: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decoding half of `generate`, from an encoder memory (B, M, D)."""
-        tokens = torch.full((memory.shape[0], 1), self.cfg.start_token, device=memory.device)
-        caches = [{} for _ in self.decoder] if use_cache else None
-        probs = []
-        for _ in range(self.cfg.num_digits):
-            step_input = tokens[:, -1:] if use_cache else tokens
-            logits, _ = self.decode(step_input, memory, caches=caches)
-            p = F.softmax(logits[:, -1].float(), -1)  # (B, 10)
-            probs.append(p)
-            tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
-        return tokens[:, 1:], torch.stack(probs, 1)

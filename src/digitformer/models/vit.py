@@ -1,6 +1,6 @@
 """Encoder-only Vision Transformer for single 28x28 digits.
 
-model = ViT(ViTConfig())            # patch 4 -> 49 tokens + CLS, 4 post-norm blocks
+model = ViT(ViTConfig())            # patch 4 -> T = 49 patch tokens + CLS, 4 post-norm blocks
 logits = model(images)              # images (B, 1, 28, 28) in [0, 1] -> (B, 10)
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from digitformer.models.config import ViTConfig
+from digitformer.models.config import NUM_CLASSES, ViTConfig
 from digitformer.models.layers import Block, PatchEmbed, drop_path_rates, init_weights
 
 
@@ -22,22 +22,26 @@ class ViT(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.dim))
         self.blocks = nn.ModuleList(
             Block(
-                cfg.dim,
-                cfg.heads,
-                cfg.ff_dim,
-                cfg.dropout,
-                cfg.norm,
-                cfg.activation,
+                dim=cfg.dim,
+                heads=cfg.heads,
+                ff_dim=cfg.ff_dim,
+                dropout=cfg.dropout,
+                norm=cfg.norm,
+                activation=cfg.activation,
                 drop_path=rate,
             )
             for rate in drop_path_rates(cfg.drop_path, cfg.depth)
         )
         # pre-norm leaves the residual stream un-normalized: close it with a final LayerNorm
         self.norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
-        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        self.head = nn.Linear(cfg.dim, NUM_CLASSES)
         init_weights(self)
         nn.init.trunc_normal_(self.pos, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that weight decay would only pull towards zero: positions, CLS token."""
+        return {"pos", "cls_token"}
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, 28, 28) -> (B, 1 + T, D): CLS then patch tokens, positions added."""

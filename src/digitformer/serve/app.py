@@ -23,8 +23,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
 from digitformer.checkpoint import load_model, resolve_path
+from digitformer.defaults import RUNS_DIR
 from digitformer.errors import DigitformerError
 from digitformer.predict import predict_images, prepare, read_gray
+from digitformer.tasks import TASKS
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 MAX_PIXELS_SIDE = 1024
@@ -78,6 +80,15 @@ class PredictResponse(BaseModel):
     probabilities: list[list[float]]
     input: list[list[int]] | None = None  # the prepared model input, with attention
     attention: list[list[list[float]]] | None = None  # one map per digit, max 1
+
+
+def default_checkpoints(runs_dir: str | Path = RUNS_DIR) -> list[str]:
+    """The default profiles' runs in `runs_dir`, the ones `serve` with no argument serves."""
+    paths = [Path(runs_dir) / f"{task}-default" for task in TASKS]
+    found = [str(p) for p in paths if p.is_dir()]
+    if not found:
+        raise DigitformerError(f"no checkpoint given and none in {runs_dir}: train one first")
+    return found
 
 
 def load_models(paths: list[str], device: torch.device) -> dict[str, LoadedModel]:

@@ -14,7 +14,7 @@ import torch
 
 from digitformer.errors import DigitformerError
 from digitformer.models.seq2seq import from_quadrants
-from digitformer.tasks import to_float
+from digitformer.tensors import to_float
 from digitformer.viz.plots import PANEL, figure, overlay, save
 
 QUADRANT_NAMES = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -58,19 +58,20 @@ def vit_maps(model, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarra
 @torch.inference_mode()
 def seq2seq_maps(model, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarray]:
     """For uint8 grids (B, 56, 56): the mean attention each patch receives in encoder block
-    `layer` ("received", (B, h, 8, 8); inside its own quadrant with attention="quadrant"), its
-    rollout over all encoder blocks ("rollout", (B, 8, 8)), the generated digits ("digits",
-    (B, 4)) and decoder block `layer`'s cross-attention for each digit ("cross",
-    (B, h, 4, 2, 2) over the quadrant memory or (B, h, 4, 8, 8) over all patches)."""
+    `layer` ("received", (B, h, S, S) for S = 56 / patch_size patches a side; inside its own
+    quadrant with attention="quadrant"), its rollout over all encoder blocks ("rollout",
+    (B, S, S)), the generated digits ("digits", (B, 4)) and decoder block `layer`'s
+    cross-attention for each digit ("cross", (B, h, 4, 2, 2) over the quadrant memory or
+    (B, h, 4, S, S) over all patches)."""
     cfg = model.cfg
     check_layer(layer, len(model.encoder))
     side = cfg.grid_side
     inputs = to_float(images)
     _, enc = model.forward_features(inputs, need_weights=True)
-    if cfg.attention == "quadrant":  # (B, 4, h, 16, 16): back to one 8x8 map per head
+    if cfg.attention == "quadrant":  # (B, 4, h, T/4, T/4): back to one S x S map per head
         per_patch = lambda m: from_quadrants(m.transpose(-1, -2), side).transpose(1, 2)  # noqa: E731
-        received = per_patch(enc[layer - 1].mean(-2))  # (B, h, 64)
-        rolled = per_patch(rollout(enc).mean(-2).unsqueeze(-2))[:, 0]  # (B, 64)
+        received = per_patch(enc[layer - 1].mean(-2))  # (B, h, T)
+        rolled = per_patch(rollout(enc).mean(-2).unsqueeze(-2))[:, 0]  # (B, T)
     else:
         received = enc[layer - 1].mean(-2)
         rolled = rollout(enc).mean(-2)

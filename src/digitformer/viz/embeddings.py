@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from digitformer.errors import DigitformerError
-from digitformer.tasks import to_float
+from digitformer.tensors import to_float
 from digitformer.viz.plots import figure, save
 
 DIGIT_COLORS = "tab10"
@@ -73,7 +73,7 @@ def collect(
         token = "mean patch embedding" if layer == 0 else "CLS token"
         return Embeddings(points, labels, f"{token} {layer_name(layer, depth)}")
     side = model.cfg.grid_side
-    digits = labels[:, patch_quadrants(side)]  # (N, 64): each patch's own quadrant's digit
+    digits = labels[:, patch_quadrants(side)]  # (N, T): each patch's own quadrant's digit
     points, digits = points.reshape(-1, points.shape[-1]), digits.reshape(-1)
     if len(points) > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(len(points), max_points, replace=False))

@@ -5,6 +5,7 @@ paths = visualize(".data/models/encoder-only-default", out_dir=".data/visualizat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +14,11 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from digitformer.checkpoint import load_model, read_checkpoint, resolve_path
+from digitformer.defaults import VIZ_DIR
 from digitformer.errors import DigitformerError
-from digitformer.settings import TrainSettings
-from digitformer.tasks import to_float
-from digitformer.train import build_task, pick_device
+from digitformer.runtime import pick_device
+from digitformer.tasks import task_for_checkpoint
+from digitformer.tensors import to_float
 from digitformer.viz import PICTURES, attention, embeddings, training
 
 DEFAULT_SAMPLES = {"encoder-only": 1000, "encoder-decoder": 500}  # the original's NUM_SAMPLES
@@ -39,7 +41,7 @@ class VizOptions:
 
 def visualize(
     checkpoint: str | Path,
-    out_dir: str | Path = ".data/visualizations",
+    out_dir: str | Path = VIZ_DIR,
     options: VizOptions | None = None,
     *,
     data_dir: str | None = None,
@@ -55,17 +57,13 @@ def visualize(
         raise DigitformerError(f"split must be val or test, got {o.split!r}")
     dev = pick_device(device)
     model, meta = load_model(checkpoint, dev)
-    if "settings" not in meta:
-        raise DigitformerError(f"{checkpoint}: the checkpoint holds no training settings")
     model_type = meta["model_type"]
     depth = len(model.blocks if model_type == "encoder-only" else model.encoder)
     embeddings.check_layer(o.layer, depth)  # before any slow step
     attention.check_layer(o.attention_layer, depth)
     meta["history"] = _run_history(checkpoint, meta)
-    settings = TrainSettings(**{**meta["settings"], "device": device})
-    if data_dir is not None:
-        settings.data_dir = data_dir
-    task = build_task(settings, dev, with_test=o.split == "test")
+    task = task_for_checkpoint(meta, dev, split=o.split, data_dir=data_dir)
+    settings = task.settings
     data = task.eval_sets[o.split]
     samples = o.samples if o.samples is not None else DEFAULT_SAMPLES[model_type]
     if samples < 2:
@@ -112,7 +110,7 @@ def visualize(
                     out("training_curves"),
                 )
             elif step == "confusion":
-                metrics = task.evaluate(model, o.split)
+                metrics, _ = task.evaluate(model, o.split)
                 training.confusion_heatmap(
                     metrics["confusion"],
                     f"{run}: {o.split} confusion, {metrics['count']:,} samples",
@@ -120,6 +118,34 @@ def visualize(
                 )
             progress.advance(bar)
     return written
+
+
+def from_env(
+    checkpoint: str | None, samples: int | None, env_file: str | Path | None
+) -> tuple[str, int | None]:
+    """The checkpoint and sample count to draw, the flags filled in from the original's
+    MODEL_PATH, MODEL_TYPE and NUM_SAMPLES (environment, else .env). MODEL_TYPE, when set,
+    must match the checkpoint that MODEL_PATH names."""
+    from dotenv import dotenv_values
+
+    file_values = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    env = {**file_values, **os.environ}
+    path = checkpoint or env.get("MODEL_PATH")
+    if not path:
+        raise DigitformerError("give a checkpoint (or set MODEL_PATH)")
+    if samples is None and env.get("NUM_SAMPLES"):
+        try:
+            samples = int(env["NUM_SAMPLES"])
+        except ValueError:
+            raise DigitformerError(
+                f"NUM_SAMPLES must be a number, got {env['NUM_SAMPLES']!r}"
+            ) from None
+    wanted_type = env.get("MODEL_TYPE")
+    if wanted_type and not checkpoint:
+        actual = read_checkpoint(path)[1]["model_type"]
+        if wanted_type.replace("_", "-") != actual:
+            raise DigitformerError(f"MODEL_TYPE is {wanted_type} but {path} is {actual}")
+    return path, samples
 
 
 def _run_history(checkpoint, meta: dict) -> list[dict]:

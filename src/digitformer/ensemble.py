@@ -1,4 +1,4 @@
-"""Average several trained models' probabilities: one model's interface, many models inside.
+"""Inference with several readings averaged: an ensemble of models, test-time views, or both.
 
 ensemble = Ensemble([vit_a, vit_b])
 log_probs = ensemble(images)            # (B, 10): log of the mean of the models' softmax
@@ -12,7 +12,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitformer.augment import tta_views
+from digitformer.augment import warp
+from digitformer.models.seq2seq import greedy_decode
+from digitformer.tensors import map_tiles
+
+# Test-time views, (degrees, dx, dy) each: the digit itself, moved one pixel each way, and
+# turned 6 degrees each way. Adding two-pixel moves (11 views) helped on validation grids and
+# little on the test grids: +3, -3 and +7 grids of 5000 on three `best` encoder-decoders
+# (docs/results.md, "Test-time views").
+TTA_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (6, 0, 0), (-6, 0, 0))
+
+
+def tta_views(images: torch.Tensor, digit_size: int = 28, views=TTA_VIEWS) -> list[torch.Tensor]:
+    """`views` ((degrees, dx, dy) each, TTA_VIEWS by default) of each digit: images
+    (N, 1, H, W) with H, W multiples of digit_size (a 2x2 grid is moved digit by digit, so no
+    digit spills into its neighbour) -> len(views) tensors of the same shape; the view
+    (0, 0, 0) is the images themselves."""
+    out = []
+    for degrees, dx, dy in views:
+        move = lambda d, a=degrees, x=dx, y=dy: warp(d, a, 1.0, x, y)  # noqa: E731
+        out.append(
+            images if (degrees, dx, dy) == (0, 0, 0) else map_tiles(move, images, digit_size)
+        )
+    return out
 
 
 class Ensemble(nn.Module):
@@ -55,22 +77,18 @@ class Ensemble(nn.Module):
 
 
 @torch.inference_mode()
-def decode_together(models, memories, *, use_cache: bool = True):
+def decode_together(
+    models: list[nn.Module], memories: list[torch.Tensor], *, use_cache: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding by encoder-decoders that each read their own encoder memory (one per
     model and view): at every step the mean of their softmax picks the next digit for all.
-    -> (digits (B, num_digits), probabilities (B, num_digits, 10))."""
-    cfg = models[0].cfg
-    caches = [[{} for _ in m.decoder] if use_cache else None for m in models]
-    tokens = torch.full((memories[0].shape[0], 1), cfg.start_token, device=memories[0].device)
-    probs = []
-    for _ in range(cfg.num_digits):
-        step_input = tokens[:, -1:] if use_cache else tokens
-        p = torch.stack(
-            [
-                F.softmax(m.decode(step_input, mem, caches=c)[0][:, -1].float(), -1)
-                for m, mem, c in zip(models, memories, caches)
-            ]
+    -> (digits (B, 4), probabilities (B, 4, 10))."""
+    caches = [m.new_cache() if use_cache else None for m in models]
+
+    def next_probs(tokens: torch.Tensor) -> torch.Tensor:
+        return torch.stack(
+            [m.next_probs(tokens, mem, c) for m, mem, c in zip(models, memories, caches)]
         ).mean(0)  # (B, 10)
-        probs.append(p)
-        tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
-    return tokens[:, 1:], torch.stack(probs, 1)
+
+    start = models[0].start_tokens(memories[0].shape[0], memories[0].device)
+    return greedy_decode(next_probs, start, models[0].cfg.num_digits)
