@@ -1,6 +1,9 @@
 # digitformer: `make run` does everything (venv, MNIST, train + evaluate both models);
-# `make test` runs the lint and the test suite. Override TORCH_SPEC for your platform, e.g.
-#   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
+# `make test` runs the lint and the test suite.
+# TORCH_SPEC is what pip installs for PyTorch before the package. torch==2.13.0 pins a version,
+# not a build: on an ordinary Linux machine it brings the CUDA wheels (several GB). On a machine
+# without a GPU, take PyTorch's own CPU wheel instead:
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -12,8 +15,8 @@ RUNS := .data/models
 
 setup: $(VENV)/.installed
 
-# torch first, pinned to the CPU build here: the package's own `torch>=2.2` is then satisfied
-# and pip never pulls a multi-GB CUDA build on a CPU-only machine.
+# torch first: the package's own `torch>=2.2` is then satisfied by the build chosen above,
+# and pip never swaps in another one.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
@@ -39,7 +42,8 @@ train-encoder-decoder: data
 run: train-encoder-only train-encoder-decoder
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 
 test: lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -q

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from digitformer.models import Seq2Seq, Seq2SeqConfig, ViT, ViTConfig, build_model
-from digitformer.models.layers import Attention, drop_path, drop_path_rates
+from digitformer.models.layers import Attention, KVCache, drop_path, drop_path_rates
 from digitformer.models.seq2seq import from_quadrants, quadrant_pool, to_quadrants
 
 TINY_VIT = dict(patch_size=7, dim=32, depth=2, heads=4, ff_dim=64, dropout=0.0)
@@ -80,6 +80,31 @@ def test_invalid_seq2seq_configs_are_refused(bad):
 def test_build_model_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown ViTConfig fields: width"):
         build_model("encoder-only", {"width": 3})
+
+
+def test_fields_that_were_never_options_load_from_older_checkpoints_only_as_they_were():
+    old = {**TINY_S2S, "num_classes": 10, "num_digits": 4}  # what older checkpoints stored
+    assert Seq2SeqConfig.from_dict(old) == Seq2SeqConfig(**TINY_S2S)
+    with pytest.raises(ValueError, match="num_digits can only be 4"):
+        Seq2SeqConfig.from_dict({**TINY_S2S, "num_digits": 6})
+    with pytest.raises(ValueError, match="num_classes can only be 10"):
+        ViTConfig.from_dict({**TINY_VIT, "num_classes": 5})
+
+
+@pytest.mark.parametrize("model_type", ["encoder-only", "encoder-decoder"])
+def test_no_weight_decay_names_the_positions_and_embeddings(model_type):
+    model = build_model(model_type, TINY_VIT if model_type == "encoder-only" else TINY_S2S)
+    params = dict(model.named_parameters())
+    named = model.no_weight_decay()
+    assert named <= set(params)  # every name is a real parameter...
+    # ...and together with the 1-D ones they are exactly the embeddings, positions and tokens
+    exempt = {n for n, p in params.items() if p.ndim < 2 or n in named}
+    expected = {
+        n
+        for n, p in params.items()
+        if p.ndim < 2 or any(k in n for k in ("pos", "cls_token", "token_embed"))
+    }
+    assert exempt == expected and all(params[n].ndim >= 2 for n in named)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -197,6 +222,26 @@ def test_cached_and_uncached_generation_agree(memory):
     with torch.no_grad():
         forced = model(images, digits).softmax(-1)
     torch.testing.assert_close(forced, probs, atol=1e-6, rtol=1e-5)
+
+
+def test_kv_cache_grows_a_step_at_a_time_and_follows_reordering():
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(**TINY_S2S)).eval()
+    images = torch.rand(3, 1, 56, 56)
+    with torch.no_grad():
+        memory = model.encode(images)
+        cache = model.new_cache()
+        assert isinstance(cache, KVCache) and cache.length == 0
+        tokens = model.start_tokens(3, images.device)
+        for step in range(1, 4):
+            p = model.next_probs(tokens, memory, cache)
+            assert cache.length == step
+            torch.testing.assert_close(p, model.next_probs(tokens, memory), atol=1e-6, rtol=1e-5)
+            tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
+        before = [kv.k.clone() for kv in cache.self_attn]
+        cache.reorder(torch.tensor([2, 0]))
+        assert cache.length == 3 and cache.self_attn[0].k.shape[0] == 2
+        assert all(torch.equal(kv.k, old[[2, 0]]) for kv, old in zip(cache.self_attn, before))
 
 
 def _sequence_log_prob(model, images, digits):

@@ -151,14 +151,16 @@ class DigitTask(Task):
             images = self._augment(to_float(self.train_images[idx]), gen)
             yield images, self.train_labels[idx]
 
-    def loss(self, model, inputs, targets):
+    def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
         logits = model(inputs)  # (B, 10)
         loss = F.cross_entropy(
             logits.float(), targets, label_smoothing=self.settings.label_smoothing
         )
         return loss, (logits.argmax(-1) == targets).sum(), len(targets)
 
-    def eval_batch(self, model, inputs, targets, beam_size=1):
+    def eval_batch(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, beam_size: int = 1
+    ):
         logits = model(inputs).float()  # (B, 10)
         return F.cross_entropy(logits, targets), logits.argmax(-1)
 
@@ -209,7 +211,7 @@ class GridTask(Task):
             grids = tile_2x2(digits.reshape(b, 4, 28, 28)).unsqueeze(1)  # (B, 1, 56, 56)
             yield grids, self.train_labels[idx]
 
-    def loss(self, model, inputs, targets):
+    def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
         logits = model(inputs, targets)  # (B, 4, 10), teacher forcing
         loss = F.cross_entropy(
             logits.float().reshape(-1, NUM_CLASSES),
@@ -218,7 +220,9 @@ class GridTask(Task):
         )
         return loss, (logits.argmax(-1) == targets).sum(), targets.numel()
 
-    def eval_batch(self, model, inputs, targets, beam_size=1):
+    def eval_batch(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, beam_size: int = 1
+    ):
         logits = model(inputs, targets).float()  # teacher-forced loss, as in training
         loss = F.cross_entropy(logits.reshape(-1, NUM_CLASSES), targets.reshape(-1))
         digits, _ = model.generate(inputs, beam_size=beam_size)  # what generation writes

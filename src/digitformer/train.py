@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
 
 from digitformer.checkpoint import (
     load_model,
@@ -172,7 +173,14 @@ def _train(
 
 
 def _train_epoch(
-    model, task: Task, optimizer, s: TrainSettings, device, epoch: int, step: int, total_steps: int
+    model: nn.Module,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    s: TrainSettings,
+    device: torch.device,
+    epoch: int,
+    step: int,
+    total_steps: int,
 ) -> tuple[dict[str, float], int]:
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -257,7 +265,7 @@ def _display(task: Task, predictions, logger: Logger, epoch: int, n: int = 10) -
     )
 
 
-def _init_encoder(model, path: str) -> None:
+def _init_encoder(model: nn.Module, path: str) -> None:
     """Start an encoder-decoder's encoder from the encoder-only checkpoint at `path`."""
     if not Path(path).exists():
         raise DigitformerError(f"init_encoder: no run at {path}; train that encoder-only run first")
@@ -273,7 +281,13 @@ def _init_encoder(model, path: str) -> None:
         raise DigitformerError(f"init_encoder: cannot use {path}: {exc}") from None
 
 
-def _resume(run_dir: Path, model, optimizer, settings: TrainSettings, device):
+def _resume(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    settings: TrainSettings,
+    device: torch.device,
+) -> tuple[int, int, list[dict], float]:
     weights, meta = read_checkpoint(run_dir / "last.safetensors")
     if meta["model_config"] != model.cfg.to_dict():
         raise DigitformerError(

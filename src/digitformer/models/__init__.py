@@ -17,4 +17,10 @@ def build_model(model_type: str, config: dict | None = None):
 
 __all__ = [
     "MODEL_TYPES",
-    "NUM_CLASSES", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig", "build_model"]
+    "NUM_CLASSES",
+    "Seq2Seq",
+    "Seq2SeqConfig",
+    "ViT",
+    "ViTConfig",
+    "build_model",
+]

@@ -95,7 +95,8 @@ class Seq2Seq(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameters that weight decay would only pull towards zero: positions, embeddings."""
-        return {"enc_pos", "dec_pos", "mem_pos", "token_embed.weight"}
+        names = {"enc_pos", "dec_pos", "token_embed.weight"}
+        return names | ({"mem_pos"} if self.mem_pos is not None else set())
 
     # ---- encoder ------------------------------------------------------------------------
 

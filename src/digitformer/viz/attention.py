@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from digitformer.errors import DigitformerError
+from digitformer.models import Seq2Seq, ViT
 from digitformer.models.seq2seq import from_quadrants
 from digitformer.tensors import to_float
 from digitformer.viz.plots import PANEL, figure, overlay, save
@@ -39,7 +40,7 @@ def rollout(weights: list[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def vit_maps(model, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarray]:
+def vit_maps(model: ViT, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarray]:
     """For uint8 images (B, 28, 28): per-head maps (B, h, side, side) of the CLS token's
     attention ("cls") and the mean attention received per patch ("received") in block `layer`,
     and the CLS row of the rollout over all blocks ("rollout", (B, side, side))."""
@@ -56,7 +57,7 @@ def vit_maps(model, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarra
 
 
 @torch.inference_mode()
-def seq2seq_maps(model, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarray]:
+def seq2seq_maps(model: Seq2Seq, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarray]:
     """For uint8 grids (B, 56, 56): the mean attention each patch receives in encoder block
     `layer` ("received", (B, h, S, S) for S = 56 / patch_size patches a side; inside its own
     quadrant with attention="quadrant"), its rollout over all encoder blocks ("rollout",

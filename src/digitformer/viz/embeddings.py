@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from digitformer.errors import DigitformerError
 from digitformer.tensors import to_float
@@ -45,7 +46,7 @@ def check_layer(layer: int | None, depth: int) -> None:
 
 @torch.inference_mode()
 def collect(
-    model,
+    model: nn.Module,
     model_type: str,
     images: torch.Tensor,
     labels: torch.Tensor,

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
 
 from digitformer.checkpoint import load_model, read_checkpoint, resolve_path
 from digitformer.defaults import VIZ_DIR
 from digitformer.errors import DigitformerError
 from digitformer.runtime import pick_device
-from digitformer.tasks import task_for_checkpoint
+from digitformer.tasks import Task, task_for_checkpoint
 from digitformer.tensors import to_float
 from digitformer.viz import PICTURES, attention, embeddings, training
 
@@ -197,7 +198,7 @@ def _clusters(emb, o: VizOptions, run: str, prefix: Path, say) -> list[Path]:
     return paths
 
 
-def _attention(model, model_type: str, data, o: VizOptions, prefix: Path) -> list[Path]:
+def _attention(model: nn.Module, model_type: str, data, o: VizOptions, prefix: Path) -> list[Path]:
     n = min(o.attention_samples, len(data.labels))
     images, labels = data.images[:n], data.labels[:n]
     device = next(model.parameters()).device
@@ -222,7 +223,7 @@ def _attention(model, model_type: str, data, o: VizOptions, prefix: Path) -> lis
     return paths
 
 
-def _braille_epochs(task, model, meta: dict, prefix: Path) -> list[Path]:
+def _braille_epochs(task: Task, model: nn.Module, meta: dict, prefix: Path) -> list[Path]:
     """One picture per epoch whose display the run recorded; the checkpoint's own epoch is
     drawn from the model when the run did not record it."""
     val = task.eval_sets["val"]
