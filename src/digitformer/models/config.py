@@ -32,6 +32,17 @@ class _Config:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def block_args(self) -> dict:
+        """The keyword arguments every `Block` of this model shares."""
+        return dict(
+            dim=self.dim,
+            heads=self.heads,
+            ff_dim=self.ff_dim,
+            dropout=self.dropout,
+            norm=self.norm,
+            activation=self.activation,
+        )
+
     @classmethod
     def from_dict(cls, values: dict):
         values = dict(values)

@@ -61,14 +61,7 @@ class Seq2Seq(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        block = dict(
-            dim=cfg.dim,
-            heads=cfg.heads,
-            ff_dim=cfg.ff_dim,
-            dropout=cfg.dropout,
-            norm=cfg.norm,
-            activation=cfg.activation,
-        )
+        block = cfg.block_args()
         self.patch = PatchEmbed(cfg.patch_size, cfg.dim, stem=cfg.stem, tile=cfg.image_size // 2)
         self.enc_pos = nn.Parameter(torch.zeros(1, cfg.grid_side**2, cfg.dim))
         self.encoder = nn.ModuleList(

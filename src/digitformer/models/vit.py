@@ -21,15 +21,7 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.dim))
         self.blocks = nn.ModuleList(
-            Block(
-                dim=cfg.dim,
-                heads=cfg.heads,
-                ff_dim=cfg.ff_dim,
-                dropout=cfg.dropout,
-                norm=cfg.norm,
-                activation=cfg.activation,
-                drop_path=rate,
-            )
+            Block(**cfg.block_args(), drop_path=rate)
             for rate in drop_path_rates(cfg.drop_path, cfg.depth)
         )
         # pre-norm leaves the residual stream un-normalized: close it with a final LayerNorm
