@@ -68,3 +68,27 @@ def test_elastic_distortion_is_seeded_smooth_and_of_the_asked_strength():
         x, 0, 1.0, 0, 0, torch.cat([-torch.ones(64, 1, 28, 28), torch.zeros(64, 1, 28, 28)], 1)
     )
     torch.testing.assert_close(shifted, warp(x, 0, 1.0, 1, 0))
+
+
+def test_random_stroke_thickens_or_thins_each_picked_digit():
+    from digitformer.augment import random_stroke
+
+    digits = torch.zeros(64, 1, 28, 28)
+    digits[:, :, 8:20, 12:15] = 1.0  # a stroke 3 pixels wide
+    out = random_stroke(digits, torch.Generator().manual_seed(0), p=1.0)
+    ink = out.sum((1, 2, 3))
+    thick, thin = ink > digits[0].sum(), ink < digits[0].sum()
+    assert (thick | thin).all() and thick.any() and thin.any()
+    assert out[thick][0, 0, 7:21, 11:16].sum() == 14 * 5  # a pixel more on every side
+    assert out[thin][0, 0].sum() == 11 * 2  # half a pixel less on each side
+    again = random_stroke(digits, torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(out, again)
+
+
+def test_random_stroke_off_changes_nothing_and_draws_nothing():
+    from digitformer.augment import random_stroke
+
+    digits = torch.rand(8, 1, 28, 28)
+    gen = torch.Generator().manual_seed(3)
+    assert random_stroke(digits, gen, p=0.0) is digits
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(3).get_state())

@@ -19,7 +19,7 @@ PACKAGE = Path(digitformer.__file__).parent
 LAYERS = [
     {"errors"},
     {"defaults", "fileio", "runtime", "tensors"},  # the foundation: torch and the error type
-    {"data", "models", "metrics", "display", "logger"},
+    {"data", "models", "metrics", "display", "logger", "prepare"},
     {"augment", "settings", "checkpoint"},
     {"tasks"},
     {"train", "ensemble", "predict", "export"},

@@ -7,7 +7,7 @@ from PIL import Image
 
 from digitformer.cli import main
 from digitformer.data import load_split, make_grids
-from digitformer.predict import is_mnist_like, prepare, read_gray, to_mnist
+from digitformer.prepare import is_mnist_like, prepare, read_gray, to_mnist
 
 
 @pytest.fixture

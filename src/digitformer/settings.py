@@ -41,6 +41,7 @@ class TrainSettings:
     aug_scale: float = 0.1  # +- fraction
     aug_elastic: float = 0.0  # elastic distortion, deviation in pixels; 0: none
     aug_elastic_sigma: float = 4.0  # smoothness of the elastic field, pixels
+    aug_stroke: float = 0.0  # share of images drawn with a thicker or thinner pen
     train_size: int | None = None  # training digits to use (None: all but the validation split)
     val_size: int = 5000  # digits held out of the training set for validation
     train_grids: int = 60000  # encoder-decoder: fresh training grids per epoch
@@ -199,6 +200,7 @@ def validate(s: TrainSettings) -> None:
         (s.warmup_steps >= 0, "warmup_steps must be >= 0"),
         (s.aug_elastic >= 0, "aug_elastic must be >= 0"),
         (s.aug_elastic_sigma > 0, "aug_elastic_sigma must be positive"),
+        (0 <= s.aug_stroke <= 1, "aug_stroke must be in [0, 1]"),
         (0 <= s.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (s.grad_clip is None or s.grad_clip > 0, "grad_clip must be positive (or none)"),
         (s.val_size >= 1, "val_size must be at least 1"),

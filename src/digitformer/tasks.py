@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitformer.augment import random_affine
+from digitformer.augment import random_affine, random_stroke
 from digitformer.data.grids import draw_picks, make_grids, tile_2x2
 from digitformer.data.mnist import Digits, load_split
 from digitformer.errors import DigitformerError
@@ -71,6 +71,7 @@ class Task:
         s = self.settings
         if not s.augment:
             return images
+        images = random_stroke(images, gen, s.aug_stroke)
         return random_affine(
             images, gen, s.aug_shift, s.aug_rotate, s.aug_scale, s.aug_elastic, s.aug_elastic_sigma
         )

@@ -25,7 +25,8 @@ from pydantic import BaseModel
 from digitformer.checkpoint import load_model, resolve_path
 from digitformer.defaults import RUNS_DIR
 from digitformer.errors import DigitformerError
-from digitformer.predict import predict_images, prepare, read_gray
+from digitformer.predict import LOW_CONFIDENCE, predict_images
+from digitformer.prepare import NoInk, prepare, read_gray
 from digitformer.tasks import TASKS
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
@@ -75,9 +76,11 @@ class Pixels(BaseModel):
 class PredictResponse(BaseModel):
     model: str
     model_type: str
-    digits: str
+    digits: str | None  # None: nothing to read, and `reason` says why
     confidence: list[float]
     probabilities: list[list[float]]
+    low_confidence: bool = False  # some digit read with probability under LOW_CONFIDENCE
+    reason: str | None = None
     input: list[list[int]] | None = None  # the prepared model input, with attention
     attention: list[list[list[float]]] | None = None  # one map per digit, max 1
 
@@ -216,16 +219,27 @@ def _json_pixels(body: bytes) -> np.ndarray:
 def _predict(chosen: LoadedModel, pixels: np.ndarray, with_attention: bool) -> PredictResponse:
     try:
         image = prepare(pixels, grid=chosen.kind == "grid")
+    except NoInk as exc:
+        return PredictResponse(
+            model=chosen.name,
+            model_type=chosen.model_type,
+            digits=None,
+            confidence=[],
+            probabilities=[],
+            reason=str(exc),
+        )
     except DigitformerError as exc:
         raise HTTPException(422, str(exc)) from None
     device = next(chosen.model.parameters()).device
     digits, probs = predict_images(chosen.model, chosen.model_type, image[None], device=device)
+    confidence = [float(c) for c in probs[0].max(-1)]
     response = PredictResponse(
         model=chosen.name,
         model_type=chosen.model_type,
         digits="".join(map(str, digits[0])),
-        confidence=[float(c) for c in probs[0].max(-1)],
+        confidence=confidence,
         probabilities=probs[0].tolist(),
+        low_confidence=min(confidence) < LOW_CONFIDENCE,
     )
     if with_attention:
         response.input = image.tolist()

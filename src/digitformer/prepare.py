@@ -1,0 +1,271 @@
+"""Bring a person's picture of a digit to what the models read: MNIST's 28x28 (or a 56x56 grid).
+
+    pixels = read_gray("photo.jpg")          # float (H, W) in [0, 1], any bit depth or mode
+    digit = to_mnist(pixels)                 # uint8 (28, 28); raises NoInk on blank paper
+
+MNIST was made by cutting each digit to its ink, scaling it into 20x20 and centring it by its
+centre of mass in 28x28, light ink on black. Cameras and scanners add what MNIST never had:
+dark ink on light paper, uneven light and shadows, paper texture and noise, JPEG blocks, pens
+much thicker or thinner than MNIST's. So, in order:
+
+1. polarity: ink is the rarer, darker (or lighter) tail of the local contrast;
+2. background: a median over windows half the picture wide (strokes are a minority there)
+   estimates the paper and its lighting; once the strokes' width is known, a closing three
+   strokes wide estimates it again, closer; it is subtracted (a gradient or a shadow goes);
+3. ink: Otsu's threshold on what is left; specks far smaller than the digit are dropped;
+   no ink of real contrast means nothing to read (`NoInk`), never a guess;
+4. pen width: strokes far thinner or thicker than MNIST's (measured as 2 x area / boundary,
+   scaled to the 20-pixel box; MNIST's median is 2.6 pixels) are grown or thinned towards it;
+5. MNIST's own crop, scale and centring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from digitformer.errors import DigitformerError
+
+MAX_IMAGE_PIXELS = 5000 * 5000  # a small compressed file can claim a huge image
+WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the digit needs less
+BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
+MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
+MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
+STROKE_RANGE = (1.6, 4.8)  # pens outside this range are brought to MNIST_STROKE
+
+
+class NoInk(DigitformerError):
+    """There is nothing to read: blank paper, an empty canvas, a quadrant with no digit."""
+
+
+@dataclass(frozen=True)
+class Ink:
+    """Where the strokes are: `image` float (H, W) in [0, 1], light ink on black, zero off
+    the strokes; `mask` the strokes' pixels."""
+
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def read_gray(path, name: str | None = None) -> np.ndarray:
+    """An image file or file object (first frame) -> float grayscale (H, W) in [0, 1].
+
+    Every mode is scaled, not clipped: 16-bit and 32-bit grayscale by their range, float images
+    as they are; transparent areas read as white paper."""
+    name = name or str(path)
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise DigitformerError(
+                    f"{name}: image is {img.width}x{img.height}, over {MAX_IMAGE_PIXELS:,} pixels"
+                )
+            img.seek(0)
+            pixels = _gray(img)
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+    ) as exc:
+        reason = "not an image" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise DigitformerError(f"{name}: cannot read image ({reason})") from None
+    if pixels.size == 0:
+        raise DigitformerError(f"{name}: empty image")
+    return pixels
+
+
+def _gray(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
+        return np.clip(values / top, 0, 1).astype(np.float32)
+    if img.mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        top = max(1.0, float(values.max()))
+        return np.clip(values / top, 0, 1)
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img)  # transparent areas read as paper
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def is_mnist_like(pixels: np.ndarray) -> bool:
+    """Light ink on a dark background with a dark border, as MNIST digits are."""
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return border.mean() < 0.1 and pixels.mean() < 0.5
+
+
+def find_ink(pixels: np.ndarray) -> Ink:
+    """The strokes of a grayscale picture, light on black, with paper and lighting removed.
+    Raises NoInk when nothing stands out of the paper."""
+    x = _reduce(pixels, WORK_SIZE)
+    local = x - _background(x)
+    # Polarity: dark strokes leave a long negative tail in the local contrast, light ones a
+    # positive one; paper and lighting vary slowly and leave neither.
+    dark = -np.percentile(local, 0.5) > np.percentile(local, 99.5)
+    first = _strokes(-local if dark else local)
+    # Second pass, now that the pen's width is known: a closing (an opening for light ink)
+    # three strokes wide removes the strokes and keeps the paper, its lighting and shadow
+    # edges more closely than the median could; dark ink is then measured against its paper
+    # (a shadow dims both), light ink (chalk, a screen) by its difference.
+    size = max(3, int(3 * stroke_width(first.mask)) | 1)
+    if dark:  # light falls on paper and ink alike: divide it out, as a scanner's flat field
+        paper = ndimage.grey_closing(x, size=size, mode="nearest")
+        local = (paper - x) / np.maximum(paper, 0.1)
+    else:
+        local = x - ndimage.grey_opening(x, size=size, mode="nearest")
+    return _strokes(local)
+
+
+def _strokes(contrast: np.ndarray) -> Ink:
+    """Ink from the local contrast of the strokes (positive where they are)."""
+    ink = np.clip(contrast, 0, None)
+    peak = float(np.percentile(ink, 99.7))
+    if peak < MIN_CONTRAST:
+        raise NoInk("no digit found (nothing stands out of the background)")
+    ink = np.clip(ink / peak, 0, 1)
+    threshold = _otsu(ink)
+    mask = _drop_specks(ink > threshold)
+    if not mask.any():
+        raise NoInk("no digit found (only specks)")
+    # Keep the soft edges of the strokes (anti-aliasing), not the faint haze of noise or JPEG
+    # ringing around them, nor anything away from the strokes that remain.
+    soft = np.clip((ink - threshold / 2) / (1 - threshold / 2), 0, 1)
+    keep = ndimage.binary_dilation(mask, iterations=1)
+    return Ink(np.where(keep, soft, 0.0).astype(np.float32), mask)
+
+
+def _reduce(pixels: np.ndarray, longest: int) -> np.ndarray:
+    """The picture with its longest side at most `longest`, by area averaging (no aliasing)."""
+    h, w = pixels.shape
+    scale = longest / max(h, w)
+    if scale >= 1:
+        return pixels.astype(np.float32)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    img = Image.fromarray(pixels.astype(np.float32))
+    return np.asarray(img.resize(size, Image.BOX), dtype=np.float32)
+
+
+def _background(x: np.ndarray) -> np.ndarray:
+    """The paper and its lighting: a median over windows half the picture wide, where strokes
+    are a minority, so it follows gradients and shadow edges but not the strokes. Computed on
+    a 64-pixel copy (lighting is smooth) and brought back to full size."""
+    small = _reduce(x, BACKGROUND_SIZE)
+    size = max(3, (min(small.shape) // 2) | 1)
+    background = ndimage.median_filter(small, size=size, mode="reflect")
+    if background.shape == x.shape:
+        return background
+    img = Image.fromarray(background)
+    return np.asarray(img.resize(x.shape[::-1], Image.BILINEAR), dtype=np.float32)
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of values in [0, 1] (the split that maximizes between-class variance)."""
+    hist, edges = np.histogram(values, bins=256, range=(0.0, 1.0))
+    p = hist.astype(np.float64) / max(1, hist.sum())
+    omega = np.cumsum(p)
+    mu = np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * omega - mu) ** 2 / (omega * (1 - omega))
+    return float(edges[int(np.nanargmax(between)) + 1])
+
+
+def _drop_specks(mask: np.ndarray) -> np.ndarray:
+    """Keep the digit's pieces: components of at least a tenth of the largest one's area."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count <= 1:
+        return mask
+    areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    keep = np.flatnonzero(areas >= 0.1 * areas.max()) + 1
+    return np.isin(labels, keep)
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width in pixels: 2 x area / boundary length (both edges of a stroke)."""
+    boundary = mask & ~ndimage.binary_erosion(mask)
+    return 2.0 * mask.sum() / max(1, boundary.sum())
+
+
+def _normalize_pen(ink: Ink, box: int) -> np.ndarray:
+    """Grow or thin strokes whose width, scaled to the 20-pixel box, is far from MNIST's."""
+    scaled = stroke_width(ink.mask) * 20.0 / box
+    low, high = STROKE_RANGE
+    if low <= scaled <= high:
+        return ink.image
+    radius = round(abs(MNIST_STROKE - scaled) * box / 20.0 / 2)
+    if radius < 1:
+        return ink.image
+    size = 2 * radius + 1
+    if scaled < low:
+        return ndimage.maximum_filter(ink.image, size=size)
+    thinned = ndimage.minimum_filter(ink.image, size=size)
+    return thinned if thinned.max() > 0 else ink.image
+
+
+def to_mnist(pixels: np.ndarray) -> np.ndarray:
+    """Any grayscale picture of one digit -> uint8 (28, 28), prepared as MNIST was.
+    Raises NoInk when there is nothing to read."""
+    ink = find_ink(pixels)
+    rows, cols = np.nonzero(ink.image > 0)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    box = max(bottom - top, right - left)
+    strokes = _normalize_pen(ink, box)
+    rows, cols = np.nonzero(strokes > 0.05)
+    crop = strokes[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    h, w = crop.shape
+    scale = 20.0 / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.BOX if scale < 1 else Image.BILINEAR
+    digit = np.asarray(
+        Image.fromarray(crop.astype(np.float32)).resize(size, resample), dtype=np.float32
+    )
+    digit = digit / max(1e-6, float(digit.max()))  # the darkest stroke is full ink, as in MNIST
+    canvas = np.zeros((28, 28), np.float32)
+    top, left = (28 - size[1]) // 2, (28 - size[0]) // 2
+    canvas[top : top + size[1], left : left + size[0]] = digit
+    # shift so the centre of mass sits at the centre, as MNIST did
+    cy, cx = ndimage.center_of_mass(canvas)
+    canvas = ndimage.shift(canvas, (round(13.5 - cy), round(13.5 - cx)), order=0)
+    return np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8)
+
+
+QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def prepare(pixels: np.ndarray, grid: bool, preprocess: bool = True) -> np.ndarray:
+    """A grayscale picture -> the model's uint8 input: (28, 28) digit or (56, 56) grid.
+    Raises NoInk when a digit (or a quadrant of a grid) holds nothing to read."""
+    side = 56 if grid else 28
+    if pixels.shape == (side, side) and (not preprocess or is_mnist_like(pixels)):
+        if not pixels.any():
+            raise NoInk("no digit found (the image is black)")
+        return np.round(pixels * 255).astype(np.uint8)
+    if not preprocess:
+        raise DigitformerError(
+            f"image is {pixels.shape[1]}x{pixels.shape[0]}, expected {side}x{side} "
+            "(drop --no-preprocess to resize it)"
+        )
+    if not grid:
+        return to_mnist(pixels)
+    h, w = pixels.shape
+    if min(h, w) < 4:
+        raise DigitformerError(f"image is {w}x{h}: too small to hold a 2x2 grid")
+    quads = [
+        pixels[: h // 2, : w // 2],
+        pixels[: h // 2, w // 2 :],
+        pixels[h // 2 :, : w // 2],
+        pixels[h // 2 :, w // 2 :],
+    ]
+    digits = []
+    for name, quad in zip(QUADRANTS, quads):
+        try:
+            digits.append(to_mnist(quad))
+        except NoInk:
+            raise NoInk(f"no digit found in the {name} quadrant") from None
+    return np.stack(digits).reshape(2, 2, 28, 28).swapaxes(1, 2).reshape(56, 56)

@@ -1,0 +1,128 @@
+"""Preparing people's pictures: bit depths, paper, lighting, pens, and nothing to read."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitformer.cli import main
+from digitformer.data import load_split
+from digitformer.prepare import NoInk, prepare, read_gray, stroke_width, to_mnist
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from helpers import SUBSET
+
+    return load_split(SUBSET, "test")
+
+
+def correlation(a, b):
+    """Best correlation over shifts of up to 2 pixels: centring by mass may round either way."""
+    return max(
+        np.corrcoef(np.roll(a, (dy, dx), (0, 1)).ravel().astype(float), b.ravel().astype(float))[
+            0, 1
+        ]
+        for dy in range(-2, 3)
+        for dx in range(-2, 3)
+    )
+
+
+def on_paper(digit: np.ndarray, scale: int = 6) -> np.ndarray:
+    """The digit written dark on light paper, `scale` times larger, as float in [0, 1]."""
+    big = np.kron(digit.astype(np.float32) / 255, np.ones((scale, scale), np.float32))
+    sheet = np.full((big.shape[0] + 40, big.shape[1] + 60), 0.9, np.float32)
+    sheet[20:-20, 30:-30] -= 0.75 * big
+    return sheet
+
+
+def test_sixteen_bit_images_read_as_their_eight_bit_twin(tmp_path, digits):
+    eight = digits.images[0]
+    Image.fromarray(eight).save(tmp_path / "8.png")
+    Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "16.png")  # full 16-bit range
+    assert Image.open(tmp_path / "16.png").mode.startswith("I")
+    np.testing.assert_allclose(read_gray(tmp_path / "16.png"), read_gray(tmp_path / "8.png"))
+    Image.fromarray(eight.astype(np.float32) / 255).save(tmp_path / "f.tiff")  # float TIFF
+    np.testing.assert_allclose(read_gray(tmp_path / "f.tiff"), read_gray(tmp_path / "8.png"))
+
+
+@pytest.mark.parametrize(
+    "lighting",
+    [
+        lambda s: s * np.linspace(0.35, 1.0, s.shape[1])[None, :],  # a gradient across
+        lambda s: s * (1 - 0.5 * (np.arange(s.shape[0])[:, None] > s.shape[0] // 2)),  # a shadow
+        lambda s: s + np.random.default_rng(0).normal(0, 0.08, s.shape),  # noise
+    ],
+    ids=["gradient", "hard shadow", "noise"],
+)
+def test_uneven_light_is_removed_and_the_digit_recovered(digits, lighting):
+    for digit in digits.images[:5]:
+        sheet = np.clip(lighting(on_paper(digit)), 0, 1).astype(np.float32)
+        assert correlation(to_mnist(sheet), digit) > 0.75
+
+
+@pytest.mark.parametrize(
+    "blank",
+    [
+        np.ones((280, 280), np.float32),  # an empty canvas
+        np.zeros((28, 28), np.float32),  # a black MNIST-sized image
+        np.clip(np.random.default_rng(1).normal(0.85, 0.03, (200, 300)), 0, 1),  # paper grain
+        np.linspace(0.3, 0.95, 256 * 256).reshape(256, 256).astype(np.float32),  # light only
+    ],
+    ids=["canvas", "black", "paper", "gradient"],
+)
+def test_nothing_to_read_is_said_not_guessed(blank):
+    with pytest.raises(NoInk, match="no digit found"):
+        prepare(blank, grid=False)
+
+
+def test_a_grid_with_an_empty_quadrant_says_which(digits):
+    sheet = np.ones((200, 200), np.float32)
+    sheet[:100, :100] = on_paper(digits.images[0], 3)[:100, :100]
+    with pytest.raises(NoInk, match="top-right"):
+        prepare(sheet, grid=True)
+
+
+def seven(width: int) -> np.ndarray:
+    """A 7 written on a 280x280 canvas with a pen `width` pixels wide: dark on white."""
+    from PIL import ImageDraw
+
+    canvas = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(canvas).line([(60, 50), (220, 50), (120, 240)], fill=0, width=width)
+    return np.asarray(canvas, np.float32) / 255
+
+
+@pytest.mark.parametrize("pen", [2, 60], ids=["fine pen", "marker"])
+def test_pens_far_from_mnist_are_brought_to_its_width(pen):
+    ready = to_mnist(seven(pen)) > 100
+    assert 1.8 <= stroke_width(ready) <= 4.8  # MNIST's pens: 2.1-4.1 (5th-95th percentile)
+    square = np.zeros((40, 40), bool)
+    square[10:30, 10:14] = True  # a bar 4 pixels wide
+    assert stroke_width(square) == pytest.approx(4, rel=0.25)
+
+
+def test_predict_reports_blank_pictures_and_still_reads_the_rest(
+    tmp_path, capsys, digits, tiny_checkpoint
+):
+    _, ckpt = tiny_checkpoint("encoder-only")
+    Image.fromarray(np.full((100, 100), 255, np.uint8)).save(tmp_path / "a-blank.png")
+    Image.fromarray(digits.images[0]).save(tmp_path / "b-digit.png")
+    assert main(["predict", str(ckpt), str(tmp_path), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"].rsplit("/", 1)[1] for r in rows] == ["a-blank.png", "b-digit.png"]
+    assert rows[0]["digits"] is None and "no digit found" in rows[0]["reason"]
+    assert len(rows[1]["digits"]) == 1 and rows[1]["reason"] is None
+    assert rows[1]["low_confidence"] == (rows[1]["confidence"][0] < 0.6)
+    assert main(["predict", str(ckpt), str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "no digit found" in table
+
+
+def test_jpeg_of_a_photo_reads_from_bytes(digits):
+    buffer = io.BytesIO()
+    sheet = np.clip(on_paper(digits.images[2]) * 255, 0, 255).astype(np.uint8)
+    Image.fromarray(sheet).save(buffer, "JPEG", quality=20)
+    buffer.seek(0)
+    assert correlation(to_mnist(read_gray(buffer)), digits.images[2]) > 0.75
