@@ -1,5 +1,6 @@
 """What several test files share: the real-MNIST subset, tiny model sizes, quick settings."""
 
+import json
 from pathlib import Path
 
 from digitformer.settings import TrainSettings, resolve_settings
@@ -54,3 +55,10 @@ def settings_for(task: str, mnist_dir, tmp_path, **overrides) -> TrainSettings:
     base.update(VIT if task == "encoder-only" else S2S)
     base.update(overrides)
     return resolve_settings(task, "default", base, env_file=None)
+
+
+def data_of(run: str | Path) -> str:
+    """The data folder a run trained on: `eval` and `viz` read `.data` unless told otherwise
+    (a checkpoint never chooses where data is read), so tests pass it explicitly."""
+    meta = json.loads((Path(run) / "last.json").read_text())
+    return meta["settings"]["data_dir"]

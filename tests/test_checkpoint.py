@@ -59,3 +59,55 @@ def test_foreign_safetensors_is_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(DigitformerError, match="not a digitformer checkpoint"):
         load_model(tmp_path / "x.safetensors")
+
+
+def _with_meta(tmp_path, meta: dict, weights=None):
+    """A checkpoint file holding `weights` (a tiny ViT's by default) and the metadata `meta`."""
+    from safetensors.torch import save_file
+
+    if weights is None:
+        weights = build_model("encoder-only", TINY["encoder-only"]).state_dict()
+    path = tmp_path / "crafted.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in weights.items()},
+        str(path),
+        metadata={"digitformer": json.dumps({"format": "digitformer-checkpoint", **meta})},
+    )
+    return path
+
+
+def test_a_small_file_declaring_a_huge_model_is_refused_before_allocating(tmp_path):
+    import resource
+
+    huge = {**TINY["encoder-only"], "dim": 65536, "ff_dim": 262144, "heads": 1, "depth": 48}
+    path = _with_meta(tmp_path, {"model_type": "encoder-only", "model_config": huge})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DigitformerError, match="does not match its model"):
+        load_model(path)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 200_000  # far below the ~3 TB such a model would need
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        [],  # not a mapping at all: replaced below by a list document
+        {"model_type": "encoder-only", "model_config": ["dim", 32]},
+        {"model_type": "encoder-only", "model_config": {**TINY["encoder-only"], "dim": "32"}},
+        {"model_type": "encoder-only", "model_config": {**TINY["encoder-only"], "depth": 1.5}},
+        {"model_type": "encoder-only", "model_config": {**TINY["encoder-only"], "dim": True}},
+        {"model_type": ["encoder-only"], "model_config": {}},
+        {"model_type": "transformer-xl", "model_config": {}},
+    ],
+    ids=["list", "config-list", "string-number", "float-int", "bool-int", "type-list", "type"],
+)
+def test_metadata_of_the_wrong_type_is_a_clear_error(tmp_path, meta):
+    from safetensors.torch import save_file
+
+    if meta == []:
+        path = tmp_path / "list.safetensors"
+        save_file({"w": torch.zeros(1)}, str(path), metadata={"digitformer": "[1, 2]"})
+    else:
+        path = _with_meta(tmp_path, meta)
+    with pytest.raises(DigitformerError):
+        load_model(path)

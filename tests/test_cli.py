@@ -109,8 +109,8 @@ def test_fetch_from_folder_then_train_and_eval(mnist_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "settings:" in out and "epoch 1/1" in out
     assert "┌" in out  # the Braille validation display
-    assert main(["eval", str(runs / "r"), "--json"]) == 0
+    assert main(["eval", str(runs / "r"), "--json", "--data-dir", str(mnist_dir)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model_type"] == "encoder-only" and result["count"] == 1000
-    assert main(["eval", str(runs / "r")]) == 0
+    assert main(["eval", str(runs / "r"), "--data-dir", str(mnist_dir)]) == 0
     assert "confusion matrix" in capsys.readouterr().out

@@ -159,7 +159,7 @@ def test_unknown_source_is_a_clear_error(tmp_path):
 
 
 def test_hf_source_fails_fast_when_hub_unreachable(tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch_mod, "_reachable", lambda host, timeout=5.0: False)
+    monkeypatch.setattr(fetch_mod, "reachable", lambda host="", timeout=5.0: False)
     with pytest.raises(DigitformerError, match="not reachable"):
         fetch_mod.fetch(tmp_path, source="hf", log=lambda s: None)
 

@@ -7,7 +7,7 @@ from digitformer.ensemble import TTA_VIEWS, Ensemble, tta_views
 from digitformer.evaluate import evaluate_checkpoint
 from digitformer.models import build_model
 from digitformer.train import train
-from helpers import TINY, settings_for
+from helpers import TINY, data_of, settings_for
 
 
 def models(task: str, n: int):
@@ -62,10 +62,11 @@ def test_eval_ensemble_cli(mnist_dir, tmp_path, capsys):
         s = settings_for("encoder-only", mnist_dir, tmp_path, epochs=1, seed=seed, run=f"r{seed}")
         runs.append(train(s)["run_dir"])
     capsys.readouterr()
-    assert main(["eval", "--ensemble", *runs, "--split", "val"]) == 0
+    data = ["--data-dir", str(mnist_dir)]
+    assert main(["eval", "--ensemble", *runs, "--split", "val", *data]) == 0
     report = capsys.readouterr().out
     assert report.startswith("encoder-only ensemble of 2 checkpoints")
-    assert main(["eval", "--ensemble", *runs, "--json"]) == 0
+    assert main(["eval", "--ensemble", *runs, "--json", *data]) == 0
     assert '"models": 2' in capsys.readouterr().out
     s = settings_for("encoder-decoder", mnist_dir, tmp_path, epochs=1, run="grid", train_grids=64)
     grid_run = train(s)["run_dir"]
@@ -98,14 +99,16 @@ def test_seq2seq_tta_averages_every_view_on_a_shared_prefix():
 
 def test_eval_tta_cli(trained_runs, capsys):
     for task in ("encoder-only", "encoder-decoder"):
-        plain = evaluate_checkpoint(trained_runs[task], "val")
-        tta = evaluate_checkpoint(trained_runs[task], "val", tta=True)
+        data = data_of(trained_runs[task])
+        plain = evaluate_checkpoint(trained_runs[task], "val", data)
+        tta = evaluate_checkpoint(trained_runs[task], "val", data, tta=True)
         assert tta["tta"] and not plain["tta"] and tta["count"] == plain["count"]
         assert (tta["views"], plain["views"]) == (len(TTA_VIEWS), 1)
         metric = "accuracy" if task == "encoder-only" else "digit_accuracy"
         # the views are the same digits: reading them does not make the model worse
         assert tta[metric] >= plain[metric] - 0.05, (task, tta[metric], plain[metric])
-    assert main(["eval", trained_runs["encoder-only"], "--tta", "--split", "val"]) == 0
+    run = trained_runs["encoder-only"]
+    assert main(["eval", run, "--tta", "--split", "val", "--data-dir", data_of(run)]) == 0
     assert f"{len(TTA_VIEWS)} test-time views averaged" in capsys.readouterr().out.splitlines()[0]
     assert main(["eval", trained_runs["encoder-decoder"], "--tta", "--beam", "3"]) == 1
     assert "no --tta" in capsys.readouterr().err

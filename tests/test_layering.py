@@ -18,19 +18,19 @@ PACKAGE = Path(digitformer.__file__).parent
 # Lowest first. A module may import modules of its own unit and of lower layers only.
 LAYERS = [
     {"errors"},
-    {"defaults", "fileio", "runtime", "tensors"},  # the foundation: torch and the error type
+    {"defaults", "fileio", "runtime", "tensors", "hub"},  # the foundation: torch and the error type
     {"data", "models", "metrics", "display", "logger", "prepare"},
     {"augment", "settings", "checkpoint"},
     {"tasks"},
     {"train", "ensemble", "predict", "export"},
-    {"evaluate", "viz", "sweep"},
+    {"evaluate", "viz", "sweep", "reader"},
     {"serve"},
     {"cli"},
     {"__main__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 # Inference (and what is built on it) never imports the training loop.
-INFERENCE = {"ensemble", "predict", "evaluate", "export", "viz", "serve"}
+INFERENCE = {"ensemble", "predict", "evaluate", "export", "viz", "serve", "reader"}
 
 
 def unit_of(module: str) -> str:

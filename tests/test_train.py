@@ -8,7 +8,7 @@ from digitformer.evaluate import evaluate_checkpoint
 from digitformer.settings import resolve_settings
 from digitformer.tasks import build_task
 from digitformer.train import lr_at, train
-from helpers import settings_for
+from helpers import data_of, settings_for
 
 
 def test_vit_training_beats_chance_and_eval_agrees(mnist_dir, tmp_path):
@@ -16,17 +16,17 @@ def test_vit_training_beats_chance_and_eval_agrees(mnist_dir, tmp_path):
     summary = train(s)
     assert summary["best"] > 0.5  # chance is 0.1
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
-    result = evaluate_checkpoint(summary["run_dir"], "test")
+    result = evaluate_checkpoint(summary["run_dir"], "test", str(mnist_dir))
     assert result["count"] == 1000 and result["accuracy"] > 0.5
     assert np.asarray(result["confusion"]).sum() == 1000
-    val = evaluate_checkpoint(summary["run_dir"], "val")
+    val = evaluate_checkpoint(summary["run_dir"], "val", str(mnist_dir))
     assert val["accuracy"] == pytest.approx(summary["best"])
 
 
 def test_seq2seq_training_beats_chance(mnist_dir, tmp_path):
     s = settings_for("encoder-decoder", mnist_dir, tmp_path, epochs=2)
     summary = train(s)
-    result = evaluate_checkpoint(summary["run_dir"], "test")
+    result = evaluate_checkpoint(summary["run_dir"], "test", str(mnist_dir))
     assert result["digit_accuracy"] > 0.35  # chance is 0.1
     assert result["sequence_accuracy"] > 0.02  # chance is 0.0001
     assert len(result["position_accuracy"]) == 4
@@ -150,11 +150,12 @@ def test_lr_schedule_warms_up_then_decays_to_min():
 def test_eval_with_beam_search(trained_runs, capsys):
     from digitformer.cli import main
 
-    greedy = evaluate_checkpoint(trained_runs["encoder-decoder"], "val")
-    beam = evaluate_checkpoint(trained_runs["encoder-decoder"], "val", beam_size=4)
+    grid_run = trained_runs["encoder-decoder"]
+    greedy = evaluate_checkpoint(grid_run, "val", data_of(grid_run))
+    beam = evaluate_checkpoint(grid_run, "val", data_of(grid_run), beam_size=4)
     assert beam["beam_size"] == 4 and beam["count"] == greedy["count"]
     assert abs(beam["digit_accuracy"] - greedy["digit_accuracy"]) < 0.1
-    assert main(["eval", trained_runs["encoder-decoder"], "--beam", "3"]) == 0
+    assert main(["eval", grid_run, "--beam", "3", "--data-dir", data_of(grid_run)]) == 0
     assert "beam search of 3" in capsys.readouterr().out.splitlines()[0]
     assert main(["eval", trained_runs["encoder-only"], "--beam", "3"]) == 1
     assert "--beam is for a single encoder-decoder" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from digitformer.errors import DigitformerError
 from digitformer.models import build_model
 from digitformer.viz import attention, embeddings, training
 from digitformer.viz.run import VizOptions, visualize
-from helpers import TINY
+from helpers import TINY, data_of
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ SIZES = {
 def test_viz_writes_every_picture_as_png_of_its_size(runs, task, tmp_path):
     options = VizOptions(samples=60, attention_samples=3, heads=True, rollout=True, max_points=300)
     lines = []
-    paths = visualize(runs[task], tmp_path, options, say=lines.append)
+    paths = visualize(runs[task], tmp_path, options, say=lines.append, data_dir=data_of(runs[task]))
     prefix = task.replace("-", "_")
     names = {p.name for p in paths}
     # HDBSCAN may find no structure in a barely trained model and hand over to K-Means
@@ -71,7 +71,8 @@ def test_braille_epochs_come_from_the_recorded_run(runs, tmp_path):
     _, meta = read_checkpoint(f"{runs['encoder-decoder']}/last.safetensors")
     recorded = [np.asarray(r["display_predictions"]) for r in meta["history"]]
     assert [r.shape for r in recorded] == [(10, 4), (10, 4)]
-    paths = visualize(runs["encoder-decoder"], tmp_path, VizOptions(pictures=("braille",)))
+    run = runs["encoder-decoder"]
+    paths = visualize(run, tmp_path, VizOptions(pictures=("braille",)), data_dir=data_of(run))
     assert [p.name for p in paths] == ["encoder_decoder_epoch1.png", "encoder_decoder_epoch2.png"]
 
 
@@ -195,7 +196,8 @@ def test_viz_cli_honours_the_original_variables(runs, tmp_path, monkeypatch, cap
     assert main(["viz", "--only", "braille"]) == 1
     assert "NUM_SAMPLES must be a number" in capsys.readouterr().err
     monkeypatch.setenv("NUM_SAMPLES", "50")
-    assert main(["viz", "--only", "tsne", "--out", "pics"]) == 0
+    data = ["--data-dir", data_of(runs["encoder-only"])]
+    assert main(["viz", "--only", "tsne", "--out", "pics", *data]) == 0
     assert "wrote pics/encoder_only_tsne.png" in capsys.readouterr().out
     assert png_size(tmp_path / "pics" / "encoder_only_tsne.png") == (800, 700)
 
@@ -214,7 +216,8 @@ def test_viz_cli_errors_are_one_line(runs, tmp_path, monkeypatch, capsys, args, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MODEL_PATH", raising=False)
     argv = [a.replace("{run}", runs["encoder-only"]) for a in args]
-    assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+    data = ["--data-dir", data_of(runs["encoder-only"])]
+    assert main([*argv, "--out", str(tmp_path / "out"), *data]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 

@@ -1,3 +1,18 @@
-"""digitformer: Vision Transformers on handwritten digits."""
+"""digitformer: Vision Transformers that read handwritten digits.
+
+import digitformer
+reader = digitformer.load("digit")            # or "grid", or a run folder / checkpoint
+print(reader.predict(["my_digit.png"])[0].digits)
+"""
 
 __version__ = "0.1.0"
+__all__ = ["Reader", "__version__", "load"]
+
+
+def __getattr__(name: str):
+    # The API loads PyTorch: only when it is used, so `import digitformer` stays instant.
+    if name in ("load", "Reader"):
+        from digitformer import reader
+
+        return getattr(reader, name)
+    raise AttributeError(f"module 'digitformer' has no attribute {name!r}")

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from digitformer.errors import DigitformerError
 from digitformer.fileio import atomic_path, write_text_atomic
-from digitformer.models import build_model
+from digitformer.models import MODEL_TYPES, build_model
 
 FORMAT = "digitformer-checkpoint"
 VERSION = 1
@@ -42,11 +42,23 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+CHECKPOINT_FILES = ("best.safetensors", "last.safetensors")  # what a run folder holds
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # package data: the bundled models
+PRETRAINED = {"digit": "encoder-only", "grid": "encoder-decoder"}  # name -> model type
+
+
 def resolve_path(path: str | Path) -> Path:
-    """A run folder (its best, else last, checkpoint), a .safetensors file or its .json."""
+    """Where a checkpoint is: `pretrained:digit` or `pretrained:grid` (the bundled models),
+    `hf://owner/repo[/file.safetensors]` (downloaded from the Hugging Face Hub), a run folder
+    (its best, else last, checkpoint), a .safetensors file or its .json."""
+    text = str(path)
+    if text.startswith("pretrained:"):
+        return pretrained_path(text.removeprefix("pretrained:"))
+    if text.startswith("hf://"):
+        return _from_hub(text.removeprefix("hf://"))
     path = Path(path)
     if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
+        for name in CHECKPOINT_FILES:
             if (path / name).is_file():
                 return path / name
         raise DigitformerError(f"no checkpoint (best/last.safetensors) in {path}")
@@ -57,14 +69,35 @@ def resolve_path(path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def pretrained_path(name: str) -> Path:
+    if name not in PRETRAINED:
+        choices = ", ".join(f"pretrained:{n}" for n in PRETRAINED)
+        raise DigitformerError(f"no bundled model {name!r}; choose from {choices}")
+    path = PRETRAINED_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise DigitformerError(f"pretrained:{name} is not bundled with this installation")
+    return path
+
+
+def _from_hub(spec: str) -> Path:
+    """owner/repo or owner/repo/path/in/repo.safetensors -> the downloaded file."""
+    from digitformer.hub import download
+
+    parts = spec.strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise DigitformerError(f"hf://{spec}: give hf://owner/repo[/file.safetensors]")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or "best.safetensors"
+    return download(repo, filename)
+
+
+def read_meta(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, tuple[int, ...]]]:
+    """A checkpoint's path, its checked metadata and the shapes of its tensors, read from the
+    file's header alone: nothing is allocated for the weights yet."""
     path = resolve_path(path)
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as fh:
             raw_meta = (fh.metadata() or {}).get("digitformer")
-        weights = load_file(str(path))
+            shapes = {n: tuple(fh.get_slice(n).get_shape()) for n in fh.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise DigitformerError(f"{path}: not a valid checkpoint ({exc})") from None
     if raw_meta is None:
@@ -73,21 +106,51 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         meta = json.loads(raw_meta)
     except json.JSONDecodeError:
         raise DigitformerError(f"{path}: checkpoint metadata is corrupt") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DigitformerError(f"{path}: not a digitformer checkpoint")
+    if not isinstance(meta.get("model_type"), str) or meta["model_type"] not in MODEL_TYPES:
+        raise DigitformerError(f"{path}: unknown model type {meta.get('model_type')!r}")
+    if not isinstance(meta.get("model_config"), dict):
+        raise DigitformerError(f"{path}: the checkpoint's model config is not a mapping")
+    return path, meta, shapes
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    path, meta, _ = read_meta(path)
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DigitformerError(f"{path}: not a valid checkpoint ({exc})") from None
     return weights, meta
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
-    weights, meta = read_checkpoint(path)
+    """Rebuild the model a checkpoint describes, with its weights, in eval mode.
+
+    A checkpoint is untrusted input: its metadata is type-checked, and the model it declares
+    is first built on the meta device (no memory) and its tensor shapes compared with the
+    file's header, so a small file declaring a huge model is refused before anything is
+    allocated."""
+    path, meta, shapes = read_meta(path)
     try:
-        model = build_model(meta["model_type"], meta["model_config"])
-        model.load_state_dict(weights)
-    except (KeyError, ValueError, RuntimeError) as exc:
+        with torch.device("meta"):
+            skeleton = build_model(meta["model_type"], meta["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise DigitformerError(f"{path}: invalid model config ({exc})") from None
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    if expected != shapes:
+        differ = sorted(set(expected) ^ set(shapes)) or sorted(
+            name for name in expected if expected[name] != shapes[name]
+        )
         raise DigitformerError(
-            f"{resolve_path(path)}: checkpoint does not match its model ({exc})"
-        ) from None
+            f"{path}: checkpoint does not match its model (tensors differ: {', '.join(differ[:3])})"
+        )
+    weights, _ = read_checkpoint(path)
+    model = build_model(meta["model_type"], meta["model_config"])
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise DigitformerError(f"{path}: checkpoint does not match its model ({exc})") from None
     return model.to(device).eval(), meta
 
 
@@ -118,8 +181,6 @@ def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer) -> dict
     if not path.is_file():
         raise DigitformerError(f"cannot resume: no training state at {path}")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as fh:
             info = json.loads(fh.metadata()["digitformer_state"])
         tensors = load_file(str(path))

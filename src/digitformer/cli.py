@@ -17,7 +17,7 @@ import os
 import sys
 
 from digitformer import __version__
-from digitformer.defaults import DATA_DIR, ENV_FILE, SWEEP_DIR, SWEEP_STORAGE, VIZ_DIR
+from digitformer.defaults import DATA_DIR, ENV_FILE, RUNS_DIR, SWEEP_DIR, SWEEP_STORAGE, VIZ_DIR
 from digitformer.errors import DigitformerError
 from digitformer.viz import PICTURES as VIZ_PICTURES
 
@@ -41,7 +41,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     return {
         "device": parent("--device", default="auto", help="auto, cpu, cuda[:N] or mps"),
         "threads": parent("--threads", type=int, help="CPU threads (default: all cores)"),
-        "data": parent("--data-dir", help="data folder (default: the one the model trained on)"),
+        "data": parent("--data-dir", default=DATA_DIR, help=f"data folder (default: {DATA_DIR})"),
         "split": parent("--split", choices=("test", "val"), default="test"),
         "json": parent("--json", action="store_true", help="print JSON instead of a table"),
         "env": parent(
@@ -157,14 +157,21 @@ def _add_predict(sub, shared) -> None:
         "predict",
         parents=[shared[k] for k in ("device", "threads")],
         help="read digits from your own images",
-        description="Predict the digit (encoder-only checkpoint) or the four "
-        "digits of a 2x2 grid (encoder-decoder checkpoint) in PNG, JPEG, BMP, "
-        "GIF or TIFF images, or folders of them. Unreadable files are reported "
-        "one line each; the others are still processed; the exit status is 1 "
-        "if any file failed.",
+        description="Read one digit, or the four digits of a 2x2 grid, in PNG, JPEG, BMP, "
+        "GIF, TIFF or WebP images, or folders of them: by the bundled models (--model), or "
+        "by a checkpoint given first (a run folder, a .safetensors file, pretrained:NAME, "
+        "hf://owner/repo). A picture with nothing to read says so. Unreadable files are "
+        "reported one line each; the others are still read; the exit status is 1 if any "
+        "file failed.",
     )
-    p.add_argument("checkpoint")
-    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] IMAGE_OR_DIR")
+    p.add_argument(
+        "--model",
+        choices=("digit", "grid", "auto"),
+        default="digit",
+        help="without a checkpoint: the bundled digit or grid reader, or auto (each picture "
+        "by its ink layout); default: digit",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--show", action="store_true", help="draw each input in Braille")
     p.add_argument(
@@ -281,14 +288,27 @@ def _add_sweep(sub, shared) -> None:
     p.set_defaults(func=cmd_sweep_best)
 
 
+def _add_models(sub, shared) -> None:
+    p = sub.add_parser(
+        "models",
+        parents=[shared["json"]],
+        help="list the bundled models and the runs in .data/models",
+        description="The models every command can take as a checkpoint: the bundled ones "
+        "(pretrained:digit, pretrained:grid) with their test accuracy, and the training runs "
+        "in RUNS_DIR with their best validation score.",
+    )
+    p.add_argument("--runs-dir", default=RUNS_DIR, help=f"default: {RUNS_DIR}")
+    p.set_defaults(func=cmd_models)
+
+
 def _add_serve(sub, shared) -> None:
     p = sub.add_parser(
         "serve",
         parents=[shared[k] for k in ("device", "threads")],
         help="the web demo and prediction API",
         description="Serve a drawing page (GET /) and an HTTP API (POST /predict, GET /health, "
-        "GET /models, OpenAPI at /docs) over the given checkpoints; by default the default "
-        "profiles' runs in .data/models. Binds to 127.0.0.1 unless told otherwise.",
+        "GET /models, OpenAPI at /docs) over the given checkpoints; by default the bundled "
+        "models. Binds to 127.0.0.1 unless told otherwise.",
     )
     p.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT")
     p.add_argument("--host", default="127.0.0.1")
@@ -309,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="get and inspect MNIST", description="Get MNIST.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     _add_fetch(data_sub, shared)
-    for add in (_add_train, _add_eval, _add_predict, _add_export, _add_viz, _add_sweep):
+    for add in (_add_train, _add_eval, _add_predict, _add_models, _add_export, _add_viz):
         add(sub, shared)
+    _add_sweep(sub, shared)
     _add_serve(sub, shared)
     _no_abbreviations(parser)
     return parser
@@ -400,12 +421,17 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from digitformer.predict import format_table, predict_paths
+    from digitformer.predict import format_table, looks_like_checkpoint, predict_paths
 
     _computing(args)
-    results, inputs, errors = predict_paths(
-        args.checkpoint, args.paths, args.preprocess, args.batch_size, args.device
+    paths, checkpoint = args.paths, None
+    if len(paths) > 1 and looks_like_checkpoint(paths[0]):
+        checkpoint, paths = paths[0], paths[1:]
+    results, inputs, errors, warnings = predict_paths(
+        paths, checkpoint, args.model, args.preprocess, args.batch_size, args.device
     )
+    for message in warnings:
+        print(f"digitformer: warning: {message}", file=sys.stderr)
     if args.json:
         for result in results:
             print(json.dumps(result.to_dict()))
@@ -414,6 +440,14 @@ def cmd_predict(args) -> int:
     for message in errors:
         print(f"digitformer: error: {message}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def cmd_models(args) -> int:
+    from digitformer.reader import format_models, list_models
+
+    rows = list_models(args.runs_dir)
+    print(json.dumps(rows) if args.json else format_models(rows))
+    return 0
 
 
 def cmd_export(args) -> int:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitformer.checkpoint import load_model
+from digitformer.checkpoint import CHECKPOINT_FILES, load_model
 from digitformer.display.braille import render_samples, use_color
 from digitformer.errors import DigitformerError
-from digitformer.prepare import NoInk, prepare, read_gray
+from digitformer.prepare import NoInk, looks_like_grid, prepare, read_gray
 from digitformer.runtime import pick_device
 from digitformer.tensors import to_float
 
@@ -94,6 +94,41 @@ def predict_images(
     return np.concatenate(digits), np.concatenate(probs)
 
 
+def predict_pictures(
+    model: nn.Module,
+    model_type: str,
+    pictures: list[np.ndarray],
+    names: list[str],
+    preprocess: bool = True,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> tuple[list[Prediction], np.ndarray, list[str]]:
+    """Grayscale pictures (H, W) in [0, 1] -> a Prediction for each that could be prepared (in
+    their order; digits None and the reason where there is nothing to read), their prepared
+    inputs (zeros for those), and one message per picture that could not be prepared."""
+    side = 56 if model_type == "encoder-decoder" else 28
+    results, inputs, errors = [], [], []
+    for name, pixels in zip(names, pictures):
+        try:
+            inputs.append(prepare(pixels, side == 56, preprocess))
+            results.append(Prediction(name, None, [], []))
+        except NoInk as exc:
+            inputs.append(np.zeros((side, side), np.uint8))
+            results.append(Prediction(name, None, [], [], str(exc)))
+        except DigitformerError as exc:
+            message = str(exc)
+            errors.append(message if message.startswith(name) else f"{name}: {message}")
+    batch = np.stack(inputs) if inputs else np.zeros((0, side, side), np.uint8)
+    readable = [i for i, r in enumerate(results) if r.reason is None]
+    if readable:
+        digits, probs = predict_images(model, model_type, batch[readable], batch_size, device)
+        for row, i in enumerate(readable):
+            results[i].digits = "".join(map(str, digits[row]))
+            results[i].confidence = [float(c) for c in probs[row].max(-1)]
+            results[i].probabilities = [[float(x) for x in r] for r in probs[row]]
+    return results, batch, errors
+
+
 def predict_files(
     model: nn.Module,
     model_type: str,
@@ -102,66 +137,94 @@ def predict_files(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> tuple[list[Prediction], np.ndarray, list[str]]:
-    """Predictions for the files that could be read (in their order; a picture with nothing to
-    read gets digits None and the reason), the prepared inputs (zeros for those), and one error
-    message per file that could not be read."""
-    side = 56 if model_type == "encoder-decoder" else 28
-    inputs, kept, blank, errors = [], [], {}, []
+    """`predict_pictures` over image files; files that cannot be read are reported too."""
+    pictures, names, errors = [], [], []
     for path in files:
         try:
-            image = prepare(read_gray(path), side == 56, preprocess)
-        except NoInk as exc:
-            blank[len(kept)], image = str(exc), np.zeros((side, side), np.uint8)
+            pictures.append(read_gray(path))
+            names.append(str(path))
         except DigitformerError as exc:
             message = str(exc)
             errors.append(message if message.startswith(str(path)) else f"{path}: {message}")
-            continue
-        inputs.append(image)
-        kept.append(path)
-    batch = np.stack(inputs) if inputs else np.zeros((0, side, side), np.uint8)
-    readable = [i for i in range(len(kept)) if i not in blank]
-    digits, probs = (
-        predict_images(model, model_type, batch[readable], batch_size, device)
-        if readable
-        else (None, None)
+    results, batch, prepare_errors = predict_pictures(
+        model, model_type, pictures, names, preprocess, batch_size, device
     )
-    results = [Prediction(str(kept[i]), None, [], [], reason) for i, reason in blank.items()]
-    for row, i in enumerate(readable):
-        p = probs[row]
-        results.append(
-            Prediction(
-                str(kept[i]),
-                "".join(map(str, digits[row])),
-                [float(c) for c in p.max(-1)],
-                [[float(x) for x in r] for r in p],
-            )
-        )
-    order = {str(path): i for i, path in enumerate(kept)}
-    results.sort(key=lambda r: order[r.file])
-    return results, batch, errors
+    return results, batch, errors + prepare_errors
+
+
+def looks_like_checkpoint(path: str) -> bool:
+    """Whether a `predict` argument names a checkpoint rather than an image or a folder."""
+    if path.startswith(("pretrained:", "hf://")) or path.endswith((".safetensors", ".json")):
+        return True
+    folder = Path(path)
+    return folder.is_dir() and any((folder / f).is_file() for f in CHECKPOINT_FILES)
 
 
 def predict_paths(
-    checkpoint: str | Path,
     paths: Iterable[str],
+    checkpoint: str | Path | None = None,
+    model: str = "digit",
     preprocess: bool = True,
     batch_size: int = 256,
     device: str = "auto",
-) -> tuple[list[Prediction], np.ndarray, list[str]]:
-    """`digitformer predict`: a checkpoint read over image files and folders. -> predictions
-    for the files that could be read, their prepared inputs, and one message per failure."""
+) -> tuple[list[Prediction], list[np.ndarray], list[str], list[str]]:
+    """`digitformer predict`: image files and folders read by a checkpoint, or by the bundled
+    model `model` ("digit", "grid", or "auto": each picture by the one its ink layout calls
+    for). -> predictions in file order, their prepared inputs, one message per failure, and
+    warnings (a grid given to the digit reader, a lone digit to the grid reader)."""
     if batch_size < 1:
         raise DigitformerError("--batch-size must be at least 1")
+    if model not in ("digit", "grid", "auto"):
+        raise DigitformerError(f"--model must be digit, grid or auto, got {model!r}")
     dev = pick_device(device)
-    model, meta = load_model(checkpoint, dev)
     files, errors = find_images(paths)
-    results, inputs, read_errors = predict_files(
-        model, meta["model_type"], files, preprocess, batch_size, dev
-    )
-    return results, inputs, errors + read_errors
+    pictures, names = [], []
+    for path in files:
+        try:
+            pictures.append(read_gray(path))
+            names.append(str(path))
+        except DigitformerError as exc:
+            message = str(exc)
+            errors.append(message if message.startswith(str(path)) else f"{path}: {message}")
+    if checkpoint is not None:
+        loaded = load_model(checkpoint, dev)
+        kinds = ["grid" if loaded[1]["model_type"] == "encoder-decoder" else "digit"] * len(names)
+        readers = {kinds[0]: loaded} if kinds else {}
+    else:
+        layout = [looks_like_grid(p) if model == "auto" else model == "grid" for p in pictures]
+        kinds = ["grid" if is_grid else "digit" for is_grid in layout]
+        readers = {k: load_model(f"pretrained:{k}", dev) for k in set(kinds)}
+    warnings = []
+    if model != "auto" or checkpoint is not None:
+        for name, pixels, kind in zip(names, pictures, kinds):
+            if kind == "digit" and looks_like_grid(pixels):
+                warnings.append(
+                    f"{name}: looks like a 2x2 grid of digits, read as one digit "
+                    "(use --model grid, or --model auto)"
+                )
+    results: dict[str, Prediction] = {}
+    inputs: dict[str, np.ndarray] = {}
+    for kind, (reader, meta) in readers.items():
+        picked = [i for i, k in enumerate(kinds) if k == kind]
+        found, batch, failed = predict_pictures(
+            reader,
+            meta["model_type"],
+            [pictures[i] for i in picked],
+            [names[i] for i in picked],
+            preprocess,
+            batch_size,
+            dev,
+        )
+        errors += failed
+        for result, image in zip(found, batch):
+            results[result.file], inputs[result.file] = result, image
+            if kind == "grid" and result.reason and "quadrant" in result.reason:
+                result.reason += " (a single digit? use --model digit, or --model auto)"
+    order = [n for n in names if n in results]
+    return [results[n] for n in order], [inputs[n] for n in order], errors, warnings
 
 
-def format_table(results: list[Prediction], inputs: np.ndarray | None = None) -> str:
+def format_table(results: list[Prediction], inputs: list[np.ndarray] | None = None) -> str:
     """One row per file: digits and the confidence of each (flagged when low, or the reason
     when there was nothing to read); with `inputs`, each prepared image drawn in Braille
     under its row (`predict --show`)."""
@@ -176,5 +239,5 @@ def format_table(results: list[Prediction], inputs: np.ndarray | None = None) ->
         lines.append(f"{result.file:<{width}}  {result.digits:<6}  {confidence}{flag}")
         if inputs is not None:
             digits = np.array([int(d) for d in result.digits])
-            lines.append(render_samples(inputs[i : i + 1], None, digits, color=use_color()))
+            lines.append(render_samples(inputs[i][None], None, digits, color=use_color()))
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def read_gray(path, name: str | None = None) -> np.ndarray:
                     f"{name}: image is {img.width}x{img.height}, over {MAX_IMAGE_PIXELS:,} pixels"
                 )
             img.seek(0)
-            pixels = _gray(img)
+            pixels = gray_pixels(img)
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,
@@ -79,7 +79,8 @@ def read_gray(path, name: str | None = None) -> np.ndarray:
     return pixels
 
 
-def _gray(img: Image.Image) -> np.ndarray:
+def gray_pixels(img: Image.Image) -> np.ndarray:
+    """A PIL image of any mode -> float grayscale (H, W) in [0, 1], scaled, not clipped."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         values = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
@@ -233,6 +234,30 @@ def to_mnist(pixels: np.ndarray) -> np.ndarray:
     cy, cx = ndimage.center_of_mass(canvas)
     canvas = ndimage.shift(canvas, (round(13.5 - cy), round(13.5 - cx)), order=0)
     return np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8)
+
+
+def looks_like_grid(pixels: np.ndarray) -> bool:
+    """Whether the ink forms three or more separate marks spread over both halves of the
+    picture, across and down, as a 2x2 grid of digits does (one digit is one mark, or a few
+    close together). Pictures with nothing to read are not grids."""
+    try:
+        ink = find_ink(pixels)
+    except NoInk:
+        return False
+    # Merge the pieces of one digit (a 5's bar, a broken stroke): close gaps of a few strokes.
+    reach = max(1, round(2 * stroke_width(ink.mask)))
+    marks, count = ndimage.label(ndimage.binary_dilation(ink.mask, iterations=reach))
+    if count < 3:
+        return False
+    areas = ndimage.sum_labels(ink.mask, marks, index=np.arange(1, count + 1))
+    big = [i + 1 for i in np.flatnonzero(areas >= 0.2 * areas.max())]
+    if len(big) < 3:
+        return False
+    centres = np.array(ndimage.center_of_mass(ink.mask, marks, big))  # (marks, 2): y, x
+    h, w = ink.mask.shape
+    across = len({c[1] > w / 2 for c in centres}) == 2
+    down = len({c[0] > h / 2 for c in centres}) == 2
+    return across and down
 
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")

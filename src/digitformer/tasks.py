@@ -21,6 +21,7 @@ from torch import nn
 from digitformer.augment import random_affine, random_stroke
 from digitformer.data.grids import draw_picks, make_grids, tile_2x2
 from digitformer.data.mnist import Digits, load_split
+from digitformer.defaults import DATA_DIR
 from digitformer.errors import DigitformerError
 from digitformer.metrics import digit_metrics, sequence_metrics
 from digitformer.models import NUM_CLASSES
@@ -251,8 +252,10 @@ def build_task(settings: TrainSettings, device: torch.device, with_test: bool = 
 def task_for_checkpoint(
     meta: dict[str, Any], device: torch.device, *, split: str, data_dir: str | None = None
 ) -> Task:
-    """The task and data a checkpoint was trained on, rebuilt from its settings, with `split`
-    ready to evaluate: what `eval`, `viz` and the benchmarks read a checkpoint against."""
+    """The task a checkpoint was trained on, rebuilt from its settings, with `split` ready to
+    evaluate: what `eval`, `viz` and the benchmarks read a checkpoint against. The data come
+    from `data_dir` (default: DATA_DIR), never from a folder the checkpoint names: a
+    checkpoint is input from strangers, and must not choose where files are read or written."""
     if split not in ("val", "test"):
         raise DigitformerError(f"split must be val or test, got {split!r}")
     if not isinstance(meta.get("settings"), dict):
@@ -262,6 +265,6 @@ def task_for_checkpoint(
     except TypeError as exc:
         message = f"the checkpoint's settings do not fit this version: {exc}"
         raise DigitformerError(message) from None
-    if data_dir is not None:
-        settings.data_dir = data_dir
+    settings.data_dir = DATA_DIR if data_dir is None else data_dir
+    settings.out_dir = settings.init_encoder = ""
     return build_task(settings, device, with_test=split == "test")

