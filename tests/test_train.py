@@ -67,7 +67,7 @@ def test_existing_run_is_never_overwritten(mnist_dir, tmp_path):
 
 def test_resume_without_a_run_is_a_clear_error(mnist_dir, tmp_path):
     s = settings_for("encoder-only", mnist_dir, tmp_path, epochs=1)
-    with pytest.raises(DigitformerError, match="checkpoint not found"):
+    with pytest.raises(DigitformerError, match="no run in .*start it without --resume"):
         train(s, resume=True)
 
 

@@ -154,29 +154,44 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     return model.to(device).eval(), meta
 
 
-# ---- training state for --resume: optimizer tensors in safetensors, the rest in metadata ----
+# ---- training state for --resume ---------------------------------------------------------
+# One file holds everything a resumed run needs: the model's weights ("model/..."), the
+# optimizer's tensors ("optim/..."), and in its metadata the optimizer's scalars, the epoch,
+# step, best score and the checkpoint metadata (settings, history). Written first each epoch,
+# atomically, it is the epoch's commit point: whatever is interrupted after it (last, best),
+# the run resumes from a consistent epoch.
+
+STATE_VERSION = 2
 
 
 def save_train_state(
-    path: str | Path, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict[str, Any]
 ) -> None:
     state = optimizer.state_dict()
-    tensors, scalars = {}, {}
+    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    scalars = {}
     for index, param_state in state["state"].items():
         for key, value in param_state.items():
             if torch.is_tensor(value):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"optim/{index}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{index}.{key}"] = value
-    info = {"param_groups": state["param_groups"], "scalars": scalars, **meta}
+    info = {
+        "version": STATE_VERSION,
+        "param_groups": state["param_groups"],
+        "scalars": scalars,
+        **info,
+    }
+    text = json.dumps(info, default=_jsonable)
     with atomic_path(path) as tmp:
-        save_file(
-            tensors, str(tmp), metadata={"digitformer_state": json.dumps(info, default=_jsonable)}
-        )
+        save_file(tensors, str(tmp), metadata={"digitformer_state": text})
 
 
-def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the optimizer from `path`; return the saved metadata (epoch, step, history)."""
+def load_train_state(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore the model and the optimizer from `path`; return the rest (epoch, step, best,
+    meta). States written before version 2 hold no weights: those come from `last`."""
     path = Path(path)
     if not path.is_file():
         raise DigitformerError(f"cannot resume: no training state at {path}")
@@ -184,11 +199,26 @@ def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer) -> dict
         with safe_open(str(path), "pt") as fh:
             info = json.loads(fh.metadata()["digitformer_state"])
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        if not isinstance(info, dict):
+            raise ValueError("metadata is not a mapping")
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
         raise DigitformerError(f"{path}: training state is corrupt ({exc})") from None
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in {**tensors, **info.pop("scalars")}.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
+    if info.get("version") == STATE_VERSION:
+        weights = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+        tensors = {k[len("optim/") :]: v for k, v in tensors.items() if k.startswith("optim/")}
+    else:  # version 1: the weights are in last.safetensors beside it
+        weights, meta = read_checkpoint(path.with_name("last.safetensors"))
+        if meta.get("step") != info.get("step"):
+            raise DigitformerError(f"cannot resume {path.parent}: weights and state disagree")
+        info["meta"] = meta
+    try:
+        model.load_state_dict(weights)
+        state: dict[int, dict[str, Any]] = {}
+        for name, value in {**tensors, **info.pop("scalars")}.items():
+            index, key = name.split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+        optimizer.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
+    except (RuntimeError, ValueError, KeyError) as exc:
+        message = f"cannot resume from {path}: it does not fit this model ({exc})"
+        raise DigitformerError(message) from None
     return info

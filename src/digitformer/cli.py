@@ -45,7 +45,8 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
         "split": parent("--split", choices=("test", "val"), default="test"),
         "json": parent("--json", action="store_true", help="print JSON instead of a table"),
         "env": parent(
-            "--env-file", default=ENV_FILE, help=f"dotenv file to read (default: {ENV_FILE})"
+            "--env-file",
+            help=f"dotenv file to read (default: {ENV_FILE} if there is one; none: no file)",
         ),
     }
 
@@ -88,6 +89,11 @@ def _add_train(sub, shared) -> None:
     )
     p.add_argument("--run", help="run name (folder under out-dir)")
     p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue even though settings that change the run differ",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -195,7 +201,11 @@ def _add_export(sub, shared) -> None:
     )
     p.add_argument("checkpoint")
     p.add_argument("out", help="output file (e.g. model.onnx or model.pt)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        help="default: from OUT's suffix (.onnx; .pt, .pth or .ts for TorchScript)",
+    )
     p.set_defaults(func=cmd_export)
 
 
@@ -382,17 +392,32 @@ def cmd_train(args) -> int:
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     overrides.update(_key_values([*args.overrides, *args.set]))
-    settings = resolve_settings(args.task, args.config, overrides, env_file=args.env_file)
-    export_wandb_env(args.env_file)
+    env_file = _env_file(args.env_file)
+    settings = resolve_settings(args.task, args.config, overrides, env_file=env_file)
+    export_wandb_env(env_file)
     print(
         "settings:\n  "
         + yaml.safe_dump(settings.to_dict(), sort_keys=False).strip().replace("\n", "\n  ")
     )
-    summary = train(settings, resume=args.resume)
+    if args.force and not args.resume:
+        raise DigitformerError("--force goes with --resume")
+    summary = train(settings, resume=args.resume, force=args.force)
     print(
         f"done: best validation {100 * summary['best']:.2f}%; checkpoints in {summary['run_dir']}"
     )
     return 0
+
+
+def _env_file(given: str | None) -> str | None:
+    """The dotenv file to read: the default .env when there is one, a named file that must
+    exist, or none at all (`--env-file none`)."""
+    if given is None:
+        return ENV_FILE
+    if given.lower() == "none":
+        return None
+    if not os.path.isfile(given):
+        raise DigitformerError(f"--env-file {given}: no such file")
+    return given
 
 
 def _key_values(items: list[str]) -> dict[str, str]:
@@ -456,7 +481,7 @@ def cmd_export(args) -> int:
 
     model, meta = load_model(args.checkpoint)
     path = export_model(model, meta["model_type"], args.format, args.out)
-    print(f"exported {meta['model_type']} to {path} ({args.format})")
+    print(f"exported {meta['model_type']} to {path}")
     return 0
 
 
@@ -464,7 +489,7 @@ def cmd_viz(args) -> int:
     from digitformer.viz.run import VizOptions, from_env, visualize
 
     _computing(args)
-    checkpoint, samples = from_env(args.checkpoint, args.samples, args.env_file)
+    checkpoint, samples = from_env(args.checkpoint, args.samples, _env_file(args.env_file))
     pictures = (
         VIZ_PICTURES
         if args.only is None
@@ -567,14 +592,28 @@ def cmd_serve(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The one guard at the boundary: what user input or the machine can cause (a bad file,
+    a full disk, a missing folder) is one line and exit status 1; anything else is a bug and
+    keeps its traceback. DIGITFORMER_DEBUG=1 shows the traceback of every error."""
     # Must precede torch's first import: OpenMP spin-waiting halves small-batch CPU speed.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except DigitformerError as exc:
-        print(f"digitformer: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except (DigitformerError, OSError) as exc:
+        if os.environ.get("DIGITFORMER_DEBUG"):
+            raise
+        print(f"digitformer: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("digitformer: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, DigitformerError):
+        where = f": {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror or exc}{where}"  # e.g. "No space left on device: run/last..."
+    else:
+        text = str(exc)
+    return " ".join(text.split())

@@ -55,11 +55,23 @@ def exportable(model: nn.Module, model_type: str) -> tuple[nn.Module, torch.Tens
     return GreedyReader(model).eval(), example, ["digits", "probabilities"]
 
 
-def export_model(model: nn.Module, model_type: str, fmt: str, out: str | Path) -> Path:
+SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript"}
+
+
+def export_model(model: nn.Module, model_type: str, fmt: str | None, out: str | Path) -> Path:
+    """Write the model to `out` as ONNX or TorchScript (`fmt`; None: from the file's suffix)."""
+    out = Path(out)
+    if fmt is None:
+        if out.suffix.lower() not in SUFFIXES:
+            raise DigitformerError(
+                f"{out}: say --format onnx or torchscript (or name it .onnx, .pt)"
+            )
+        fmt = SUFFIXES[out.suffix.lower()]
     if fmt not in FORMATS:
         raise DigitformerError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if out.is_dir():
+        raise DigitformerError(f"{out} is a folder: give the file to write")
     module, example, outputs = exportable(model.cpu().eval(), model_type)
-    out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter about tracing; failures still raise
         if fmt == "torchscript":

@@ -1,4 +1,9 @@
-"""Atomic file writes: a crash never leaves a half-written file behind."""
+"""Atomic, durable file writes: a crash never leaves a half-written file behind.
+
+The data goes to a temporary file beside the target, is flushed to the disk (fsync), then
+renamed over the target in one step, and the folder is synced so the rename itself survives a
+power cut. Files get the permissions the user's umask gives new files (mkstemp's are 0600).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,23 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+TMP_SUFFIX = ".tmp"
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds."""
+    """Yield a temporary path beside `final`; publish it as `final` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _sync(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~UMASK)
         os.replace(tmp_path, final)
+        _sync(final.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -27,3 +37,34 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete what interrupted atomic writes left in `folder` (a kill -9 skips the cleanup)."""
+    stale = [p for p in Path(folder).glob(f".*{TMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def _sync(path: Path) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # a folder that cannot be opened (some platforms): the rename still happened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync folders
+    finally:
+        os.close(fd)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: once, at import
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()

@@ -61,12 +61,16 @@ def find_images(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
             if not found:
                 errors.append(f"{path}: no image files in this folder")
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif path.exists():  # a FIFO, a device, a socket: reading it could block forever
+            errors.append(f"{path}: not a regular file")
         else:
             errors.append(f"{path}: no such file or folder")
     return files, errors

@@ -6,6 +6,7 @@ settings = resolve_settings("encoder-only", profile="default", overrides={"epoch
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -83,6 +84,7 @@ ENV_ALIASES = {
     "PATCH_SIZE": "model.patch_size",
 }
 ENV_PREFIX = "DIGITFORMER_"
+ENV_NOT_SETTINGS = ("CI", "DEBUG")  # DIGITFORMER_* variables that are not training settings
 
 
 def parse_value(key: str, raw: Any) -> Any:
@@ -166,6 +168,10 @@ def env_settings(env_file: str | Path | None) -> dict[str, Any]:
                 name = "model." + name[len("model_") :]
             if name in FIELD_TYPES or name.startswith("model."):
                 updates[name] = value
+            elif name.upper() not in ENV_NOT_SETTINGS:
+                raise DigitformerError(
+                    f"{key}: no such setting (DIGITFORMER_<SETTING>, e.g. DIGITFORMER_EPOCHS)"
+                )
     return updates
 
 
@@ -185,9 +191,31 @@ def resolve_settings(
     values["profile"] = profile
     if not values["run"]:
         values["run"] = f"{task}-{Path(profile).stem}"
+    check_types(values)
     settings = TrainSettings(**values)
     validate(settings)
     return settings
+
+
+def check_types(values: dict[str, Any]) -> None:
+    """Each setting of its declared type: `epochs: 2.7` in a profile is an error, not a crash
+    three minutes into training. Ints are accepted where floats are declared."""
+    for name, kind in FIELD_TYPES.items():
+        value, kind = values.get(name), str(kind)
+        if value is None and "None" in kind:
+            continue
+        ok = {
+            "bool": isinstance(value, bool),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "str": isinstance(value, str),
+            "dict": isinstance(value, dict),
+        }
+        base = kind.split("|")[0].split("[")[0].strip()
+        if base in ok and not ok[base]:
+            raise DigitformerError(f"setting {name} must be {base}, got {value!r}")
+        if base == "float" and not math.isfinite(value):
+            raise DigitformerError(f"setting {name} must be a finite number, got {value!r}")
 
 
 def validate(s: TrainSettings) -> None:

@@ -17,21 +17,17 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from digitformer.checkpoint import (
-    load_model,
-    load_train_state,
-    read_checkpoint,
-    save_checkpoint,
-    save_train_state,
-)
+from digitformer.checkpoint import load_model, load_train_state, save_checkpoint, save_train_state
 from digitformer.display.braille import render_samples, use_color
 from digitformer.errors import DigitformerError
-from digitformer.fileio import atomic_path
+from digitformer.fileio import atomic_path, remove_stale_temporaries
 from digitformer.logger import Logger
 from digitformer.models import ViT, build_model
 from digitformer.runtime import autocast, configure_threads, pick_device
 from digitformer.settings import TrainSettings
-from digitformer.tasks import Task, build_task
+from digitformer.tasks import TASKS, Task, build_task
+
+STATE_FILE = "last.state.safetensors"
 
 
 def lr_at(step: int, total: int, s: TrainSettings) -> float:
@@ -60,15 +56,19 @@ def train(
     settings: TrainSettings,
     *,
     resume: bool = False,
+    force: bool = False,
     logger: Logger | None = None,
     task: Task | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> dict[str, Any]:
     """Train a model as `settings` says; return the final summary (paths, history, best metric).
 
-    `on_epoch(epoch, val_metrics)` may raise to stop early (used by sweeps for pruning)."""
+    `resume` continues the run in its folder; settings that change the run are refused
+    unless `force`. `on_epoch(epoch, val_metrics)` may raise to stop early (sweeps prune so)."""
     device = pick_device(settings.device)
     configure_threads(settings.threads)
+    check_model_settings(settings)  # before any data is loaded
+    run_folder(settings)
     logger = logger or Logger(
         wandb=settings.wandb,
         project=settings.wandb_project,
@@ -77,7 +77,7 @@ def train(
     )
     try:
         task = task or build_task(settings, device)
-        return _train(settings, task, logger, device, resume=resume, on_epoch=on_epoch)
+        return _train(settings, task, logger, device, resume=resume, force=force, on_epoch=on_epoch)
     finally:
         logger.finish()  # a failed run must not leave its W&B run open
 
@@ -89,9 +89,20 @@ def _train(
     device: torch.device,
     *,
     resume: bool,
+    force: bool,
     on_epoch: Callable[[int, dict], None] | None,
 ) -> dict[str, Any]:
-    run_dir = Path(settings.out_dir) / settings.run
+    run_dir = run_folder(settings)
+    for stale in remove_stale_temporaries(run_dir) if run_dir.is_dir() else []:
+        logger.print(f"removed {stale}, left by an interrupted save")
+    if resume and not (run_dir / STATE_FILE).is_file():
+        if not run_dir.is_dir() or (run_dir / "last.safetensors").exists():
+            raise DigitformerError(
+                f"cannot resume: no run in {run_dir} with a training state "
+                "(start it without --resume)"
+            )
+        logger.print(f"nothing of {run_dir} was saved yet: starting it from the beginning")
+        resume = False
     torch.manual_seed(settings.seed)
     try:
         model = build_model(task.model_type, settings.model)
@@ -106,12 +117,13 @@ def _train(
     total_steps = settings.epochs * steps_per_epoch
     start_epoch, step, history, best = 0, 0, [], -1.0
     if resume:
-        start_epoch, step, history, best = _resume(run_dir, model, optimizer, settings, device)
+        start_epoch, step, history, best = _resume(run_dir, model, optimizer, settings, force)
+        model.to(device)
         if start_epoch >= settings.epochs:
             logger.print(f"{run_dir} already finished its {settings.epochs} epochs")
         else:
             logger.print(f"resuming {run_dir} at epoch {start_epoch + 1}/{settings.epochs}")
-    elif (run_dir / "last.safetensors").exists():
+    elif (run_dir / STATE_FILE).exists() or (run_dir / "last.safetensors").exists():
         raise DigitformerError(
             f"{run_dir} already holds a run: pass --resume to continue it, or --run NAME"
         )
@@ -154,12 +166,11 @@ def _train(
             "metrics": {"val": val},
             "history": history,
         }
+        check_finite(model, record)
+        # The state file first: it is the epoch's commit point (weights, optimizer, history).
+        info = {"epoch": epoch + 1, "step": step, "best": max(best, score), "meta": meta}
+        save_train_state(run_dir / STATE_FILE, model, optimizer, info)
         last = save_checkpoint(run_dir / "last.safetensors", model, meta)
-        save_train_state(
-            run_dir / "last.state.safetensors",
-            optimizer,
-            {"epoch": epoch + 1, "step": step, "best": max(best, score)},
-        )
         if score > best:
             best = score
             for suffix in (".safetensors", ".json"):
@@ -206,6 +217,11 @@ def _train_epoch(
             count += n
             samples += len(targets)
             if i % 20 == 19 or i == steps - 1:  # syncing every step would stall the GPU
+                if not math.isfinite(loss_sum.item()):
+                    raise DigitformerError(
+                        f"training diverged in epoch {epoch + 1} (the loss is not finite at "
+                        f"step {step}): nothing of this epoch was saved; lower the learning rate"
+                    )
                 rate = samples / (time.perf_counter() - t0)
                 progress.update(
                     bar,
@@ -281,21 +297,69 @@ def _init_encoder(model: nn.Module, path: str) -> None:
         raise DigitformerError(f"init_encoder: cannot use {path}: {exc}") from None
 
 
+# Settings that do not change what is trained: free to differ when a run is resumed.
+RESUME_FREE = (
+    "device",
+    "threads",
+    "display",
+    "wandb",
+    "wandb_project",
+    "compile",
+    "eval_batch_size",
+    "data_dir",
+    "out_dir",
+    "run",
+    "profile",
+)
+
+
 def _resume(
     run_dir: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     settings: TrainSettings,
-    device: torch.device,
+    force: bool,
 ) -> tuple[int, int, list[dict], float]:
-    weights, meta = read_checkpoint(run_dir / "last.safetensors")
-    if meta["model_config"] != model.cfg.to_dict():
+    info = load_train_state(run_dir / STATE_FILE, model, optimizer)
+    meta = info["meta"]
+    saved, now = meta.get("settings", {}), settings.to_dict()
+    differ = sorted(
+        k for k in set(saved) | set(now) if k not in RESUME_FREE and saved.get(k) != now.get(k)
+    )
+    if differ and not force:
+        changes = ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
         raise DigitformerError(
-            f"cannot resume {run_dir}: its model config differs from these settings"
+            f"cannot resume {run_dir} with other settings ({changes}): "
+            "pass --force to continue it anyway, or start a new --run"
         )
-    model.load_state_dict(weights)
-    model.to(device)
-    state = load_train_state(run_dir / "last.state.safetensors", optimizer)
-    if state["step"] != meta["step"]:
-        raise DigitformerError(f"cannot resume {run_dir}: weights and optimizer state disagree")
-    return state["epoch"], state["step"], meta["history"], state["best"]
+    return info["epoch"], info["step"], meta["history"], info["best"]
+
+
+def run_folder(settings: TrainSettings) -> Path:
+    """OUT_DIR/RUN; a run name is one folder name, never a path out of OUT_DIR."""
+    name = settings.run
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise DigitformerError(f"run name {name!r} must be a plain folder name (no / or ..)")
+    return Path(settings.out_dir) / name
+
+
+def check_model_settings(settings: TrainSettings) -> None:
+    """The model the settings describe can be built (checked on the meta device: no memory)."""
+    if settings.task not in TASKS:
+        raise DigitformerError(f"unknown task {settings.task!r}; choose from {', '.join(TASKS)}")
+    try:
+        with torch.device("meta"):
+            build_model(TASKS[settings.task].model_type, settings.model)
+    except (TypeError, ValueError) as exc:
+        raise DigitformerError(f"invalid model settings: {exc}") from None
+
+
+def check_finite(model: nn.Module, record: dict) -> None:
+    """Stop, saving nothing, when training diverged: a NaN or infinite loss or weight."""
+    if not math.isfinite(record["train_loss"]) or not all(
+        bool(torch.isfinite(p).all()) for p in model.parameters()
+    ):
+        raise DigitformerError(
+            f"training diverged in epoch {record['epoch']} (loss {record['train_loss']}): "
+            "nothing of this epoch was saved; lower the learning rate or resume from the last epoch"
+        )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,10 +146,19 @@ def load_split(data_dir: str | Path, split: str) -> Digits:
     cache = Path(data_dir) / "cache" / f"mnist-{split}-{_cache_key(files)}.npz"
     if cache.exists():
         try:
-            with np.load(cache) as npz:
-                return Digits(npz["images"], npz["labels"])
-        except (OSError, ValueError, KeyError):
-            cache.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+            with np.load(cache, allow_pickle=False) as npz:
+                digits = Digits(npz["images"], npz["labels"])
+            if digits.images.shape[1:] != (28, 28) or len(digits.images) != len(digits.labels):
+                raise ValueError(f"images of shape {digits.images.shape}")
+            return digits
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # a damaged cache (a truncated write, a bad disk) is rebuilt, never trusted
+            print(
+                f"digitformer: the cache {cache} is unreadable ({exc}); rebuilding it from the "
+                "parquet files",
+                file=sys.stderr,
+            )
+            cache.unlink(missing_ok=True)
     digits = read_split(data_dir, split)
     for stale in cache.parent.glob(f"mnist-{split}-*.npz"):
         stale.unlink()

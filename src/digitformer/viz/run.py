@@ -51,6 +51,8 @@ def visualize(
 ) -> list[Path]:
     """Write the chosen pictures for `checkpoint` into `out_dir`; return their paths."""
     o = options or VizOptions()
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DigitformerError(f"--out {out_dir} is a file: give a folder for the pictures")
     unknown = set(o.pictures) - set(PICTURES)
     if unknown:
         raise DigitformerError(f"unknown pictures {sorted(unknown)}: choose from {PICTURES}")

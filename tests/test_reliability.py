@@ -1,0 +1,252 @@
+"""Runs survive crashes, and user mistakes are one line: kills during saves, a full disk,
+diverging training, changed settings on resume, damaged caches, special files."""
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from digitformer.cli import main
+from digitformer.errors import DigitformerError
+from digitformer.settings import resolve_settings
+from digitformer.train import train
+from helpers import settings_for
+
+TINY_RUN = {"train_size": 300, "epochs": 2, "model.dim": 32, "model.depth": 1}
+
+
+def quick(mnist_dir, tmp_path, run: str, **extra):
+    return settings_for("encoder-only", mnist_dir, tmp_path, run=run, **{**TINY_RUN, **extra})
+
+
+def weights_of(run_dir) -> dict:
+    return load_file(str(Path(run_dir) / "last.safetensors"))
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted tiny run: what every interrupted run must end as, bit for bit."""
+    import shutil
+
+    from helpers import SUBSET
+
+    root = tmp_path_factory.mktemp("reference")
+    shutil.copytree(SUBSET, root / "data")
+    settings = quick(root / "data", root, "straight")
+    return root / "data", weights_of(train(settings)["run_dir"])
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from helpers import settings_for
+    from digitformer.train import train
+
+    call, when = int(sys.argv[1]), sys.argv[2]
+    real, count = os.replace, 0
+
+    def replace(src, dst):  # every publication of a file goes through os.replace
+        global count
+        count += 1
+        if count == call and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(src, dst)
+        if count == call and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace
+    extra = {extra!r}
+    train(settings_for("encoder-only", {data!r}, Path({root!r}), run="killed", **extra))
+    """
+)
+
+
+# Each epoch publishes: the training state (its commit point), last.safetensors, last.json,
+# then best.safetensors and best.json. Kill the process at each step of the first epoch's
+# saves and the second's, before and after the rename.
+@pytest.mark.parametrize(
+    "call, when",
+    [(1, "before"), (1, "after"), (3, "after"), (5, "before"), (6, "before"), (7, "after")],
+)
+def test_a_kill_during_any_save_leaves_a_run_that_resumes_to_the_same_weights(
+    reference, tmp_path, call, when
+):
+    data, expected = reference
+    script = KILLER.format(
+        tests=str(Path(__file__).parent), data=str(data), root=str(tmp_path), extra=TINY_RUN
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(call), when], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == -9, result.stderr[-2000:]  # really killed, mid-save
+    run_dir = tmp_path / "runs" / "killed"
+    resumed = train(quick(data, tmp_path, "killed"), resume=True)
+    assert_same_weights(weights_of(resumed["run_dir"]), expected)
+    assert not list(run_dir.glob(".*.tmp"))  # what the kill left half-written is gone
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
+def full_disk_at(monkeypatch, nth: int) -> list:
+    """safetensors' writes fail from the nth on, as on a full disk, after half a file."""
+    import digitformer.checkpoint as checkpoint
+
+    real, calls = checkpoint.save_file, []
+
+    def save_file(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) >= nth:
+            with open(path, "wb") as fh:
+                fh.write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    return calls
+
+
+def test_a_full_disk_loses_nothing_and_the_run_resumes(reference, tmp_path, monkeypatch):
+    data, expected = reference
+    full_disk_at(monkeypatch, 3)  # the second epoch's training state
+    settings = quick(data, tmp_path, "full")
+    with pytest.raises(OSError, match="No space left"):
+        train(settings)
+    run_dir = tmp_path / "runs" / "full"
+    assert not list(run_dir.glob(".*.tmp"))
+    epoch_one = load_file(str(run_dir / "last.safetensors"))  # the first epoch, intact
+    assert epoch_one.keys() == expected.keys()
+    monkeypatch.undo()  # space freed
+    assert_same_weights(weights_of(train(settings, resume=True)["run_dir"]), expected)
+
+
+def test_a_full_disk_is_one_line_from_the_command_line(mnist_dir, tmp_path, monkeypatch, capsys):
+    full_disk_at(monkeypatch, 1)
+    args = ["train", "encoder-only", "--env-file", "none", "--data-dir", str(mnist_dir)]
+    args += ["--out-dir", str(tmp_path / "runs"), "--no-display", "--epochs", "1"]
+    args += ["--set", "train_size=200", "--set", "val_size=100", "--set", "model.depth=1"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+
+
+def test_diverging_training_stops_and_saves_nothing_of_it(mnist_dir, tmp_path, monkeypatch):
+    from digitformer.tasks import DigitTask
+
+    real, steps = DigitTask.loss, []
+
+    def loss(self, model, inputs, targets):
+        value, right, n = real(self, model, inputs, targets)
+        steps.append(1)
+        return (value * float("nan") if len(steps) > 3 else value), right, n
+
+    monkeypatch.setattr(DigitTask, "loss", loss)
+    settings = quick(mnist_dir, tmp_path, "nan", epochs=1)
+    with pytest.raises(DigitformerError, match="diverged"):
+        train(settings)
+    assert not (tmp_path / "runs" / "nan" / "last.safetensors").exists()
+    for bad in ("inf", "nan"):
+        with pytest.raises(DigitformerError, match="lr must be a finite number"):
+            resolve_settings("encoder-only", "default", {"lr": bad}, env_file=None)
+
+
+def test_resume_with_settings_that_change_the_run_needs_force(mnist_dir, tmp_path, capsys):
+    settings = quick(mnist_dir, tmp_path, "r", epochs=1)
+    train(settings)
+    changed = quick(mnist_dir, tmp_path, "r", epochs=2, lr=1e-2)
+    with pytest.raises(DigitformerError, match=r"other settings \(epochs 1 -> 2, lr"):
+        train(changed, resume=True)
+    summary = train(changed, resume=True, force=True)
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "a/b", ".hidden", ".."])
+def test_run_names_stay_inside_the_output_folder(mnist_dir, tmp_path, name):
+    with pytest.raises(DigitformerError, match="plain folder name"):
+        train(quick(mnist_dir, tmp_path, name))
+    assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "epochs=2.7"], "epochs: '2.7' is not a valid int"),
+        (["--set", "model.dim=abc"], "dim must be int"),
+        (["--config", "{yaml}"], "setting epochs must be int, got 2.7"),
+        (["--env-file", "missing.env"], "--env-file missing.env: no such file"),
+        (["--run", "../x"], "plain folder name"),
+    ],
+)
+def test_setting_mistakes_are_one_line_before_any_data_is_read(
+    tmp_path, capsys, args, message, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("epochs: 2.7\n")
+    argv = [a.replace("{yaml}", str(tmp_path / "bad.yaml")) for a in args]
+    code = main(["train", "encoder-only", "--data-dir", str(tmp_path / "no-data"), *argv])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_a_typo_in_an_environment_setting_is_reported(monkeypatch):
+    monkeypatch.setenv("DIGITFORMER_EPOCS", "3")
+    with pytest.raises(DigitformerError, match="DIGITFORMER_EPOCS: no such setting"):
+        resolve_settings("encoder-only", "default", {}, env_file=None)
+    monkeypatch.delenv("DIGITFORMER_EPOCS")
+    monkeypatch.setenv("DIGITFORMER_EPOCHS", "3")
+    assert resolve_settings("encoder-only", "default", {}, env_file=None).epochs == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong shape"])
+def test_a_damaged_data_cache_is_rebuilt(mnist_dir, capsys, damage):
+    from digitformer.data import load_split
+
+    first = load_split(mnist_dir, "test")
+    (cache,) = (mnist_dir / "cache").glob("mnist-test-*.npz")
+    if damage == "truncate":
+        cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    elif damage == "garbage":
+        cache.write_bytes(os.urandom(4096))
+    else:
+        np.savez(cache, images=np.zeros((3, 5, 5), np.uint8), labels=np.zeros(3, np.uint8))
+    capsys.readouterr()
+    again = load_split(mnist_dir, "test")
+    assert np.array_equal(again.images, first.images)
+    assert "unreadable" in capsys.readouterr().err
+    assert np.array_equal(load_split(mnist_dir, "test").labels, first.labels)  # rebuilt, valid
+
+
+def test_special_files_and_wrong_output_paths_are_one_line(tmp_path, capsys, tiny_checkpoint):
+    _, ckpt = tiny_checkpoint("encoder-only")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    assert main(["predict", str(ckpt), str(fifo)]) == 1  # never blocks on the pipe
+    assert "not a regular file" in capsys.readouterr().err
+    folder = tmp_path / "out.onnx"
+    folder.mkdir()
+    assert main(["export", str(ckpt), str(folder)]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["export", str(ckpt), str(tmp_path / "model.bin")]) == 1
+    assert "--format" in capsys.readouterr().err
+
+
+def test_files_are_written_with_the_users_umask(tmp_path):
+    from digitformer.fileio import UMASK, write_text_atomic
+
+    write_text_atomic(tmp_path / "f.txt", "x")
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK
