@@ -107,3 +107,75 @@ def test_bad_requests_get_clear_json_errors(client, request_kwargs, status, mess
 def test_unknown_model_is_404(client):
     answer = client.post("/predict?model=nope", json={"pixels": [[0]]})
     assert answer.status_code == 404 and "no model 'nope'" in answer.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def live_server(trained_runs):
+    """The app behind a real uvicorn server on a free port (a thread of this process)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(load_models([trained_runs["encoder-only"]], "cpu"), max_upload=200_000)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def send_chunked(port: int, total: int, chunk: int = 65536) -> tuple[int, bytes]:
+    """Stream `total` bytes as a chunked upload; stop when the server answers or hangs up.
+    -> (bytes sent, the start of the answer)."""
+    import select
+    import socket
+
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            while sent < total:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server has answered
+                sock.sendall(b"%x\r\n" % chunk + b"\0" * chunk + b"\r\n")
+                sent += chunk
+        except OSError:
+            pass  # it hung up on us
+        answer = sock.recv(200)
+    return sent, answer
+
+
+def test_a_chunked_upload_is_cut_off_at_the_limit(live_server):
+    sent, answer = send_chunked(live_server, 100_000_000)
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert sent < 10_000_000  # refused near the 200 KB limit, not after 100 MB were buffered
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(client):
+    huge = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(huge, format="PNG", optimize=True)  # ~25 KB on the wire
+    assert len(huge.getvalue()) < 200_000
+    answer = client.post("/predict", content=huge.getvalue(), headers={"content-type": "image/png"})
+    assert answer.status_code == 413 and "5000x5000" in answer.json()["error"]
+
+
+def test_a_blank_drawing_is_answered_with_no_digits_and_a_reason(client):
+    answer = client.post(
+        "/predict?kind=digit",
+        content=png(np.full((200, 200), 255, np.uint8)),
+        headers={"content-type": "image/png"},
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["digits"] is None and "no digit found" in body["reason"]

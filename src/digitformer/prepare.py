@@ -13,7 +13,8 @@ much thicker or thinner than MNIST's. So, in order:
    estimates the paper and its lighting; once the strokes' width is known, a closing three
    strokes wide estimates it again, closer; it is subtracted (a gradient or a shadow goes);
 3. ink: Otsu's threshold on what is left; specks far smaller than the digit are dropped;
-   no ink of real contrast means nothing to read (`NoInk`), never a guess;
+   nothing that stands out of the paper by a real contrast and five times its noise means
+   nothing to read (`NoInk`), never a guess;
 4. pen width: strokes far thinner or thicker than MNIST's (measured as 2 x area / boundary,
    scaled to the 20-pixel box; MNIST's median is 2.6 pixels) are grown or thinned towards it;
 5. MNIST's own crop, scale and centring.
@@ -33,8 +34,10 @@ MAX_IMAGE_PIXELS = 5000 * 5000  # a small compressed file can claim a huge image
 WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the digit needs less
 BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
+MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
+MAX_STROKE = 0.12  # a pen stroke is at most this share of the picture's side
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
-STROKE_RANGE = (1.6, 4.8)  # pens outside this range are brought to MNIST_STROKE
+STROKE_RANGE = (2.0, 4.5)  # MNIST's 5th to 97th percentile: pens outside are brought to 2.6
 
 
 class NoInk(DigitformerError):
@@ -50,7 +53,7 @@ class Ink:
     mask: np.ndarray
 
 
-def read_gray(path, name: str | None = None) -> np.ndarray:
+def read_gray(path, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """An image file or file object (first frame) -> float grayscale (H, W) in [0, 1].
 
     Every mode is scaled, not clipped: 16-bit and 32-bit grayscale by their range, float images
@@ -58,9 +61,9 @@ def read_gray(path, name: str | None = None) -> np.ndarray:
     name = name or str(path)
     try:
         with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
+            if img.width * img.height > max_pixels:  # checked from the header, before decoding
                 raise DigitformerError(
-                    f"{name}: image is {img.width}x{img.height}, over {MAX_IMAGE_PIXELS:,} pixels"
+                    f"{name}: image is {img.width}x{img.height}, over {max_pixels:,} pixels"
                 )
             img.seek(0)
             pixels = gray_pixels(img)
@@ -115,7 +118,9 @@ def find_ink(pixels: np.ndarray) -> Ink:
     # three strokes wide removes the strokes and keeps the paper, its lighting and shadow
     # edges more closely than the median could; dark ink is then measured against its paper
     # (a shadow dims both), light ink (chalk, a screen) by its difference.
-    size = max(3, int(3 * stroke_width(first.mask)) | 1)
+    # A "stroke" wider than an eighth of the picture is lighting (a shadow's edge), not a pen.
+    width = min(stroke_width(first.mask), MAX_STROKE * min(x.shape))
+    size = max(3, int(3 * width) | 1)
     if dark:  # light falls on paper and ink alike: divide it out, as a scanner's flat field
         paper = ndimage.grey_closing(x, size=size, mode="nearest")
         local = (paper - x) / np.maximum(paper, 0.1)
@@ -128,7 +133,9 @@ def _strokes(contrast: np.ndarray) -> Ink:
     """Ink from the local contrast of the strokes (positive where they are)."""
     ink = np.clip(contrast, 0, None)
     peak = float(np.percentile(ink, 99.7))
-    if peak < MIN_CONTRAST:
+    # The paper's own noise (grain, sensor, JPEG), robustly: strokes are a minority.
+    noise = 1.4826 * float(np.median(np.abs(contrast - np.median(contrast))))
+    if peak < max(MIN_CONTRAST, MIN_SNR * noise):
         raise NoInk("no digit found (nothing stands out of the background)")
     ink = np.clip(ink / peak, 0, 1)
     threshold = _otsu(ink)

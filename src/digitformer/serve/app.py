@@ -9,6 +9,7 @@ them. GET /health, GET /models, GET / (the page), GET /docs (the generated OpenA
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from digitformer.tasks import TASKS
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 MAX_PIXELS_SIDE = 1024
+MAX_UPLOAD_PIXELS = 4096 * 4096  # what an upload may declare (a phone photo is ~12M)
+DECODERS = 4  # images decoded at once: bounds the memory that concurrent requests can take
 PAGE = Path(__file__).with_name("index.html")
 
 
@@ -118,6 +121,7 @@ def load_models(paths: list[str], device: torch.device) -> dict[str, LoadedModel
 
 
 def create_app(models: dict[str, LoadedModel], max_upload: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    decoders = asyncio.Semaphore(DECODERS)
     app = FastAPI(
         title="digitformer",
         description="Read handwritten digits: one digit (encoder-only ViT) or the four digits "
@@ -165,8 +169,10 @@ def create_app(models: dict[str, LoadedModel], max_upload: int = MAX_UPLOAD_BYTE
         attention: bool = Query(False, description="also return the attention map per digit"),
     ) -> PredictResponse:
         chosen = _choose(models, model, kind)
-        pixels = await _read_pixels(request, max_upload)
-        return await run_in_threadpool(_predict, chosen, pixels, attention)
+        body, ctype = await _read_body(request, max_upload)
+        async with decoders:  # decoding and reading run off the event loop, a few at once
+            pixels = await run_in_threadpool(_pixels, body, ctype)
+            return await run_in_threadpool(_predict, chosen, pixels, attention)
 
     return app
 
@@ -182,31 +188,44 @@ def _choose(models: dict[str, LoadedModel], name: str | None, kind: str | None) 
     raise HTTPException(404, f"no {kind} model loaded; see /models")
 
 
-async def _read_pixels(request: Request, limit: int) -> np.ndarray:
-    """The request's image as float grayscale (H, W) in [0, 1]."""
+async def _read_body(request: Request, limit: int) -> tuple[bytes, str]:
+    """The request's image bytes, read as a stream and refused (413) the moment they pass
+    `limit`: a chunked upload cannot make the server buffer more than that."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"request body over {limit:,} bytes")
-    body = await request.body()
-    if len(body) > limit:
-        raise HTTPException(413, f"request body over {limit:,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body over {limit:,} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if not body:
         raise HTTPException(400, "empty request body: send an image or JSON pixels")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/json":
-        return _json_pixels(body)
     if ctype == "multipart/form-data":
+        request._body = body  # Starlette parses the form from the body already read
         form = await request.form(max_files=1, max_fields=5)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise HTTPException(422, "multipart upload needs an image in the field 'file'")
-        body = await upload.read()
-    elif not ctype.startswith("image/") and ctype != "application/octet-stream":
+        return await upload.read(), "image/upload"
+    readable = ("application/json", "application/octet-stream")
+    if ctype not in readable and not ctype.startswith("image/"):
         raise HTTPException(415, f"unsupported content type {ctype or 'none'!r}")
+    return body, ctype
+
+
+def _pixels(body: bytes, ctype: str) -> np.ndarray:
+    """Request bytes -> float grayscale (H, W) in [0, 1]."""
+    if ctype == "application/json":
+        return _json_pixels(body)
     try:
-        return read_gray(io.BytesIO(body), name="upload")
+        return read_gray(io.BytesIO(body), name="upload", max_pixels=MAX_UPLOAD_PIXELS)
     except DigitformerError as exc:
-        raise HTTPException(415, str(exc)) from None
+        status = 413 if "pixels" in str(exc) and "over" in str(exc) else 415
+        raise HTTPException(status, str(exc)) from None
 
 
 def _json_pixels(body: bytes) -> np.ndarray:
