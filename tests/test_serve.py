@@ -179,3 +179,16 @@ def test_a_blank_drawing_is_answered_with_no_digits_and_a_reason(client):
     assert answer.status_code == 200
     body = answer.json()
     assert body["digits"] is None and "no digit found" in body["reason"]
+
+
+def test_every_error_is_json_and_curl_uploads_work(client, test_grids):
+    answer = client.post("/predict?kind=triangle", json={"pixels": [[0]]})
+    assert answer.status_code == 422 and "kind" in answer.json()["error"]
+    grids, _ = test_grids
+    # what `curl --data-binary @grid.png URL` sends: the bytes, labelled as a form
+    answer = client.post(
+        "/predict?kind=grid",
+        content=png(grids.images[0]),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 200 and len(answer.json()["digits"]) == 4

@@ -60,10 +60,20 @@ def server(trained_runs):
     thread.join(10)
 
 
-def _wait_for_answer(page, count: int) -> str:
-    page.wait_for_selector(f"body[data-count='{count}'][data-state='done']", timeout=20_000)
+def _wait_for_answer(page, after: int) -> str:
+    """The digits shown once every request after the `after`th has been answered."""
+    page.wait_for_function(
+        f"Number(document.body.dataset.count) > {after} && document.body.dataset.state == 'done'",
+        timeout=20_000,
+    )
+    page.wait_for_timeout(500)  # a pause, then no request may be in flight
+    page.wait_for_selector("body[data-state='done']", timeout=20_000)
     assert page.inner_text("#error") == ""
     return page.inner_text("#digits").strip()
+
+
+def _count(page) -> int:
+    return int(page.evaluate("document.body.dataset.count"))
 
 
 def _draw(page, strokes):
@@ -98,14 +108,19 @@ def test_the_page_reads_uploads_and_drawings(browser, server, trained_runs, tmp_
     page.goto(server)
     page.wait_for_function("document.getElementById('models').textContent.includes('encoder')")
 
-    # 1. an MNIST grid through the upload control: the page shows predict's answer
+    # 1. an MNIST grid through the upload control: the page shows predict's answer, the ten
+    # probabilities of every digit, and the picture in the pad
     page.set_input_files("#upload", str(upload))
-    assert _wait_for_answer(page, 1) == expected.digits
+    assert _wait_for_answer(page, 0) == expected.digits
     assert page.locator("#details canvas.attn").count() == 4  # an attention overlay per digit
+    assert page.locator("#details .probs").count() == 4
+    assert page.locator("#details .probs > div").count() == 40
+    assert np.asarray(Image.open(io.BytesIO(_canvas_png(page)))).max() > 0  # shown in the pad
 
-    # 2. strokes drawn with the mouse, one figure per quadrant: the page shows what the API
-    # answers for the same drawing exported from the canvas
+    # 2. strokes drawn with the mouse, one figure per quadrant, read as they are drawn (no
+    # button): the page shows what the API answers for the same drawing exported as PNG
     page.click("#clear")
+    before = _count(page)
     _draw(
         page,
         [
@@ -115,20 +130,56 @@ def test_the_page_reads_uploads_and_drawings(browser, server, trained_runs, tmp_
             [(180, 170), (240, 170), (180, 250), (240, 250)],  # a Z-ish 2 bottom-right
         ],
     )
-    page.click("#predict")
-    shown = _wait_for_answer(page, 2)
+    shown = _wait_for_answer(page, before)
     drawing = _canvas_png(page)
     assert np.asarray(Image.open(io.BytesIO(drawing))).max() > 0  # ink was drawn
     api = httpx.post(f"{server}/predict?kind=grid", files={"file": ("d.png", drawing)}).json()
     assert len(shown) == 4 and shown == api["digits"]
 
-    # 3. single-digit mode reads one digit the same way
+    # 3. Undo takes the last stroke back: the bottom-right quadrant is empty again, and the
+    # page says so rather than guessing
+    before = _count(page)
+    page.click("#undo")
+    _wait_for_answer(page, before)
+    assert page.inner_text("#digits").strip() == ""
+    assert "no digit found in the bottom-right quadrant" in page.inner_text("#status")
+
+    # 4. single-digit mode reads one digit the same way; an empty pad is not sent at all
     page.check("input[value=digit]")
-    _draw(page, [[(140, 40), (140, 240)]])
+    before = _count(page)
     page.click("#predict")
-    shown = _wait_for_answer(page, 3)
+    assert "draw a digit first" in page.inner_text("#status") and _count(page) == before
+    _draw(page, [[(140, 40), (140, 240)]])
+    shown = _wait_for_answer(page, before)
     api = httpx.post(
         f"{server}/predict?kind=digit", files={"file": ("d.png", _canvas_png(page))}
     ).json()
     assert len(shown) == 1 and shown == api["digits"]
+    page.close()
+
+
+def test_a_photo_on_a_phone(browser, server, trained_runs, tmp_path):
+    """A phone-sized viewport: the results sit under the pad; a photo of a digit on paper,
+    unevenly lit, is read as predict reads the same file."""
+    from pathlib import Path
+
+    data = Path(trained_runs["encoder-only"]).parents[1] / "data"
+    digit = load_split(data, "test").images[4]
+    big = np.kron(digit.astype(np.float32) / 255, np.ones((8, 8), np.float32))
+    sheet = np.full((300, 260), 0.9, np.float32)
+    sheet[38:262, 18:242] -= 0.7 * big
+    sheet *= np.linspace(0.55, 1.0, 260)[None, :]  # light from one side
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((sheet * 255).astype(np.uint8)).convert("RGB").save(photo, quality=70)
+    model, _ = load_model(trained_runs["encoder-only"])
+    (expected,), _, _ = predict_files(model, "encoder-only", [photo])
+
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(server)
+    page.wait_for_function("document.getElementById('models').textContent.includes('encoder')")
+    page.check("input[value=digit]")
+    page.set_input_files("#upload", str(photo))
+    assert _wait_for_answer(page, 0) == expected.digits
+    pad, results = page.locator("#pad").bounding_box(), page.locator("#results").bounding_box()
+    assert pad["x"] + pad["width"] <= 390 and results["y"] >= pad["y"] + pad["height"]
     page.close()

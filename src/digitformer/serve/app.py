@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
@@ -132,6 +133,13 @@ def create_app(models: dict[str, LoadedModel], max_upload: int = MAX_UPLOAD_BYTE
     async def error_json(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_json(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse({"error": problems or "invalid request"}, status_code=422)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return PAGE.read_text()
@@ -211,7 +219,8 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, str]:
         if upload is None or isinstance(upload, str):
             raise HTTPException(422, "multipart upload needs an image in the field 'file'")
         return await upload.read(), "image/upload"
-    readable = ("application/json", "application/octet-stream")
+    # curl --data-binary @x.png labels the bytes as a form: they are read as the image they are
+    readable = ("application/json", "application/octet-stream", "application/x-www-form-urlencoded")
     if ctype not in readable and not ctype.startswith("image/"):
         raise HTTPException(415, f"unsupported content type {ctype or 'none'!r}")
     return body, ctype
