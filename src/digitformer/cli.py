@@ -87,12 +87,24 @@ def _add_train(sub, shared) -> None:
         help="profile name (default, original, best; encoder-only also fine; encoder-decoder "
         "also from-vit) or a YAML file (default: default)",
     )
-    p.add_argument("--run", help="run name (folder under out-dir)")
+    p.add_argument(
+        "--name",
+        "--run",
+        dest="run",
+        help="run name, the folder under out-dir (--run is the same flag; under torchrun "
+        "use --name: torchrun takes --run for its own --run-path)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
     p.add_argument(
         "--force",
         action="store_true",
         help="with --resume: continue even though settings that change the run differ",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="train with N processes on this machine (torchrun --standalone for you; one GPU "
+        "each where there are GPUs)",
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -374,9 +386,13 @@ def cmd_train(args) -> int:
     import yaml
 
     from digitformer.logger import export_wandb_env
+    from digitformer.runtime import dist_env
     from digitformer.settings import resolve_settings
     from digitformer.train import train
 
+    if args.nproc is not None:
+        return _launch(args.nproc, args.argv)
+    main_process = dist_env().main  # under torchrun, rank 0 alone prints
     flags = {
         "run": args.run,
         "epochs": args.epochs,
@@ -395,17 +411,35 @@ def cmd_train(args) -> int:
     env_file = _env_file(args.env_file)
     settings = resolve_settings(args.task, args.config, overrides, env_file=env_file)
     export_wandb_env(env_file)
-    print(
-        "settings:\n  "
-        + yaml.safe_dump(settings.to_dict(), sort_keys=False).strip().replace("\n", "\n  ")
-    )
     if args.force and not args.resume:
         raise DigitformerError("--force goes with --resume")
+    if main_process:
+        text = yaml.safe_dump(settings.to_dict(), sort_keys=False).strip()
+        print("settings:\n  " + text.replace("\n", "\n  "))
     summary = train(settings, resume=args.resume, force=args.force)
-    print(
-        f"done: best validation {100 * summary['best']:.2f}%; checkpoints in {summary['run_dir']}"
-    )
+    if main_process:
+        best, where = 100 * summary["best"], summary["run_dir"]
+        print(f"done: best validation {best:.2f}%; checkpoints in {where}")
     return 0
+
+
+def _launch(nproc: int, argv: list[str]) -> int:
+    """`train --nproc N`: the same command under torchrun, N processes on this machine."""
+    import subprocess
+
+    if nproc < 1:
+        raise DigitformerError(f"--nproc must be at least 1, got {nproc}")
+    rest, skip = [], False
+    for i, token in enumerate(argv):  # the command again, without --nproc
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            rest.append(argv[i])
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*launcher, "--nproc_per_node", str(nproc), "-m", "digitformer", *rest]
+    return subprocess.run(command).returncode
 
 
 def _env_file(given: str | None) -> str | None:
@@ -598,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     # Must precede torch's first import: OpenMP spin-waiting halves small-batch CPU speed.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (DigitformerError, OSError) as exc:

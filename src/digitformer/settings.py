@@ -84,7 +84,7 @@ ENV_ALIASES = {
     "PATCH_SIZE": "model.patch_size",
 }
 ENV_PREFIX = "DIGITFORMER_"
-ENV_NOT_SETTINGS = ("CI", "DEBUG")  # DIGITFORMER_* variables that are not training settings
+ENV_NOT_SETTINGS = ("CI", "DEBUG", "DIST_TIMEOUT")  # DIGITFORMER_* that are not settings
 
 
 def parse_value(key: str, raw: Any) -> Any:

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from digitformer.checkpoint import load_model, load_train_state, save_checkpoint, save_train_state
 from digitformer.display.braille import render_samples, use_color
@@ -23,7 +26,15 @@ from digitformer.errors import DigitformerError
 from digitformer.fileio import atomic_path, remove_stale_temporaries
 from digitformer.logger import Logger
 from digitformer.models import ViT, build_model
-from digitformer.runtime import autocast, configure_threads, pick_device
+from digitformer.runtime import (
+    Dist,
+    autocast,
+    configure_threads,
+    device_for,
+    dist_env,
+    init_distributed,
+    pick_device,
+)
 from digitformer.settings import TrainSettings
 from digitformer.tasks import TASKS, Task, build_task
 
@@ -65,21 +76,41 @@ def train(
 
     `resume` continues the run in its folder; settings that change the run are refused
     unless `force`. `on_epoch(epoch, val_metrics)` may raise to stop early (sweeps prune so)."""
-    device = pick_device(settings.device)
+    dist = dist_env()
+    device = device_for(dist, pick_device(settings.device))
     configure_threads(settings.threads)
     check_model_settings(settings)  # before any data is loaded
     run_folder(settings)
+    if settings.batch_size % dist.world:
+        raise DigitformerError(
+            f"batch_size {settings.batch_size} does not divide among {dist.world} processes"
+        )
+    if not dist.main:  # only rank 0 prints, draws and logs
+        settings = replace(settings, display=False, wandb=False)
+        logger = Logger(stream=open(os.devnull, "w"))  # noqa: SIM115 (one per process)
     logger = logger or Logger(
         wandb=settings.wandb,
         project=settings.wandb_project,
         run_name=settings.run,
         config=settings.to_dict(),
     )
+    init_distributed(device, dist)
     try:
         task = task or build_task(settings, device)
-        return _train(settings, task, logger, device, resume=resume, force=force, on_epoch=on_epoch)
+        return _train(
+            settings, task, logger, device, dist, resume=resume, force=force, on_epoch=on_epoch
+        )
+    except RuntimeError as exc:
+        if dist.active and ("Connection" in str(exc) or "timed out" in str(exc).lower()):
+            raise DigitformerError(
+                f"rank {dist.rank}: another process of the run stopped ({exc}); "
+                "restart the run with --resume"
+            ) from None
+        raise
     finally:
         logger.finish()  # a failed run must not leave its W&B run open
+        if dist.active:
+            torch.distributed.destroy_process_group()
 
 
 def _train(
@@ -87,13 +118,14 @@ def _train(
     task: Task,
     logger: Logger,
     device: torch.device,
+    dist: Dist,
     *,
     resume: bool,
     force: bool,
     on_epoch: Callable[[int, dict], None] | None,
 ) -> dict[str, Any]:
     run_dir = run_folder(settings)
-    for stale in remove_stale_temporaries(run_dir) if run_dir.is_dir() else []:
+    for stale in remove_stale_temporaries(run_dir) if run_dir.is_dir() and dist.main else []:
         logger.print(f"removed {stale}, left by an interrupted save")
     if resume and not (run_dir / STATE_FILE).is_file():
         if not run_dir.is_dir() or (run_dir / "last.safetensors").exists():
@@ -112,7 +144,12 @@ def _train(
         _init_encoder(model, settings.init_encoder)
     model.to(device)
     optimizer = make_optimizer(model, settings, fused=device.type == "cuda")
-    stepper = torch.compile(model) if settings.compile else model
+    stepper = model
+    if dist.active:  # gradients averaged over the processes; `model` stays the plain module
+        stepper = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    stepper = torch.compile(stepper) if settings.compile else stepper
     steps_per_epoch = task.steps_per_epoch()
     total_steps = settings.epochs * steps_per_epoch
     start_epoch, step, history, best = 0, 0, [], -1.0
@@ -131,14 +168,19 @@ def _train(
     logger.print(
         f"model {task.model_type}: {n_params:,} parameters on {device}; "
         f"{task.epoch_size():,} training samples/epoch, {steps_per_epoch} steps/epoch"
+        + (f"; {dist.world} processes of batch {settings.batch_size // dist.world}" * dist.active)
     )
     for epoch in range(start_epoch, settings.epochs):
         torch.manual_seed(settings.seed * 1_000 + epoch)  # dropout: reproducible per epoch
         t0 = time.perf_counter()
         train_stats, step = _train_epoch(
-            stepper, task, optimizer, settings, device, epoch, step, total_steps
+            stepper, task, optimizer, settings, device, dist, epoch, step, total_steps
         )
         seconds = time.perf_counter() - t0
+        if not dist.main:  # rank 0 validates, saves and decides; the others wait for it
+            if _stop_after_epoch(dist, stop=False):
+                break
+            continue
         val, predictions = task.evaluate(model, "val")
         score = val[task.primary_metric]
         record = {
@@ -178,9 +220,23 @@ def _train(
                     shutil.copyfile(last.with_suffix(suffix), tmp)
         if settings.display:
             _display(task, predictions, logger, epoch)
-        if on_epoch is not None:
-            on_epoch(epoch, val)
+        try:
+            if on_epoch is not None:
+                on_epoch(epoch, val)
+        except BaseException:
+            _stop_after_epoch(dist, stop=True)  # a pruned trial stops every process
+            raise
+        _stop_after_epoch(dist, stop=False)
     return {"run_dir": str(run_dir), "best": best, "history": history, "steps": step}
+
+
+def _stop_after_epoch(dist: Dist, stop: bool) -> bool:
+    """Rank 0 tells the others, after its validation and saves, whether the run goes on."""
+    if not dist.active:
+        return stop
+    flag = torch.tensor([int(stop)])
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _train_epoch(
@@ -189,6 +245,7 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     s: TrainSettings,
     device: torch.device,
+    dist: Dist,
     epoch: int,
     step: int,
     total_steps: int,
@@ -199,8 +256,15 @@ def _train_epoch(
     count = samples = 0
     steps = task.steps_per_epoch()
     t0 = time.perf_counter()
-    with _progress(f"epoch {epoch + 1}/{s.epochs}", steps) as (progress, bar):
+    with _progress(f"epoch {epoch + 1}/{s.epochs}", steps, dist.main) as (progress, bar):
         for i, (inputs, targets) in enumerate(task.train_batches(epoch)):
+            if dist.active:
+                # Every process draws the same global batch (same seed, same augmentation);
+                # each trains on its own slice, and DDP averages the gradients.
+                if len(targets) < dist.world:
+                    continue  # a last batch too small to share: skipped by every process
+                inputs = inputs.tensor_split(dist.world)[dist.rank]
+                targets = targets.tensor_split(dist.world)[dist.rank]
             lr = lr_at(step, total_steps, s)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -232,15 +296,19 @@ def _train_epoch(
                         f"  {rate:,.0f} samples/s"
                     ),
                 )
+    totals = torch.tensor([loss_sum.item(), correct.item(), count, samples], dtype=torch.float64)
+    if dist.active:  # the epoch's statistics over every process
+        torch.distributed.all_reduce(totals)
+    loss_total, correct_total, count, samples = totals.tolist()
     return {
-        "loss": loss_sum.item() / samples,
-        "accuracy": correct.item() / count,
-        "samples": samples,
+        "loss": loss_total / samples,
+        "accuracy": correct_total / count,
+        "samples": int(samples),
     }, step
 
 
 @contextlib.contextmanager
-def _progress(description: str, total: int):
+def _progress(description: str, total: int, show: bool = True):
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -249,6 +317,7 @@ def _progress(description: str, total: int):
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=False,
+        disable=not show,
     )
     with progress:
         yield progress, progress.add_task(description, total=total, stats="")
