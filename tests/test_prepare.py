@@ -126,3 +126,35 @@ def test_jpeg_of_a_photo_reads_from_bytes(digits):
     Image.fromarray(sheet).save(buffer, "JPEG", quality=20)
     buffer.seek(0)
     assert correlation(to_mnist(read_gray(buffer)), digits.images[2]) > 0.75
+
+
+def test_predict_reads_standard_input_and_writes_csv(tmp_path, digits, tiny_checkpoint):
+    import csv
+    import subprocess
+    import sys
+
+    _, ckpt = tiny_checkpoint("encoder-only")
+    image = io.BytesIO()
+    Image.fromarray(digits.images[0]).save(image, format="PNG")
+    out = tmp_path / "read.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "digitformer", "predict", str(ckpt), "-", "--csv", str(out)],
+        input=image.getvalue(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["file"] == "-" and len(row["digits"]) == 1 and row["reason"] == ""
+
+
+def test_the_ink_layout_tells_a_grid_from_one_digit(digits):
+    from digitformer.data import make_grids
+    from digitformer.prepare import looks_like_grid
+
+    grids = make_grids(digits.images, digits.labels, 10, seed=3).images
+    as_pictures = [1 - g.astype(np.float32) / 255 for g in grids]  # dark ink on white
+    assert sum(looks_like_grid(p) for p in as_pictures) >= 9
+    singles = [on_paper(d, 4) for d in digits.images[:20]]
+    assert sum(looks_like_grid(p) for p in singles) <= 1
+    assert not looks_like_grid(np.ones((100, 100), np.float32))  # nothing at all

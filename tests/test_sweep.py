@@ -252,3 +252,11 @@ def test_two_agents_in_parallel_share_one_study(backend, request, data_dir, spac
     rows, summary = sweep.best(name, storage)
     assert summary["trials"] == {"complete": 4} and len(rows) == 4
     assert time.monotonic() - started < 300
+
+
+def test_best_of_an_unknown_study_creates_no_database(tmp_path, capsys):
+    from digitformer.cli import main
+
+    db = tmp_path / "none.db"
+    assert main(["sweep", "best", "nope", "--storage", f"sqlite:///{db}"]) == 1
+    assert "does not exist" in capsys.readouterr().err and not db.exists()

@@ -180,7 +180,7 @@ def _add_predict(sub, shared) -> None:
         "by a checkpoint given first (a run folder, a .safetensors file, pretrained:NAME, "
         "hf://owner/repo). A picture with nothing to read says so. Unreadable files are "
         "reported one line each; the others are still read; the exit status is 1 if any "
-        "file failed.",
+        "file failed. A path of - reads one image from standard input.",
     )
     p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] IMAGE_OR_DIR")
     p.add_argument(
@@ -191,6 +191,7 @@ def _add_predict(sub, shared) -> None:
         "by its ink layout); default: digit",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--csv", metavar="FILE", help="also write the results to FILE as CSV")
     p.add_argument("--show", action="store_true", help="draw each input in Braille")
     p.add_argument(
         "--no-preprocess",
@@ -473,14 +474,14 @@ def cmd_eval(args) -> int:
         raise DigitformerError("give a checkpoint, or --ensemble CKPT CKPT ...")
     target = paths if len(paths) > 1 else paths[0]
     result = evaluate_checkpoint(
-        target, args.split, args.data_dir, args.device, args.beam, tta=args.tta
+        target, args.split, args.data_dir, args.device, args.beam, tta=args.tta, progress=True
     )
     print(json.dumps(result) if args.json else format_report(result))
     return 0
 
 
 def cmd_predict(args) -> int:
-    from digitformer.predict import format_table, looks_like_checkpoint, predict_paths
+    from digitformer.predict import format_table, looks_like_checkpoint, predict_paths, write_csv
 
     _computing(args)
     paths, checkpoint = args.paths, None
@@ -491,6 +492,8 @@ def cmd_predict(args) -> int:
     )
     for message in warnings:
         print(f"digitformer: warning: {message}", file=sys.stderr)
+    if args.csv:
+        write_csv(results, args.csv)
     if args.json:
         for result in results:
             print(json.dumps(result.to_dict()))

@@ -21,6 +21,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     beam_size: int = 1,
     tta: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Metrics of a checkpoint on a split, rebuilt from the checkpoint's own settings. A list
     of checkpoints (of one model type) is evaluated as an ensemble: their probabilities are
@@ -43,7 +44,7 @@ def evaluate_checkpoint(
         if not 1 <= beam_size <= 10:
             raise DigitformerError(f"--beam must be 1 to 10, got {beam_size}")
     task = task_for_checkpoint(meta, dev, split=split, data_dir=data_dir)
-    metrics, _ = task.evaluate(model, split, beam_size=beam_size)
+    metrics, _ = task.evaluate(model, split, beam_size=beam_size, progress=progress)
     return {
         "checkpoint": ", ".join(map(str, paths)),
         "models": len(paths),

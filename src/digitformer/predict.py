@@ -10,6 +10,9 @@ confidence is low says so.
 
 from __future__ import annotations
 
+import csv
+import io
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +24,14 @@ from torch import nn
 from digitformer.checkpoint import CHECKPOINT_FILES, load_model
 from digitformer.display.braille import render_samples, use_color
 from digitformer.errors import DigitformerError
+from digitformer.fileio import write_text_atomic
 from digitformer.prepare import NoInk, looks_like_grid, prepare, read_gray
 from digitformer.runtime import pick_device
 from digitformer.tensors import to_float
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LOW_CONFIDENCE = 0.6  # a digit read with less than this probability is flagged
+STDIN = "-"  # an image path of "-" is read from standard input
 
 
 @dataclass
@@ -60,7 +65,9 @@ def find_images(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
     files, errors = [], []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        if raw == STDIN:
+            files.append(path)
+        elif path.is_dir():
             found = sorted(
                 p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
             )
@@ -185,7 +192,8 @@ def predict_paths(
     pictures, names = [], []
     for path in files:
         try:
-            pictures.append(read_gray(path))
+            source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == STDIN else path
+            pictures.append(read_gray(source, str(path)))
             names.append(str(path))
         except DigitformerError as exc:
             message = str(exc)
@@ -226,6 +234,17 @@ def predict_paths(
                 result.reason += " (a single digit? use --model digit, or --model auto)"
     order = [n for n in names if n in results]
     return [results[n] for n in order], [inputs[n] for n in order], errors, warnings
+
+
+def write_csv(results: list[Prediction], path: str | Path) -> None:
+    """One row per picture: file, digits, confidence per digit, low_confidence, reason."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["file", "digits", "confidence", "low_confidence", "reason"])
+    for r in results:
+        confidence = " ".join(f"{c:.4f}" for c in r.confidence)
+        writer.writerow([r.file, r.digits or "", confidence, r.low_confidence, r.reason or ""])
+    write_text_atomic(path, buffer.getvalue())
 
 
 def format_table(results: list[Prediction], inputs: list[np.ndarray] | None = None) -> str:

@@ -251,8 +251,8 @@ def looks_like_grid(pixels: np.ndarray) -> bool:
         ink = find_ink(pixels)
     except NoInk:
         return False
-    # Merge the pieces of one digit (a 5's bar, a broken stroke): close gaps of a few strokes.
-    reach = max(1, round(2 * stroke_width(ink.mask)))
+    # Merge the pieces of one digit (a 5's bar, a broken stroke): close gaps of two strokes.
+    reach = max(1, round(stroke_width(ink.mask)))
     marks, count = ndimage.label(ndimage.binary_dilation(ink.mask, iterations=reach))
     if count < 3:
         return False

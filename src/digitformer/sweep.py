@@ -127,7 +127,6 @@ def load_space(path: Path) -> tuple[Space, dict]:
 
 
 def model_valid(task: str, model: dict) -> bool:
-
     try:
         MODEL_TYPES[TASKS[task].model_type][1].from_dict(model)
     except (ValueError, TypeError):
@@ -244,6 +243,9 @@ def create(
 
 
 def load(name: str, storage: str = DEFAULT_STORAGE, seed: int | None = None):
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).is_file():
+        # an agent or `best` reads studies: it must not create an empty database by looking
+        raise DigitformerError(f"no study named {name!r}: {storage} does not exist")
     optuna = _optuna()
     try:
         study = optuna.load_study(

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import track
 from torch import nn
 
 from digitformer.augment import random_affine, random_stroke
@@ -28,6 +30,7 @@ from digitformer.models import NUM_CLASSES
 from digitformer.settings import TrainSettings
 from digitformer.tensors import to_float
 
+STDERR = Console(stderr=True)  # progress goes to standard error: standard output stays data
 VAL_SPLIT_SEED = 20240917  # fixed: every run and every sweep trial validates on the same digits
 VAL_GRID_SEED = 1
 
@@ -103,17 +106,19 @@ class Task:
 
     @torch.inference_mode()
     def evaluate(
-        self, model: nn.Module, split: str, *, beam_size: int = 1
+        self, model: nn.Module, split: str, *, beam_size: int = 1, progress: bool = False
     ) -> tuple[dict[str, Any], np.ndarray]:
         """Metrics of `model` on a split ("val", or "test" when loaded), and its predictions.
-        beam_size > 1: an encoder-decoder reads with beam search."""
+        beam_size > 1: an encoder-decoder reads with beam search; `progress` shows a bar."""
         data = self.eval_sets[split]
         was_training = model.training
         model.eval()
         bs = self.settings.eval_batch_size
         total_loss = 0.0
         preds = []
-        for start in range(0, len(data.labels), bs):
+        starts = range(0, len(data.labels), bs)
+        bar = dict(description=f"reading {split}", transient=True, console=STDERR)
+        for start in track(starts, disable=not progress, **bar):
             images = to_float(data.images[start : start + bs].to(self.device))
             labels = data.labels[start : start + bs].to(self.device)
             loss, predicted = self.eval_batch(model, images, labels, beam_size)

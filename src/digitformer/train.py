@@ -170,6 +170,11 @@ def _train(
         f"{task.epoch_size():,} training samples/epoch, {steps_per_epoch} steps/epoch"
         + (f"; {dist.world} processes of batch {settings.batch_size // dist.world}" * dist.active)
     )
+    if settings.warmup_steps >= total_steps:
+        logger.print(
+            f"warning: warmup_steps {settings.warmup_steps} is not shorter than the whole run "
+            f"({total_steps} steps): the learning rate never reaches lr {settings.lr:g}"
+        )
     for epoch in range(start_epoch, settings.epochs):
         torch.manual_seed(settings.seed * 1_000 + epoch)  # dropout: reproducible per epoch
         t0 = time.perf_counter()
@@ -280,7 +285,8 @@ def _train_epoch(
             correct += right
             count += n
             samples += len(targets)
-            if i % 20 == 19 or i == steps - 1:  # syncing every step would stall the GPU
+            # the bar moves every step on the CPU; on a GPU every 20 (a sync would stall it)
+            if device.type == "cpu" or i % 20 == 19 or i == steps - 1:
                 if not math.isfinite(loss_sum.item()):
                     raise DigitformerError(
                         f"training diverged in epoch {epoch + 1} (the loss is not finite at "

@@ -1,0 +1,82 @@
+"""Training speed with one process and with several (torchrun, DDP), on this machine.
+
+    python benchmarks/distributed.py [--profile default] [--train-size 11000] [--json FILE]
+
+Trains one epoch of the encoder-only profile in each layout (a warm-up epoch first) and reads
+the images/s each run recorded: on the CPU, 1 process of 2 threads against 2 processes of 1
+thread (Gloo); on a machine with GPUs, 1 GPU against all of them (NCCL). On one CPU machine
+DDP is for correctness (the same recipe on more processes), not for speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+
+
+def run(args, work: Path, name: str, processes: int, threads: int, device: str) -> float:
+    train = [
+        "train", "encoder-only", "--config", args.profile, "--env-file", "none",
+        "--data-dir", args.data_dir, "--out-dir", str(work), "--name", name, "--epochs", "2",
+        "--no-display", "--device", device, "--threads", str(threads),
+        "--set", f"train_size={args.train_size}", "--set", "warmup_steps=10",
+    ]  # fmt: skip
+    launcher = [*TORCHRUN, str(processes)] if processes > 1 else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    result = subprocess.run(
+        [*launcher, "-m", "digitformer", *train], capture_output=True, text=True, env=env
+    )
+    if result.returncode != 0:
+        sys.exit(f"error: {name} failed: {result.stderr.strip()[-500:]}")
+    history = json.loads((work / name / "last.json").read_text())["history"]
+    rate = history[-1]["samples_per_second"]  # the second epoch: the first warmed up
+    print(f"{name:32s} {rate:8,.0f} images/s", flush=True)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--data-dir", default=".data")
+    parser.add_argument("--train-size", type=int, default=11000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="digitformer-ddp-"))
+    rows = {}
+    try:
+        if torch.cuda.is_available():
+            gpus = torch.cuda.device_count()
+            rows["1 GPU"] = run(args, work, "gpu-1", 1, 4, "cuda")
+            if gpus > 1:
+                rows[f"{gpus} GPUs (DDP, NCCL)"] = run(args, work, f"gpu-{gpus}", gpus, 4, "cuda")
+        cores = os.cpu_count() or 2
+        rows[f"CPU: 1 process x {cores} threads"] = run(args, work, "cpu-1", 1, cores, "cpu")
+        rows[f"CPU: {cores} processes x 1 thread (DDP, Gloo)"] = run(
+            args, work, f"cpu-{cores}", cores, 1, "cpu"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = next(iter(rows.values()))
+    for name, rate in rows.items():
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        result = {"images_per_second": rows, "profile": args.profile, "machine": machine()}
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
