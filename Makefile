@@ -26,9 +26,10 @@ $(VENV)/.installed: pyproject.toml
 data: setup
 	$(DF) data fetch
 
-# Train (or resume, if interrupted) and evaluate one default-profile model.
+# Train (or resume, if interrupted: --resume starts over when nothing was saved yet) and
+# evaluate one default-profile model.
 define train_and_eval
-	@if [ -f $(RUNS)/$(1)-default/last.safetensors ]; then \
+	@if [ -d $(RUNS)/$(1)-default ]; then \
 	  $(DF) train $(1) --config default --resume; else $(DF) train $(1) --config default; fi
 	$(DF) eval $(RUNS)/$(1)-default --split test
 endef

@@ -24,6 +24,7 @@ from common import machine  # noqa: E402
 from digitformer.checkpoint import PRETRAINED, PRETRAINED_DIR, read_checkpoint  # noqa: E402
 from digitformer.errors import DigitformerError  # noqa: E402
 from digitformer.evaluate import evaluate_checkpoint  # noqa: E402
+from digitformer.fileio import atomic_path  # noqa: E402
 
 REPORT = PRETRAINED_DIR / "report.json"
 KEPT = ("accuracy", "sequence_accuracy", "digit_accuracy", "position_accuracy", "loss", "count")
@@ -45,7 +46,8 @@ def main() -> None:
     meta = {**meta, "stored_as": "float16", "history": meta.get("history", [])[-1:]}
     target = PRETRAINED_DIR / f"{args.name}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_file(half, str(target), metadata={"digitformer": json.dumps(meta)})
+    with atomic_path(target) as tmp:
+        save_file(half, str(tmp), metadata={"digitformer": json.dumps(meta)})
     commit = args.commit or subprocess.check_output(["git", "rev-parse", "HEAD"], text=True)
     reading = {}
     for tta in (False, True) if args.tta else (False,):

@@ -1,7 +1,7 @@
 """Read MNIST test digits drawn as people's pictures: photos of paper, scans, pens, canvases.
 
-    python benchmarks/robustness.py --digit RUN_OR_CKPT [--grid RUN_OR_CKPT] [--count 1000]
-        [--json benchmarks/results/robustness.json] [--picture docs/robustness.png]
+    python benchmarks/robustness.py [--digit pretrained:digit] [--grid pretrained:grid]
+        [--count 1000] [--json benchmarks/results/robustness.json] [--picture FILE.png]
 
 Each test digit is re-drawn as a pen stroke (upscaled, its edges made crisp) on a 256x256
 picture and put through one named condition; the conditions are made here, independently of
@@ -197,7 +197,7 @@ def accuracy(model, model_type, inputs: list, labels: np.ndarray) -> float:
 
 def run(args) -> dict:
     test = load_split(args.data_dir, "test")
-    digit_model, digit_meta = load_model(args.digit)
+    digit_model, digit_meta = load_model(args.digit) if args.count else (None, None)
     grid_model = load_model(args.grid) if args.grid else None
     order = np.random.default_rng(0).permutation(len(test))
     pick = order[: args.count]
@@ -206,15 +206,17 @@ def run(args) -> dict:
     for c, (name, condition) in enumerate(CONDITIONS.items()):
         t0 = time.perf_counter()
         rng = np.random.default_rng(1000 + c)
-        pictures = [condition(d, rng) for d in images]
-        on = [prepared(p, grid=False) for p in pictures]
-        off = [naive(p, 28) for p in pictures]
-        blanks = [prepared(blank(name, rng), grid=False) for _ in range(args.blanks)]
-        row = {
-            "digit_prepared": accuracy(digit_model, digit_meta["model_type"], on, labels),
-            "digit_naive": accuracy(digit_model, digit_meta["model_type"], off, labels),
-            "blank_refused": sum(b is None for b in blanks) / len(blanks),
-        }
+        row = {}
+        if args.count:
+            pictures = [condition(d, rng) for d in images]
+            on = [prepared(p, grid=False) for p in pictures]
+            off = [naive(p, 28) for p in pictures]
+            blanks = [prepared(blank(name, rng), grid=False) for _ in range(args.blanks)]
+            row = {
+                "digit_prepared": accuracy(digit_model, digit_meta["model_type"], on, labels),
+                "digit_naive": accuracy(digit_model, digit_meta["model_type"], off, labels),
+                "blank_refused": sum(b is None for b in blanks) / len(blanks),
+            }
         if grid_model is not None:
             model, meta = grid_model
             n = args.grids
@@ -234,12 +236,13 @@ def run(args) -> dict:
             if grid_model is not None
             else ""
         )
-        print(
-            f"{name:24s} digits {100 * row['digit_prepared']:6.2f}% "
-            f"(naive {100 * row['digit_naive']:6.2f}%){grid_text}  "
-            f"blank refused {100 * row['blank_refused']:5.1f}%",
-            flush=True,
+        digit_text = (
+            f" digits {100 * row['digit_prepared']:6.2f}% (naive {100 * row['digit_naive']:6.2f}%)"
+            f"  blank refused {100 * row['blank_refused']:5.1f}%"
+            if args.count
+            else ""
         )
+        print(f"{name:24s}{digit_text}{grid_text}", flush=True)
     if args.picture:
         draw_picture(images[:8], args.picture)
     return {
@@ -280,10 +283,12 @@ def draw_picture(digits: np.ndarray, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--digit", required=True, help="encoder-only checkpoint or run")
-    parser.add_argument("--grid", help="encoder-decoder checkpoint or run")
+    parser.add_argument("--digit", default="pretrained:digit", help="encoder-only checkpoint")
+    parser.add_argument("--grid", help="encoder-decoder checkpoint (e.g. pretrained:grid)")
     parser.add_argument("--data-dir", default=".data")
-    parser.add_argument("--count", type=int, default=1000, help="test digits per condition")
+    parser.add_argument(
+        "--count", type=int, default=1000, help="test digits per condition (0: grids only)"
+    )
     parser.add_argument("--grids", type=int, default=250, help="test grids per condition")
     parser.add_argument("--blanks", type=int, default=20, help="blank pictures per condition")
     parser.add_argument("--json", type=Path)

@@ -1,9 +1,10 @@
 """Screenshot of the demo page with a prediction, for the README.
 
-    python docs/screenshot.py RUN_DIR [RUN_DIR ...] --out docs/demo.png
+    python docs/screenshot.py [CHECKPOINT ...] --out docs/demo.png
 
-Serves the checkpoints on a free local port, draws four digits on the page's canvas with the
-mouse in headless Chromium (Debian's, through Playwright), clicks Predict and saves the page.
+Serves the checkpoints (default: the bundled models) on a free local port, draws four digits on
+the page's canvas with the mouse in headless Chromium (Debian's, through Playwright), waits
+for the page to read them (it reads as the pen stops) and saves the page.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ STROKES = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("checkpoints", nargs="*", default=["pretrained:grid", "pretrained:digit"])
     parser.add_argument("--out", default="docs/demo.png")
     args = parser.parse_args()
     with socket.socket() as s:
@@ -71,7 +72,8 @@ def main() -> None:
                 page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
             page.mouse.up()
         page.click("#predict")
-        page.wait_for_selector("body[data-count='1'][data-state='done']")
+        page.wait_for_timeout(1000)
+        page.wait_for_selector("body[data-state='done']")
         print("the page reads", page.inner_text("#digits"))
         page.screenshot(path=args.out, full_page=True)
         browser.close()

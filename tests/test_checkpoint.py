@@ -111,3 +111,26 @@ def test_metadata_of_the_wrong_type_is_a_clear_error(tmp_path, meta):
         path = _with_meta(tmp_path, meta)
     with pytest.raises(DigitformerError):
         load_model(path)
+
+
+def test_hub_checkpoints_fail_fast_and_clearly_without_the_hub(monkeypatch):
+    import time
+
+    import digitformer.hub as hub
+
+    monkeypatch.setattr(hub, "reachable", lambda host="", timeout=5.0: False)
+    started = time.monotonic()
+    with pytest.raises(DigitformerError, match="Hugging Face Hub .* is not reachable"):
+        load_model("hf://someone/digits")
+    assert time.monotonic() - started < 5
+    with pytest.raises(DigitformerError, match="give hf://owner/repo"):
+        load_model("hf://just-a-name")
+
+
+def test_bundled_models_by_name(tmp_path):
+    with pytest.raises(DigitformerError, match="choose from pretrained:digit, pretrained:grid"):
+        load_model("pretrained:letters")
+    for name, kind in (("digit", "encoder-only"), ("grid", "encoder-decoder")):
+        model, meta = load_model(f"pretrained:{name}")
+        assert meta["model_type"] == kind and meta["stored_as"] == "float16"
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # computes in fp32

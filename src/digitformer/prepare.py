@@ -35,7 +35,6 @@ WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the d
 BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
-MAX_STROKE = 0.12  # a pen stroke is at most this share of the picture's side
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
 STROKE_RANGE = (2.0, 4.5)  # MNIST's 5th to 97th percentile: pens outside are brought to 2.6
 
@@ -115,12 +114,14 @@ def find_ink(pixels: np.ndarray) -> Ink:
     dark = -np.percentile(local, 0.5) > np.percentile(local, 99.5)
     first = _strokes(-local if dark else local)
     # Second pass, now that the pen's width is known: a closing (an opening for light ink)
-    # three strokes wide removes the strokes and keeps the paper, its lighting and shadow
-    # edges more closely than the median could; dark ink is then measured against its paper
-    # (a shadow dims both), light ink (chalk, a screen) by its difference.
-    # A "stroke" wider than an eighth of the picture is lighting (a shadow's edge), not a pen.
-    width = min(stroke_width(first.mask), MAX_STROKE * min(x.shape))
-    size = max(3, int(3 * width) | 1)
+    # three strokes wide, and at least half the digit wide (a thick pen fills loops into blots
+    # wider than its strokes, and those are ink too), removes the strokes and keeps the paper,
+    # its lighting and shadow edges more closely than the median could. Dark ink is then
+    # measured against its paper (a shadow dims both), light ink (chalk, a screen) by its
+    # difference.
+    rows, cols = np.nonzero(first.mask)
+    box = max(np.ptp(rows), np.ptp(cols)) + 1
+    size = max(3, int(max(3 * stroke_width(first.mask), box / 2)) | 1)
     if dark:  # light falls on paper and ink alike: divide it out, as a scanner's flat field
         paper = ndimage.grey_closing(x, size=size, mode="nearest")
         local = (paper - x) / np.maximum(paper, 0.1)
