@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import guard, machine  # noqa: E402
 from digitformer.checkpoint import PRETRAINED, PRETRAINED_DIR, read_checkpoint  # noqa: E402
 from digitformer.errors import DigitformerError  # noqa: E402
 from digitformer.evaluate import evaluate_checkpoint  # noqa: E402
@@ -72,7 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DigitformerError as err:
-        sys.exit(f"error: {err}")
+    guard(main)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import time
@@ -29,10 +28,9 @@ from scipy import ndimage
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine  # noqa: E402
+from common import guard, machine, write_json  # noqa: E402
 from digitformer.checkpoint import load_model  # noqa: E402
 from digitformer.data import load_split  # noqa: E402
-from digitformer.errors import DigitformerError  # noqa: E402
 from digitformer.predict import predict_images  # noqa: E402
 from digitformer.prepare import NoInk, prepare  # noqa: E402
 
@@ -295,13 +293,8 @@ def main() -> None:
     parser.add_argument("--picture", type=Path, help="write a picture of the conditions here")
     args = parser.parse_args()
     result = run(args)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DigitformerError as err:
-        sys.exit(f"error: {err}")
+    guard(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine  # noqa: E402
+from common import machine, write_json  # noqa: E402
 from digitformer.checkpoint import load_model, read_checkpoint  # noqa: E402
 from digitformer.ensemble import TTA_VIEWS, Ensemble  # noqa: E402
 from digitformer.runtime import pick_device  # noqa: E402
@@ -90,9 +90,7 @@ def main() -> None:
         f"{100 * test[metric]:.2f}%{extra} | {wall / 60:.1f} min | "
         f"{result['train_samples_per_second']:,.0f} samples/s | {machine()} |"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

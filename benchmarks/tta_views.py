@@ -10,7 +10,6 @@ each position, as `Ensemble(tta=True)` does. Choose on `val`; read `test` only t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,10 +17,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import guard, machine, write_json  # noqa: E402
 from digitformer.checkpoint import load_model  # noqa: E402
 from digitformer.ensemble import TTA_VIEWS, decode_together, tta_views  # noqa: E402
-from digitformer.errors import DigitformerError  # noqa: E402
 from digitformer.tasks import task_for_checkpoint  # noqa: E402
 from digitformer.tensors import to_float  # noqa: E402
 
@@ -93,13 +91,8 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,
         "machine": machine(),
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DigitformerError as err:
-        sys.exit(f"error: {err}")
+    guard(main)
