@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import guard, machine, write_json  # noqa: E402
 from digitformer.checkpoint import load_model  # noqa: E402
 from digitformer.data import load_split  # noqa: E402
+from digitformer.errors import DigitformerError  # noqa: E402
 from digitformer.predict import predict_images  # noqa: E402
 from digitformer.prepare import NoInk, prepare  # noqa: E402
 
@@ -201,7 +202,13 @@ def run(args) -> dict:
     pick = order[: args.count]
     images, labels = test.images[pick], test.labels[pick]
     rows = {}
+    only = [n.strip() for n in args.only.split(";")] if args.only else list(CONDITIONS)
+    unknown = sorted(set(only) - set(CONDITIONS))
+    if unknown:
+        raise DigitformerError(f"unknown conditions {unknown}: choose from {list(CONDITIONS)}")
     for c, (name, condition) in enumerate(CONDITIONS.items()):
+        if name not in only:
+            continue
         t0 = time.perf_counter()
         rng = np.random.default_rng(1000 + c)
         row = {}
@@ -289,6 +296,7 @@ def main() -> None:
     )
     parser.add_argument("--grids", type=int, default=250, help="test grids per condition")
     parser.add_argument("--blanks", type=int, default=20, help="blank pictures per condition")
+    parser.add_argument("--only", help="conditions separated by ';' (default: all)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--picture", type=Path, help="write a picture of the conditions here")
     args = parser.parse_args()
