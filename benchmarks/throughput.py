@@ -1,12 +1,22 @@
-"""Training throughput of the default encoder-only model: ours against a plain baseline.
+"""Training throughput of the default encoder-only model against a plain baseline; with
+--efficiency, how much of the machine training uses; with --inference, reading speed.
 
     python benchmarks/throughput.py --steps 60
+    python benchmarks/throughput.py --efficiency --inference --json benchmarks/results/speed.json
 
 ours:     attention through F.scaled_dot_product_attention; the whole training set in memory as a
           uint8 tensor, batches gathered by index and augmented as one tensor (task.train_batches).
 baseline: the same model with attention written by hand (softmax(QK^T/sqrt(d))V), fed by a
           per-sample torch Dataset + DataLoader that converts and augments one image at a time.
 Both run the same optimizer step, batch size and augmentation, in the same process.
+
+--efficiency: for each task's profile, the training FLOPs per sample (counted by
+torch.utils.flop_counter on a forward and backward pass through the explicit attention path,
+which it can see; SDPA's fused kernel it cannot), the achieved GFLOP/s at the measured
+training speed, and the machine's fp32 matrix-multiply peak measured in the same run (a loop
+of 2048x2048 torch.mm), as a percentage.
+--inference: digits/s and grids/s at batch 1 (latency) and batch 512 (throughput) for PyTorch
+eager, TorchScript and ONNX Runtime, on the same inputs; the answers must agree.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from common import machine  # noqa: E402
+from common import machine, write_json  # noqa: E402
 from digitformer.augment import random_affine  # noqa: E402
 from digitformer.models import build_model  # noqa: E402
 from digitformer.models.layers import Attention  # noqa: E402
@@ -73,12 +83,184 @@ def time_steps(model, optimizer, task, batches, steps: int, warmup: int = 5) -> 
     return steps * task.settings.batch_size / (time.perf_counter() - t0)
 
 
+def hand_attention(model) -> None:
+    """Swap every Attention for the explicit one (same weights): what FLOP counters can see."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is Attention:
+                hand = HandAttention(child.heads * child.head_dim, child.heads)
+                hand.load_state_dict(child.state_dict())
+                setattr(module, name, hand)
+
+
+def training_flops(task, model, batch) -> float:
+    """FLOPs of one training step (forward and backward) per sample."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images, labels = batch
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss, _, _ = task.loss(model, images, labels)
+        loss.backward()
+    return counter.get_total_flops() / len(labels)
+
+
+def matmul_peak(size: int = 2048, repeats: int = 20) -> float:
+    """The machine's fp32 matrix-multiply speed, GFLOP/s (best of three timings)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def efficiency(args) -> list[dict]:
+    peak = matmul_peak()
+    rows = []
+    for task_name in ("encoder-only", "encoder-decoder"):
+        settings = resolve_settings(
+            task_name, args.profile, {"data_dir": args.data_dir}, env_file=None
+        )
+        task = build_task(settings, torch.device("cpu"))
+        batches = itertools.chain.from_iterable(task.train_batches(e) for e in itertools.count())
+        torch.manual_seed(0)
+        model = build_model(task.model_type, settings.model)
+        optimizer = make_optimizer(model, settings, fused=False)
+        rate = time_steps(model, optimizer, task, batches, args.steps)
+        counted = build_model(task.model_type, settings.model)
+        hand_attention(counted)
+        flops = training_flops(task, counted, next(task.train_batches(0)))
+        rows.append(
+            {
+                "task": task_name,
+                "profile": args.profile,
+                "training_flops_per_sample": flops,
+                "samples_per_second": rate,
+                "gflops_per_second": flops * rate / 1e9,
+                "matmul_peak_gflops": peak,
+                "share_of_peak": flops * rate / 1e9 / peak,
+            }
+        )
+    print(f"fp32 matmul peak (2048x2048 torch.mm): {peak:.1f} GFLOP/s")
+    print("| model | training MFLOP/sample | samples/s | GFLOP/s | of the matmul peak |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['task']} `{r['profile']}` | {r['training_flops_per_sample'] / 1e6:,.1f} | "
+            f"{r['samples_per_second']:,.0f} | {r['gflops_per_second']:.1f} | "
+            f"{100 * r['share_of_peak']:.0f}% |"
+        )
+    return rows
+
+
+def inference(args) -> list[dict]:
+    """Eager, TorchScript and ONNX Runtime on the same inputs, at batch 1 and 512."""
+    import tempfile
+
+    import numpy as np
+
+    from digitformer.export import export_model
+
+    rows = []
+    folder = Path(tempfile.mkdtemp(prefix="digitformer-speed-"))
+    for task_name in ("encoder-only", "encoder-decoder"):
+        settings = resolve_settings(task_name, args.profile, {}, env_file=None)
+        torch.manual_seed(0)
+        model = build_model(task_name, settings.model).eval()
+        side = 28 if task_name == "encoder-only" else 56
+        readers = {"PyTorch eager": eager(model, task_name)}
+        script = export_model(model, task_name, "torchscript", folder / f"{task_name}.pt")
+        traced = torch.jit.load(str(script))
+        readers["TorchScript"] = lambda x, m=traced: first(m(x))
+        try:
+            import onnxruntime
+
+            onnx_file = export_model(model, task_name, "onnx", folder / f"{task_name}.onnx")
+            session = onnxruntime.InferenceSession(
+                str(onnx_file), providers=["CPUExecutionProvider"]
+            )
+            readers["ONNX Runtime"] = lambda x, s=session: torch.from_numpy(
+                s.run(None, {"images": x.numpy()})[0]
+            )
+        except ImportError:
+            print("onnxruntime is not installed: pip install 'digitformer[export]'")
+        for batch in (1, 512):
+            images = torch.rand(batch, 1, side, side)
+            answers = {}
+            for name, read in readers.items():
+                with torch.inference_mode():
+                    answers[name] = read(images)
+                    repeats = max(3, 2000 // batch)
+                    t0 = time.perf_counter()
+                    for _ in range(repeats):
+                        read(images)
+                    rate = repeats * batch / (time.perf_counter() - t0)
+                rows.append(
+                    {"task": task_name, "runtime": name, "batch": batch, "per_second": rate}
+                )
+            reference = answers["PyTorch eager"]
+            for name, answer in answers.items():
+                same = np.array_equal(picks(answer), picks(reference))
+                assert same, f"{name} reads other digits than PyTorch eager"
+    unit = {"encoder-only": "digits/s", "encoder-decoder": "grids/s"}
+    print("| model | runtime | batch 1 | batch 512 |")
+    print("|---|---|---|---|")
+    for task_name in unit:
+        base = {
+            r["batch"]: r["per_second"]
+            for r in rows
+            if r["task"] == task_name and r["runtime"] == "PyTorch eager"
+        }
+        for name in dict.fromkeys(r["runtime"] for r in rows if r["task"] == task_name):
+            cells = []
+            for batch in (1, 512):
+                (rate,) = [
+                    r["per_second"]
+                    for r in rows
+                    if (r["task"], r["runtime"], r["batch"]) == (task_name, name, batch)
+                ]
+                cells.append(f"{rate:,.0f} {unit[task_name]} ({rate / base[batch]:.2f}x)")
+            print(f"| {task_name} | {name} | {cells[0]} | {cells[1]} |")
+    return rows
+
+
+def eager(model, task_name):
+    if task_name == "encoder-only":
+        return lambda x: model(x).softmax(-1)
+    return lambda x: model.generate_from_memory(model.encode(x), use_cache=True)[0]
+
+
+def first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def picks(answer: torch.Tensor):
+    """What was read: digits (B, 4) as they are, probabilities (B, 10) by their argmax."""
+    answer = answer.detach()
+    return (answer.argmax(-1) if answer.is_floating_point() else answer).numpy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="default")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--data-dir", default=".data")
+    parser.add_argument("--efficiency", action="store_true", help="FLOPs and share of the peak")
+    parser.add_argument("--inference", action="store_true", help="eager, TorchScript, ONNX")
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    result = {"machine": machine()}
+    if args.efficiency:
+        result["efficiency"] = efficiency(args)
+    if args.inference:
+        result["inference"] = inference(args)
+    if args.efficiency or args.inference:
+        write_json(args.json, result)
+        return
     settings = resolve_settings(
         "encoder-only", args.profile, {"data_dir": args.data_dir}, env_file=None
     )

@@ -9,6 +9,7 @@ greedy decoding and returns digits (B, 4) int64 and probabilities (B, 4, 10).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -88,7 +89,20 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, outputs: list[str], p
     except ImportError:
         raise DigitformerError("ONNX export needs: pip install onnx onnxscript") from None
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.onnx.export(
+    # The exporter names each torchvision operator it cannot register when torchvision is not
+    # installed: noise for models that use none of them.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        program = _onnx_program(module, example, outputs, batch)
+    finally:
+        registration.setLevel(level)
+    program.save(str(path))
+
+
+def _onnx_program(module: nn.Module, example: torch.Tensor, outputs: list[str], batch):
+    return torch.onnx.export(
         module,
         (example,),
         input_names=["images"],
@@ -97,4 +111,3 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, outputs: list[str], p
         dynamo=True,
         verbose=False,
     )
-    program.save(str(path))
