@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import track
 from torch import nn
 
 from digitformer.checkpoint import CHECKPOINT_FILES, load_model
@@ -32,6 +34,7 @@ from digitformer.tensors import to_float
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LOW_CONFIDENCE = 0.6  # a digit read with less than this probability is flagged
 STDIN = "-"  # an image path of "-" is read from standard input
+ERR = Console(stderr=True)
 
 
 @dataclass
@@ -190,7 +193,8 @@ def predict_paths(
     dev = pick_device(device)
     files, errors = find_images(paths)
     pictures, names = [], []
-    for path in files:
+    many = len(files) > 50  # a folder of pictures: show progress (on standard error)
+    for path in track(files, "reading pictures", disable=not many, transient=True, console=ERR):
         try:
             source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == STDIN else path
             pictures.append(read_gray(source, str(path)))
