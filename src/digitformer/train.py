@@ -162,7 +162,7 @@ def _train(
             logger.print(f"resuming {run_dir} at epoch {start_epoch + 1}/{settings.epochs}")
     elif (run_dir / STATE_FILE).exists() or (run_dir / "last.safetensors").exists():
         raise DigitformerError(
-            f"{run_dir} already holds a run: pass --resume to continue it, or --run NAME"
+            f"{run_dir} already holds a run: pass --resume to continue it, or --name NAME"
         )
     n_params = sum(p.numel() for p in model.parameters())
     logger.print(
