@@ -39,10 +39,16 @@ def test_help_explains_each_command(args, capsys):
     assert "usage: digitformer" in capsys.readouterr().out
 
 
-def test_serve_refuses_a_missing_checkpoint_and_a_bad_port(tmp_path, monkeypatch, capsys):
+def test_serve_defaults_to_the_bundled_models_and_refuses_bad_input(tmp_path, monkeypatch, capsys):
+    import digitformer.serve.app as app
+
     monkeypatch.chdir(tmp_path)
+    assert app.default_checkpoints() == ["pretrained:digit", "pretrained:grid"]
+    # a trimmed installation without them: the default runs, else what the folder holds
+    monkeypatch.setattr(app, "PRETRAINED_DIR", tmp_path / "nothing")
+    (tmp_path / ".data" / "models" / "my-run").mkdir(parents=True)
     assert main(["serve"]) == 1
-    assert "no checkpoint given and none in .data/models" in capsys.readouterr().err
+    assert "none in .data/models (it holds my-run: name one)" in capsys.readouterr().err
     assert main(["serve", "missing"]) == 1
     assert "checkpoint not found: missing" in capsys.readouterr().err
     assert main(["serve", "x", "--port", "70000"]) == 1
