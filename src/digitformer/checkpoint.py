@@ -117,11 +117,14 @@ def read_meta(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, tuple[i
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path, meta, _ = read_meta(path)
+    return _weights(path), meta
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
     try:
-        weights = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise DigitformerError(f"{path}: not a valid checkpoint ({exc})") from None
-    return weights, meta
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -145,7 +148,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise DigitformerError(
             f"{path}: checkpoint does not match its model (tensors differ: {', '.join(differ[:3])})"
         )
-    weights, _ = read_checkpoint(path)
+    weights = _weights(path)  # the path and header are read already
     model = build_model(meta["model_type"], meta["model_config"])
     try:
         model.load_state_dict(weights)

@@ -431,13 +431,13 @@ def _launch(nproc: int, argv: list[str]) -> int:
     if nproc < 1:
         raise DigitformerError(f"--nproc must be at least 1, got {nproc}")
     rest, skip = [], False
-    for i, token in enumerate(argv):  # the command again, without --nproc
+    for token in argv:  # the command again, without --nproc N
         if skip:
             skip = False
         elif token == "--nproc":
             skip = True
         elif not token.startswith("--nproc="):
-            rest.append(argv[i])
+            rest.append(token)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command = [*launcher, "--nproc_per_node", str(nproc), "-m", "digitformer", *rest]
     return subprocess.run(command).returncode

@@ -39,6 +39,10 @@ MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
 THIN_PEN = 2.0  # MNIST's 5th percentile of stroke width: thinner pens are grown to 2.6
 
 
+class TooLarge(DigitformerError):
+    """An image that declares more pixels than allowed (checked from its header)."""
+
+
 class NoInk(DigitformerError):
     """There is nothing to read: blank paper, an empty canvas, a quadrant with no digit."""
 
@@ -61,7 +65,7 @@ def read_gray(path, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS)
     try:
         with Image.open(path) as img:
             if img.width * img.height > max_pixels:  # checked from the header, before decoding
-                raise DigitformerError(
+                raise TooLarge(
                     f"{name}: image is {img.width}x{img.height}, over {max_pixels:,} pixels"
                 )
             img.seek(0)

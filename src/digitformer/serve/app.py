@@ -28,7 +28,7 @@ from digitformer.checkpoint import PRETRAINED, PRETRAINED_DIR, load_model, resol
 from digitformer.defaults import RUNS_DIR
 from digitformer.errors import DigitformerError
 from digitformer.predict import LOW_CONFIDENCE, predict_images
-from digitformer.prepare import NoInk, prepare, read_gray
+from digitformer.prepare import NoInk, TooLarge, prepare, read_gray
 from digitformer.tasks import TASKS
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
@@ -232,9 +232,10 @@ def _pixels(body: bytes, ctype: str) -> np.ndarray:
         return _json_pixels(body)
     try:
         return read_gray(io.BytesIO(body), name="upload", max_pixels=MAX_UPLOAD_PIXELS)
+    except TooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
     except DigitformerError as exc:
-        status = 413 if "pixels" in str(exc) and "over" in str(exc) else 415
-        raise HTTPException(status, str(exc)) from None
+        raise HTTPException(415, str(exc)) from None
 
 
 def _json_pixels(body: bytes) -> np.ndarray:
