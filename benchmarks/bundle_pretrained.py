@@ -27,7 +27,18 @@ from digitformer.evaluate import evaluate_checkpoint  # noqa: E402
 from digitformer.fileio import atomic_path  # noqa: E402
 
 REPORT = PRETRAINED_DIR / "report.json"
-KEPT = ("accuracy", "sequence_accuracy", "digit_accuracy", "position_accuracy", "loss", "count")
+KEPT = (
+    "accuracy",
+    "sequence_accuracy",
+    "digit_accuracy",
+    "position_accuracy",
+    "exact_match",
+    "cer",
+    "length_accuracy",
+    "exact_by_length",
+    "loss",
+    "count",
+)
 
 
 def main() -> None:
@@ -40,8 +51,8 @@ def main() -> None:
     parser.add_argument("--no-tta", dest="tta", action="store_false")
     args = parser.parse_args()
     weights, meta = read_checkpoint(args.run)
-    if meta["model_type"] != PRETRAINED[args.name]:
-        raise DigitformerError(f"pretrained:{args.name} must be {PRETRAINED[args.name]}")
+    if meta.get("settings", {}).get("task") != PRETRAINED[args.name]:
+        raise DigitformerError(f"pretrained:{args.name} must be trained on {PRETRAINED[args.name]}")
     half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     meta = {**meta, "stored_as": "float16", "history": meta.get("history", [])[-1:]}
     target = PRETRAINED_DIR / f"{args.name}.safetensors"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SUBSET, TINY
+from helpers import SUBSET, TINY, TINY_TASKS
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves a core to the other
 
@@ -44,16 +44,16 @@ def tiny_checkpoint(tmp_path):
 
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory) -> dict[str, str]:
-    """A tiny real run of each model: 2 epochs on the real-MNIST subset, checkpoints, history
-    and all. {model type: run folder}."""
+    """A tiny real run of each task: 2 epochs on the real-MNIST subset, checkpoints, history
+    and all. {task: run folder}."""
     from digitformer.settings import resolve_settings
     from digitformer.train import train
 
     root = tmp_path_factory.mktemp("trained")
     shutil.copytree(SUBSET, root / "data")
     runs = {}
-    for task in ("encoder-only", "encoder-decoder"):
-        model = {f"model.{k}": v for k, v in TINY[task].items()}
+    for task in ("encoder-only", "encoder-decoder", "numbers"):
+        model = {f"model.{k}": v for k, v in TINY_TASKS[task].items()}
         settings = resolve_settings(
             task,
             "default",
@@ -70,6 +70,7 @@ def trained_runs(tmp_path_factory) -> dict[str, str]:
                 "test_grids": 40,
                 "warmup_steps": 2,
                 "display": False,
+                "init_encoder": "",
             },
             env_file=None,
         )

@@ -11,6 +11,22 @@ TINY = {
     "encoder-only": dict(patch_size=7, dim=32, depth=1, heads=2, ff_dim=64),
     "encoder-decoder": dict(dim=32, enc_depth=1, dec_depth=1, heads=2, ff_dim=64),
 }
+# ...and for each task (numbers: an encoder-decoder reading lines of up to two digits, 28x56)
+TINY_TASKS = {
+    **TINY,
+    "numbers": dict(
+        image_size=28,
+        image_width=56,
+        max_digits=2,
+        ending="end",
+        memory="patches",
+        dim=32,
+        enc_depth=1,
+        dec_depth=1,
+        heads=2,
+        ff_dim=64,
+    ),
+}
 
 # Small but real: enough steps on real digits to learn well above chance in seconds.
 VIT = {

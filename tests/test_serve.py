@@ -36,11 +36,12 @@ def png(array: np.ndarray) -> bytes:
 
 
 def test_health_models_and_openapi(client):
-    assert client.get("/health").json() == {"status": "ok", "models": 2}
+    assert client.get("/health").json() == {"status": "ok", "models": 3}
     models = client.get("/models").json()
-    assert [(m["name"], m["kind"], m["input_size"]) for m in models] == [
-        ("encoder-only", "digit", 28),
-        ("encoder-decoder", "grid", 56),
+    assert [(m["name"], m["kind"], m["input_shape"]) for m in models] == [
+        ("encoder-only", "digit", [28, 28]),
+        ("encoder-decoder", "grid", [56, 56]),
+        ("numbers", "number", [28, 56]),
     ]
     assert all(m["epoch"] == 2 or m["epoch"] == 1 for m in models)
     schema = client.get("/openapi.json").json()
@@ -65,6 +66,27 @@ def test_upload_predicts_what_predict_does(client, test_grids, trained_runs, tmp
         "/predict?kind=grid", content=path.read_bytes(), headers={"content-type": "image/png"}
     )
     assert raw.json()["digits"] == expected.digits
+
+
+def test_a_number_is_read_with_where_the_model_looked_for_each_digit(client, test_grids):
+    _, test = test_grids
+    line = np.zeros((60, 200), np.uint8)  # two digits side by side, bigger than the canvas
+    for i, digit in enumerate(test.images[:2]):
+        line[2:58, 20 + 90 * i : 76 + 90 * i] = np.kron(digit, np.ones((2, 2), np.uint8))
+    answer = client.post(
+        "/predict?kind=number&attention=true", files={"file": ("n.png", png(line))}
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["model"] == "numbers"
+    if body["digits"] is None:  # a barely trained model may end at once: it says so
+        assert "no number read" in body["reason"]
+        return
+    assert 1 <= len(body["digits"]) <= 2 and len(body["confidence"]) == len(body["digits"])
+    assert np.array(body["input"]).shape == (28, 56)
+    attention = np.array(body["attention"])
+    assert attention.shape == (len(body["digits"]), 4, 8)  # per digit, over the 4x8 patches
+    assert attention.max() == pytest.approx(1.0)
 
 
 def test_json_pixels_and_attention(client, test_grids):

@@ -65,6 +65,18 @@ def test_viz_writes_every_picture_as_png_of_its_size(runs, task, tmp_path):
     assert "purity" in lines[0] and "adjusted Rand index" in lines[0]
 
 
+def test_numbers_viz_draws_where_each_digit_was_read(runs, tmp_path):
+    lines = []
+    run = runs["numbers"]
+    paths = visualize(
+        run, tmp_path, VizOptions(attention_samples=3), say=lines.append, data_dir=data_of(run)
+    )
+    assert [p.name for p in paths] == ["numbers_attention_maps.png", "numbers_training_curves.png"]
+    width, height = png_size(paths[0])
+    assert width > height and width >= 600  # three numbers side by side
+    assert "not drawn" in lines[0] and "t-SNE" in lines[0]
+
+
 def test_braille_epochs_come_from_the_recorded_run(runs, tmp_path):
     from digitformer.checkpoint import read_checkpoint
 

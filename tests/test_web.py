@@ -158,6 +158,39 @@ def test_the_page_reads_uploads_and_drawings(browser, server, trained_runs, tmp_
     page.close()
 
 
+def test_number_mode_has_a_wide_pad_and_reads_a_number(browser, server):
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    page.goto(server)
+    page.wait_for_function("document.getElementById('models').textContent.includes('numbers')")
+    page.check("input[value=number]")
+    assert page.evaluate("[pad.width, pad.height]") == [700, 140]
+    box = page.locator("#pad").bounding_box()
+    assert box["width"] > 4 * box["height"]
+    scale = box["width"] / 700
+    before = _count(page)
+    _draw(
+        page,
+        [
+            [(x * scale, y * scale) for x, y in s]
+            for s in (
+                (
+                    [(150, 20), (150, 120)],
+                    [(300, 30), (360, 30), (300, 120), (370, 120)],
+                )
+            )
+        ],
+    )
+    shown = _wait_for_answer(page, before)
+    api = httpx.post(f"{server}/predict?kind=number", files={"file": ("n.png", _canvas_png(page))})
+    answer = api.json()
+    assert shown == (answer["digits"] or "")
+    if answer["digits"]:  # one panel per digit read, each the whole (wide) number
+        assert page.locator("canvas.attn.wide").count() == len(answer["digits"])
+    else:
+        assert "no number read" in page.inner_text("#status")
+    page.close()
+
+
 def test_a_photo_on_a_phone(browser, server, trained_runs, tmp_path):
     """A phone-sized viewport: the results sit under the pad; a photo of a digit on paper,
     unevenly lit, is read as predict reads the same file."""

@@ -44,7 +44,8 @@ def _jsonable(value: Any) -> Any:
 
 CHECKPOINT_FILES = ("best.safetensors", "last.safetensors")  # what a run folder holds
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"  # package data: the bundled models
-PRETRAINED = {"digit": "encoder-only", "grid": "encoder-decoder"}  # name -> model type
+# name -> the task that trained it
+PRETRAINED = {"digit": "encoder-only", "grid": "encoder-decoder", "number": "numbers"}
 
 
 def resolve_path(path: str | Path) -> Path:

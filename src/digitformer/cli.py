@@ -66,6 +66,25 @@ def _add_fetch(sub, shared) -> None:
     p.set_defaults(func=cmd_fetch)
 
 
+def _add_numbers(sub, shared) -> None:
+    p = sub.add_parser(
+        "numbers",
+        parents=[shared["data"]],
+        help="write handwritten numbers made from MNIST as PNGs and a labels file",
+        description="Draw numbers from MNIST digits, as the numbers task trains and tests on: "
+        "lines of 1 to --max-digits digits, or grids up to 3x3 with blank cells. Writes "
+        "OUT/number-NNNNN.png and OUT/labels.csv (file,digits). Test numbers (the default) use "
+        "only MNIST's test digits.",
+    )
+    p.add_argument("--layout", choices=("line", "grid"), default="line")
+    p.add_argument("--count", type=int, default=20, help="how many (default: 20)")
+    p.add_argument("--max-digits", type=int, default=8, help="lines: the most digits (default: 8)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="digits from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder to write to")
+    p.set_defaults(func=cmd_numbers)
+
+
 def _add_train(sub, shared) -> None:
     p = sub.add_parser(
         "train",
@@ -175,7 +194,8 @@ def _add_predict(sub, shared) -> None:
         "predict",
         parents=[shared[k] for k in ("device", "threads")],
         help="read digits from your own images",
-        description="Read one digit, or the four digits of a 2x2 grid, in PNG, JPEG, BMP, "
+        description="Read one digit, the four digits of a 2x2 grid, or a number of any "
+        "length, in PNG, JPEG, BMP, "
         "GIF, TIFF or WebP images, or folders of them: by the bundled models (--model), or "
         "by a checkpoint given first (a run folder, a .safetensors file, pretrained:NAME, "
         "hf://owner/repo). A picture with nothing to read says so. Unreadable files are "
@@ -185,10 +205,10 @@ def _add_predict(sub, shared) -> None:
     p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] IMAGE_OR_DIR")
     p.add_argument(
         "--model",
-        choices=("digit", "grid", "auto"),
+        choices=("digit", "grid", "number", "auto"),
         default="digit",
-        help="without a checkpoint: the bundled digit or grid reader, or auto (each picture "
-        "by its ink layout); default: digit",
+        help="without a checkpoint: the bundled digit, grid or number reader, or auto (each "
+        "picture by its ink layout); default: digit",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--csv", metavar="FILE", help="also write the results to FILE as CSV")
@@ -352,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="get and inspect MNIST", description="Get MNIST.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     _add_fetch(data_sub, shared)
+    _add_numbers(data_sub, shared)
     for add in (_add_train, _add_eval, _add_predict, _add_models, _add_export, _add_viz):
         add(sub, shared)
     _add_sweep(sub, shared)
@@ -380,6 +401,29 @@ def cmd_fetch(args) -> int:
     from digitformer.data.fetch import fetch
 
     fetch(args.data_dir, source=args.source, force=args.force)
+    return 0
+
+
+def cmd_numbers(args) -> int:
+    from digitformer.data.mnist import load_split
+    from digitformer.data.numbers import make_numbers, write_numbers
+
+    if not 1 <= args.count <= 1_000_000:
+        raise DigitformerError("--count must be 1 to 1000000")
+    digits = load_split(args.data_dir, args.split)
+    try:
+        numbers = make_numbers(
+            digits.images,
+            digits.labels,
+            args.count,
+            args.seed,
+            layout=args.layout,
+            max_digits=args.max_digits,
+        )
+    except ValueError as exc:
+        raise DigitformerError(str(exc)) from None
+    labels = write_numbers(numbers, args.out)
+    print(f"wrote {len(numbers)} {args.layout} numbers to {args.out} (labels: {labels})")
     return 0
 
 

@@ -21,19 +21,24 @@ from digitformer.tensors import map_tiles
 # little on the test grids: +3, -3 and +7 grids of 5000 on three `best` encoder-decoders
 # (docs/results.md, "Test-time views").
 TTA_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (6, 0, 0), (-6, 0, 0))
+# A number is moved as a whole, a pixel each way: turning a wide canvas would lift its ends.
+NUMBER_VIEWS = TTA_VIEWS[:5]
 
 
-def tta_views(images: torch.Tensor, digit_size: int = 28, views=TTA_VIEWS) -> list[torch.Tensor]:
+def tta_views(
+    images: torch.Tensor, digit_size: int | None = 28, views=TTA_VIEWS
+) -> list[torch.Tensor]:
     """`views` ((degrees, dx, dy) each, TTA_VIEWS by default) of each digit: images
     (N, 1, H, W) with H, W multiples of digit_size (a 2x2 grid is moved digit by digit, so no
-    digit spills into its neighbour) -> len(views) tensors of the same shape; the view
-    (0, 0, 0) is the images themselves."""
+    digit spills into its neighbour; None: the whole image at once) -> len(views) tensors of
+    the same shape; the view (0, 0, 0) is the images themselves."""
     out = []
     for degrees, dx, dy in views:
         move = lambda d, a=degrees, x=dx, y=dy: warp(d, a, 1.0, x, y)  # noqa: E731
-        out.append(
-            images if (degrees, dx, dy) == (0, 0, 0) else map_tiles(move, images, digit_size)
-        )
+        if (degrees, dx, dy) == (0, 0, 0):
+            out.append(images)
+        else:
+            out.append(move(images) if digit_size is None else map_tiles(move, images, digit_size))
     return out
 
 
@@ -58,7 +63,10 @@ class Ensemble(nn.Module):
 
     def _readers(self, images: torch.Tensor):
         """(model, input) pairs: every member on every view."""
-        views = tta_views(images) if self.tta else [images]
+        if not self.tta:
+            return [(m, images) for m in self.members]
+        numbers = getattr(self.cfg, "end_token", None) is not None
+        views = tta_views(images, None, NUMBER_VIEWS) if numbers else tta_views(images)
         return [(m, v) for v in views for m in self.members]
 
     def forward(self, images: torch.Tensor, *targets: torch.Tensor) -> torch.Tensor:
@@ -82,13 +90,13 @@ def decode_together(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding by encoder-decoders that each read their own encoder memory (one per
     model and view): at every step the mean of their softmax picks the next digit for all.
-    -> (digits (B, 4), probabilities (B, 4, 10))."""
+    -> (tokens (B, S), probabilities (B, S, V))."""
     caches = [m.new_cache() if use_cache else None for m in models]
 
     def next_probs(tokens: torch.Tensor) -> torch.Tensor:
         return torch.stack(
             [m.next_probs(tokens, mem, c) for m, mem, c in zip(models, memories, caches)]
-        ).mean(0)  # (B, 10)
+        ).mean(0)  # (B, V)
 
     start = models[0].start_tokens(memories[0].shape[0], memories[0].device)
     return greedy_decode(next_probs, start, models[0].cfg.num_digits)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitformer.checkpoint import load_model
-from digitformer.ensemble import TTA_VIEWS, Ensemble
+from digitformer.ensemble import NUMBER_VIEWS, TTA_VIEWS, Ensemble
 from digitformer.errors import DigitformerError
 from digitformer.runtime import pick_device
 from digitformer.tasks import task_for_checkpoint
@@ -45,6 +45,7 @@ def evaluate_checkpoint(
             raise DigitformerError(f"--beam must be 1 to 10, got {beam_size}")
     task = task_for_checkpoint(meta, dev, split=split, data_dir=data_dir)
     metrics, _ = task.evaluate(model, split, beam_size=beam_size, progress=progress)
+    views = len(NUMBER_VIEWS if task.settings.task == "numbers" else TTA_VIEWS)
     return {
         "checkpoint": ", ".join(map(str, paths)),
         "models": len(paths),
@@ -53,7 +54,7 @@ def evaluate_checkpoint(
         "epoch": meta.get("epoch"),
         "beam_size": beam_size,
         "tta": tta,
-        "views": len(TTA_VIEWS) if tta else 1,
+        "views": views if tta else 1,
         **metrics,
     }
 
@@ -70,6 +71,19 @@ def format_report(result: dict) -> str:
     if result.get("tta"):
         what += f", {result.get('views', 'several')} test-time views averaged"
     lines = [f"{result['model_type']} {what}, {result['split']} split, {result['count']} samples"]
+    if "exact_match" in result:  # numbers: no per-position or per-class figures
+        for name, key in (
+            ("exact match (the whole number right)", "exact_match"),
+            ("character error rate", "cer"),
+            ("length right", "length_accuracy"),
+        ):
+            lines.append(f"{name:<37} {pct(result[key])}")
+        lines.append(
+            "exact match by length: "
+            + "  ".join(f"{n}: {pct(a).strip()}" for n, a in result["exact_by_length"].items())
+        )
+        lines.append(f"loss {result['loss']:.4f}")
+        return "\n".join(lines)
     if result["model_type"] == "encoder-decoder":
         lines.append(
             f"sequence accuracy (all four digits right) {pct(result['sequence_accuracy'])}"

@@ -2,9 +2,12 @@
 
     digitformer export .data/models/encoder-decoder-default --format onnx model.onnx
 
-Both models take float images (B, 1, S, S) in [0, 1] with a dynamic batch B. The encoder-only
-graph returns probabilities (B, 10); the encoder-decoder graph runs the whole fixed 4-step
-greedy decoding and returns digits (B, 4) int64 and probabilities (B, 4, 10).
+Every model takes float images (B, 1, H, W) in [0, 1] with a dynamic batch B. The encoder-only
+graph returns probabilities (B, 10); the encoder-decoder graph runs the whole greedy decoding
+and returns tokens (B, S) int64 and probabilities (B, S, V): for a 2x2 grid S = 4 digits; for
+numbers S = max_digits + 1 steps, the loop in the graph with a fixed number of steps, every
+step after a number's end token (10) forced to write it again (so read each row up to its
+first 10).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 
 from digitformer.errors import DigitformerError
 from digitformer.fileio import atomic_path
+from digitformer.models import input_shape
 
 FORMATS = ("onnx", "torchscript")
 
@@ -34,10 +38,11 @@ class DigitProbabilities(nn.Module):
 
 
 class GreedyReader(nn.Module):
-    """The encoder-decoder's greedy decoding as one graph: the 4-step loop unrolls at export.
+    """The encoder-decoder's greedy decoding as one graph: the loop of S steps unrolls at
+    export, ended numbers masked to the end token.
 
-    It recomputes the 4-token prefix each step instead of carrying a cache: at this length the
-    difference is negligible and the graph stays free of state."""
+    It recomputes the prefix each step instead of carrying a cache: at these lengths (4 or 9)
+    the difference is small and the graph stays free of state."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -49,8 +54,7 @@ class GreedyReader(nn.Module):
 
 def exportable(model: nn.Module, model_type: str) -> tuple[nn.Module, torch.Tensor, list[str]]:
     """The module to export, an example input, and its output names."""
-    side = 28 if model_type == "encoder-only" else 56
-    example = torch.rand(2, 1, side, side)
+    example = torch.rand(2, 1, *input_shape(model))
     if model_type == "encoder-only":
         return DigitProbabilities(model).eval(), example, ["probabilities"]
     return GreedyReader(model).eval(), example, ["digits", "probabilities"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 
 def digit_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
@@ -27,4 +28,31 @@ def sequence_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
         "position_accuracy": [float(a) for a in right.mean(0)],
         "per_class_accuracy": digits["per_class_accuracy"],
         "confusion": digits["confusion"],
+    }
+
+
+def number_strings(tokens: np.ndarray, end: int = 10) -> list[str]:
+    """(N, S) decoded tokens (digits, then the end token, or -100 pads) -> the numbers read."""
+    out = []
+    for row in np.asarray(tokens):
+        stop = np.flatnonzero((row == end) | (row < 0))
+        out.append("".join(map(str, row[: stop[0] if len(stop) else len(row)])))
+    return out
+
+
+def number_metrics(preds: np.ndarray, labels: np.ndarray) -> dict:
+    """For numbers of any length ((N, S) tokens, ended by the end token): exact match (the
+    whole number, its length included), character error rate (edit distance over the true
+    length, Levenshtein), length accuracy, and exact match for each true length."""
+    read, true = number_strings(preds), number_strings(labels)
+    exact = np.array([r == t for r, t in zip(read, true)])
+    lengths = np.array([len(t) for t in true])
+    edits = sum(Levenshtein.distance(r, t) for r, t in zip(read, true))
+    return {
+        "exact_match": float(exact.mean()),
+        "cer": edits / max(1, int(lengths.sum())),
+        "length_accuracy": float(np.mean([len(r) == len(t) for r, t in zip(read, true)])),
+        "exact_by_length": {
+            str(n): float(exact[lengths == n].mean()) for n in sorted(set(lengths.tolist()))
+        },
     }

@@ -24,16 +24,20 @@ from rich.progress import track
 from torch import nn
 
 from digitformer.checkpoint import CHECKPOINT_FILES, load_model
-from digitformer.display.braille import render_samples, use_color
+from digitformer.display.braille import render_numbers, render_samples, use_color
 from digitformer.errors import DigitformerError
 from digitformer.fileio import write_text_atomic
-from digitformer.prepare import NoInk, looks_like_grid, prepare, read_gray
+from digitformer.metrics import number_strings
+from digitformer.models import input_shape, reader_kind
+from digitformer.prepare import NoInk, layout_of, prepare, prepare_number, read_gray
 from digitformer.runtime import pick_device
 from digitformer.tensors import to_float
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LOW_CONFIDENCE = 0.6  # a digit read with less than this probability is flagged
 STDIN = "-"  # an image path of "-" is read from standard input
+READERS = ("digit", "grid", "number", "auto")  # --model: a bundled reader, or chosen per picture
+LAYOUT_NAMES = {"grid": "a 2x2 grid of digits", "number": "a number of several digits"}
 ERR = Console(stderr=True)
 
 
@@ -94,7 +98,8 @@ def predict_images(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, S, S) inputs -> digits (N, positions) and probabilities (N, positions, 10)."""
+    """uint8 (N, H, W) inputs -> tokens (N, positions) and probabilities (N, positions, V):
+    one position for a digit, four for a grid, a number's digits then its end token (10)."""
     digits, probs = [], []
     for batch in torch.from_numpy(images).split(batch_size):
         inputs = to_float(batch.to(device))
@@ -120,26 +125,34 @@ def predict_pictures(
     """Grayscale pictures (H, W) in [0, 1] -> a Prediction for each that could be prepared (in
     their order; digits None and the reason where there is nothing to read), their prepared
     inputs (zeros for those), and one message per picture that could not be prepared."""
-    side = 56 if model_type == "encoder-decoder" else 28
+    kind, (height, width) = reader_kind(model), input_shape(model)
     results, inputs, errors = [], [], []
     for name, pixels in zip(names, pictures):
         try:
-            inputs.append(prepare(pixels, side == 56, preprocess))
+            if kind == "number":
+                inputs.append(prepare_number(pixels, height, width, preprocess))
+            else:
+                inputs.append(prepare(pixels, kind == "grid", preprocess))
             results.append(Prediction(name, None, [], []))
         except NoInk as exc:
-            inputs.append(np.zeros((side, side), np.uint8))
+            inputs.append(np.zeros((height, width), np.uint8))
             results.append(Prediction(name, None, [], [], str(exc)))
         except DigitformerError as exc:
             message = str(exc)
             errors.append(message if message.startswith(name) else f"{name}: {message}")
-    batch = np.stack(inputs) if inputs else np.zeros((0, side, side), np.uint8)
+    batch = np.stack(inputs) if inputs else np.zeros((0, height, width), np.uint8)
     readable = [i for i, r in enumerate(results) if r.reason is None]
     if readable:
-        digits, probs = predict_images(model, model_type, batch[readable], batch_size, device)
+        tokens, probs = predict_images(model, model_type, batch[readable], batch_size, device)
+        read = number_strings(tokens) if kind == "number" else None
         for row, i in enumerate(readable):
-            results[i].digits = "".join(map(str, digits[row]))
-            results[i].confidence = [float(c) for c in probs[row].max(-1)]
-            results[i].probabilities = [[float(x) for x in r] for r in probs[row]]
+            digits = read[row] if read is not None else "".join(map(str, tokens[row]))
+            steps = probs[row][: len(digits), :10]  # each digit's step (not the end token's)
+            results[i].confidence = [float(c) for c in steps.max(-1)]
+            results[i].probabilities = [[float(x) for x in r] for r in steps]
+            results[i].digits = digits or None
+            if not digits:
+                results[i].reason = "no number read (the model ended before any digit)"
     return results, batch, errors
 
 
@@ -183,13 +196,14 @@ def predict_paths(
     device: str = "auto",
 ) -> tuple[list[Prediction], list[np.ndarray], list[str], list[str]]:
     """`digitformer predict`: image files and folders read by a checkpoint, or by the bundled
-    model `model` ("digit", "grid", or "auto": each picture by the one its ink layout calls
-    for). -> predictions in file order, their prepared inputs, one message per failure, and
-    warnings (a grid given to the digit reader, a lone digit to the grid reader)."""
+    model `model` ("digit", "grid", "number", or "auto": each picture by the one its ink
+    layout calls for). -> predictions in file order, their prepared inputs, one message per
+    failure, and warnings (a grid or a number given to the digit reader, a lone digit to the
+    grid reader)."""
     if batch_size < 1:
         raise DigitformerError("--batch-size must be at least 1")
-    if model not in ("digit", "grid", "auto"):
-        raise DigitformerError(f"--model must be digit, grid or auto, got {model!r}")
+    if model not in READERS:
+        raise DigitformerError(f"--model must be one of {', '.join(READERS)}, got {model!r}")
     dev = pick_device(device)
     files, errors = find_images(paths)
     pictures, names = [], []
@@ -204,19 +218,18 @@ def predict_paths(
             errors.append(message if message.startswith(str(path)) else f"{path}: {message}")
     if checkpoint is not None:
         loaded = load_model(checkpoint, dev)
-        kinds = ["grid" if loaded[1]["model_type"] == "encoder-decoder" else "digit"] * len(names)
+        kinds = [reader_kind(loaded[0])] * len(names)
         readers = {kinds[0]: loaded} if kinds else {}
     else:
-        layout = [looks_like_grid(p) if model == "auto" else model == "grid" for p in pictures]
-        kinds = ["grid" if is_grid else "digit" for is_grid in layout]
+        kinds = [layout_of(p) if model == "auto" else model for p in pictures]
         readers = {k: load_model(f"pretrained:{k}", dev) for k in set(kinds)}
     warnings = []
     if model != "auto" or checkpoint is not None:
         for name, pixels, kind in zip(names, pictures, kinds):
-            if kind == "digit" and looks_like_grid(pixels):
+            if kind == "digit" and layout_of(pixels) != "digit":
                 warnings.append(
-                    f"{name}: looks like a 2x2 grid of digits, read as one digit "
-                    "(use --model grid, or --model auto)"
+                    f"{name}: looks like {LAYOUT_NAMES[layout_of(pixels)]}, read as one digit "
+                    "(use --model grid or number, or --model auto)"
                 )
     results: dict[str, Prediction] = {}
     inputs: dict[str, np.ndarray] = {}
@@ -265,6 +278,10 @@ def format_table(results: list[Prediction], inputs: list[np.ndarray] | None = No
         flag = "  (low confidence)" if result.low_confidence else ""
         lines.append(f"{result.file:<{width}}  {result.digits:<6}  {confidence}{flag}")
         if inputs is not None:
-            digits = np.array([int(d) for d in result.digits])
-            lines.append(render_samples(inputs[i][None], None, digits, color=use_color()))
+            image = inputs[i]
+            if image.shape in ((28, 28), (56, 56)):
+                digits = np.array([int(d) for d in result.digits])
+                lines.append(render_samples(image[None], None, digits, color=use_color()))
+            else:  # a number's canvas
+                lines.append(render_numbers(image[None], None, [result.digits], color=use_color()))
     return "\n".join(lines)

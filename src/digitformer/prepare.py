@@ -47,6 +47,14 @@ class NoInk(DigitformerError):
     """There is nothing to read: blank paper, an empty canvas, a quadrant with no digit."""
 
 
+class TooWide(DigitformerError):
+    """A number too long (or a layout too large) for the canvas of the model that reads it."""
+
+
+NUMBER_DIGIT_HEIGHT = 18.0  # a written number's digits are scaled to this height (14-22 trained)
+NUMBER_MIN_HEIGHT = 12.0  # ...and shrunk no smaller than this to fit the canvas
+
+
 @dataclass(frozen=True)
 class Ink:
     """Where the strokes are: `image` float (H, W) in [0, 1], light ink on black, zero off
@@ -267,6 +275,36 @@ def looks_like_grid(pixels: np.ndarray) -> bool:
     return across and down
 
 
+def looks_like_number(pixels: np.ndarray) -> bool:
+    """Whether the ink is a row of digits: two or more large marks side by side, their row
+    at least 1.2 times as wide as a digit is tall (a lone digit is taller than it is wide).
+    Pictures with nothing to read are not numbers."""
+    try:
+        ink = find_ink(pixels)
+    except NoInk:
+        return False
+    rows, cols = np.nonzero(ink.mask)
+    return bool(np.ptp(cols) + 1 >= 1.2 * digit_height(ink.mask) and _marks(ink.mask) >= 2)
+
+
+def _marks(mask: np.ndarray) -> int:
+    """Large marks: connected ink (pieces two strokes apart joined) of at least a fifth of the
+    largest's area."""
+    reach = max(1, round(stroke_width(mask)))
+    marks, count = ndimage.label(ndimage.binary_dilation(mask, iterations=reach))
+    if count == 0:
+        return 0
+    areas = ndimage.sum_labels(mask, marks, index=np.arange(1, count + 1))
+    return int((areas >= 0.2 * areas.max()).sum())
+
+
+def layout_of(pixels: np.ndarray) -> str:
+    """Which bundled reader a picture calls for: "grid", "number" or "digit"."""
+    if looks_like_grid(pixels):
+        return "grid"
+    return "number" if looks_like_number(pixels) else "digit"
+
+
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
@@ -301,3 +339,62 @@ def prepare(pixels: np.ndarray, grid: bool, preprocess: bool = True) -> np.ndarr
         except NoInk:
             raise NoInk(f"no digit found in the {name} quadrant") from None
     return np.stack(digits).reshape(2, 2, 28, 28).swapaxes(1, 2).reshape(56, 56)
+
+
+def digit_height(mask: np.ndarray) -> float:
+    """The height of the digits in a picture of several: the median height of its marks (a
+    mark's pieces, a 5's bar or a broken stroke, joined first), large marks only."""
+    reach = max(1, round(stroke_width(mask)))
+    marks, count = ndimage.label(ndimage.binary_dilation(mask, iterations=reach))
+    areas = ndimage.sum_labels(mask, marks, index=np.arange(1, count + 1))
+    heights = [
+        s[0].stop - s[0].start - 2 * reach
+        for i, s in enumerate(ndimage.find_objects(marks))
+        if areas[i] >= 0.2 * areas.max()
+    ]
+    return float(max(1, np.median(heights)))
+
+
+def prepare_number(
+    pixels: np.ndarray, height: int, width: int, preprocess: bool = True
+) -> np.ndarray:
+    """A picture of a number (a line of digits, or a grid) -> the (height, width) uint8 canvas
+    a numbers model reads: ink light on black, its digits scaled to NUMBER_DIGIT_HEIGHT (as
+    the training numbers are) and centred; shrunk, down to NUMBER_MIN_HEIGHT, when the number
+    is too wide for the canvas. Raises NoInk with nothing to read, TooWide when it cannot fit."""
+    if pixels.shape == (height, width) and (not preprocess or is_mnist_like(pixels)):
+        if not pixels.any():
+            raise NoInk("no digit found (the image is black)")
+        return np.round(pixels * 255).astype(np.uint8)
+    if not preprocess:
+        raise DigitformerError(
+            f"image is {pixels.shape[1]}x{pixels.shape[0]}, expected {width}x{height} "
+            "(drop --no-preprocess to resize it)"
+        )
+    ink = find_ink(pixels)
+    rows, cols = np.nonzero(ink.image > 0)
+    top, left = rows.min(), cols.min()
+    crop = ink.image[top : rows.max() + 1, left : cols.max() + 1]
+    mask = ink.mask[top : rows.max() + 1, left : cols.max() + 1]
+    digit_h = digit_height(mask)
+    strokes = _normalize_pen(Ink(crop, mask), round(digit_h))
+    h, w = crop.shape
+    scale = NUMBER_DIGIT_HEIGHT / digit_h
+    fit = min(1.0, (width - 2) / (w * scale), (height - 2) / (h * scale))
+    if NUMBER_DIGIT_HEIGHT * fit < NUMBER_MIN_HEIGHT:
+        shape = "wide" if w * height > h * width else "tall"
+        raise TooWide(
+            f"the number is too {shape} for this model's {width}x{height} canvas: its digits "
+            f"would be under {NUMBER_MIN_HEIGHT:.0f} pixels tall (fewer digits, or a grid model?)"
+        )
+    scale *= fit
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.BOX if scale < 1 else Image.BILINEAR
+    number = np.asarray(
+        Image.fromarray(strokes.astype(np.float32)).resize(size, resample), dtype=np.float32
+    )
+    number = number / max(1e-6, float(number.max()))
+    canvas = np.zeros((height, width), np.float32)
+    y, x = (height - size[1]) // 2, (width - size[0]) // 2
+    canvas[y : y + size[1], x : x + size[0]] = number
+    return np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8)

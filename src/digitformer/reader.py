@@ -27,6 +27,7 @@ from digitformer.checkpoint import (
 )
 from digitformer.defaults import RUNS_DIR
 from digitformer.errors import DigitformerError
+from digitformer.models import reader_kind
 from digitformer.predict import Prediction, predict_pictures
 from digitformer.prepare import gray_pixels, read_gray
 from digitformer.runtime import pick_device
@@ -41,7 +42,7 @@ class Reader:
     def __init__(self, model: torch.nn.Module, meta: dict, device: torch.device, source: str):
         self.model, self.meta, self.device, self.source = model, meta, device, source
         self.model_type = meta["model_type"]
-        self.kind = KINDS[self.model_type]
+        self.kind = reader_kind(model)
 
     def __repr__(self) -> str:
         return f"Reader({self.kind}, {self.source})"
@@ -69,7 +70,7 @@ class Reader:
 
 
 def load(name: str | Path = "digit", device: str = "auto") -> Reader:
-    """A Reader: "digit" or "grid" (the bundled models), or anything a command takes as a
+    """A Reader: "digit", "grid" or "number" (the bundled models), or anything a command takes as a
     checkpoint (a run folder, a .safetensors file, pretrained:NAME, hf://owner/repo)."""
     source = f"pretrained:{name}" if str(name) in PRETRAINED else str(name)
     dev = pick_device(device)
@@ -83,11 +84,10 @@ def list_models(runs_dir: str | Path = RUNS_DIR) -> list[dict]:
     rows = []
     report_file = PRETRAINED_DIR / "report.json"
     report = json.loads(report_file.read_text()) if report_file.is_file() else {}
-    for name, model_type in PRETRAINED.items():
+    for name in PRETRAINED:
         if (PRETRAINED_DIR / f"{name}.safetensors").is_file():
             once = report.get(name, {}).get("test", {}).get("once", {})
-            score = once.get("sequence_accuracy", once.get("accuracy"))
-            rows.append(_row(f"pretrained:{name}", model_type, score, "test", "bundled"))
+            rows.append(_row(f"pretrained:{name}", name, _score(once), "test", "bundled"))
     for run in sorted(p for p in Path(runs_dir).glob("*") if p.is_dir()):
         if not any((run / f).is_file() for f in CHECKPOINT_FILES):
             continue
@@ -99,23 +99,32 @@ def list_models(runs_dir: str | Path = RUNS_DIR) -> list[dict]:
             )
             continue
         val = meta.get("metrics", {}).get("val", {})
-        score = val.get("sequence_accuracy", val.get("accuracy"))
-        rows.append(_row(str(run), meta["model_type"], score, "val", f"epoch {meta.get('epoch')}"))
+        task = meta.get("settings", {}).get("task")
+        kind = "number" if task == "numbers" else KINDS[meta["model_type"]]
+        rows.append(_row(str(run), kind, _score(val), "val", f"epoch {meta.get('epoch')}"))
     return rows
 
 
-def _row(name: str, model_type: str, score, split: str, where: str) -> dict:
-    return {"name": name, "kind": KINDS[model_type], "score": score, "split": split, "where": where}
+def _score(metrics: dict) -> float | None:
+    """A model's headline: exact match (numbers), sequence accuracy (grids) or accuracy."""
+    for key in ("exact_match", "sequence_accuracy", "accuracy"):
+        if key in metrics:
+            return metrics[key]
+    return None
+
+
+def _row(name: str, kind: str, score, split: str, where: str) -> dict:
+    return {"name": name, "kind": kind, "score": score, "split": split, "where": where}
 
 
 def format_models(rows: list[dict]) -> str:
     if not rows:
         return "no models: none bundled and no runs found"
     width = max(len(r["name"]) for r in rows)
-    lines = [f"{'model':<{width}}  kind   accuracy       where"]
+    lines = [f"{'model':<{width}}  kind    accuracy       where"]
     for r in rows:
         score = "" if r["score"] is None else f"{100 * r['score']:.2f}% ({r['split']})"
-        lines.append(f"{r['name']:<{width}}  {r['kind']:<5}  {score:<13}  {r['where']}")
+        lines.append(f"{r['name']:<{width}}  {r['kind']:<6}  {score:<13}  {r['where']}")
     return "\n".join(lines)
 
 

@@ -45,9 +45,10 @@ class TrainSettings:
     aug_stroke: float = 0.0  # share of images drawn with a thicker or thinner pen
     train_size: int | None = None  # training digits to use (None: all but the validation split)
     val_size: int = 5000  # digits held out of the training set for validation
-    train_grids: int = 60000  # encoder-decoder: fresh training grids per epoch
+    train_grids: int = 60000  # encoder-decoder and numbers: fresh training images per epoch
     val_grids: int = 2000
     test_grids: int = 5000
+    layout: str = "line"  # numbers: "line" (1 to max_digits digits) or "grid" (up to 3x3)
     test_seed: int = 0  # the fixed seed of the test grids
     init_encoder: str = ""  # encoder-decoder: start the encoder from this encoder-only run
     seed: int = 0
@@ -235,9 +236,10 @@ def validate(s: TrainSettings) -> None:
         (s.train_size is None or s.train_size >= 1, "train_size must be at least 1"),
         (min(s.train_grids, s.val_grids, s.test_grids) >= 1, "grid counts must be at least 1"),
         (s.threads is None or s.threads >= 1, "threads must be at least 1"),
+        (s.layout in ("line", "grid"), "layout must be line or grid"),
         (
-            not s.init_encoder or s.task == "encoder-decoder",
-            "init_encoder is for the encoder-decoder task",
+            not s.init_encoder or s.task in ("encoder-decoder", "numbers"),
+            "init_encoder is for the encoder-decoder and numbers tasks",
         ),
         (
             s.device in ("auto", "cpu", "cuda", "mps") or s.device.startswith("cuda:"),

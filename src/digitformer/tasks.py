@@ -23,10 +23,12 @@ from torch import nn
 from digitformer.augment import random_affine, random_stroke
 from digitformer.data.grids import draw_picks, make_grids, tile_2x2
 from digitformer.data.mnist import Digits, load_split
+from digitformer.data.numbers import END, LAYOUTS, Numbers, draw_numbers, ink_boxes, make_numbers
 from digitformer.defaults import DATA_DIR
+from digitformer.display.braille import render_numbers, render_samples
 from digitformer.errors import DigitformerError
-from digitformer.metrics import digit_metrics, sequence_metrics
-from digitformer.models import NUM_CLASSES
+from digitformer.metrics import digit_metrics, number_metrics, number_strings, sequence_metrics
+from digitformer.models import NUM_CLASSES, Seq2SeqConfig
 from digitformer.settings import TrainSettings
 from digitformer.tensors import to_float
 
@@ -135,6 +137,13 @@ class Task:
     def metrics(self, preds: np.ndarray, labels: np.ndarray) -> dict:
         raise NotImplementedError
 
+    def render(self, predictions: np.ndarray, n: int, color: bool = False) -> str:
+        """The first n validation samples in Braille, with what was read (the display)."""
+        data = self.eval_sets["val"]
+        return "(expected top-left, predicted bottom-right)\n" + render_samples(
+            data.images[:n].numpy(), data.labels[:n].numpy(), predictions[:n], color=color
+        )
+
 
 class DigitTask(Task):
     """Single 28x28 digits for the encoder-only ViT."""
@@ -239,7 +248,137 @@ class GridTask(Task):
         return sequence_metrics(preds, labels)
 
 
-TASKS: dict[str, type[Task]] = {"encoder-only": DigitTask, "encoder-decoder": GridTask}
+IGNORE = -100  # target positions after a number's end token: no loss, no accuracy
+
+
+def number_targets(digits: torch.Tensor, lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """Digits (N, n) in reading order (anything past each length) -> decoder targets (N, steps):
+    the digits, the end token, then IGNORE."""
+    n = digits.shape[1]
+    targets = torch.full((len(digits), steps), IGNORE, dtype=torch.long, device=digits.device)
+    targets[:, :n] = digits.long()
+    position = torch.arange(steps, device=digits.device)
+    lengths = lengths.to(digits.device).long()[:, None]
+    targets = torch.where(position == lengths, END, targets)
+    return targets.masked_fill(position > lengths, IGNORE)
+
+
+class NumbersTask(Task):
+    """Handwritten numbers of any length (`settings.layout`: a line, or a grid with blanks)
+    for the encoder-decoder with an end token; fresh numbers drawn every epoch."""
+
+    model_type = "encoder-decoder"
+    primary_metric = "exact_match"
+    extra_metrics = ("cer", "length_accuracy")
+
+    def __init__(self, settings, train: Digits, device, test: Digits | None = None) -> None:
+        super().__init__(settings, train, device)
+        cfg = Seq2SeqConfig.from_dict(settings.model)
+        if cfg.ending != "end":
+            raise ValueError("the numbers task needs a model with an end token (model.ending: end)")
+        if settings.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
+        self.layout = settings.layout
+        self.slots = 9 if self.layout == "grid" else cfg.max_digits  # digits a number can hold
+        if cfg.max_digits < self.slots:
+            raise ValueError("a grid holds up to 9 digits: model.max_digits must be at least 9")
+        self.height, self.width, self.steps = cfg.image_size, cfg.width, cfg.num_digits
+        self.train_boxes = ink_boxes(self.train_images.cpu().numpy())
+        self.add_eval_set("val", self._eval_set(self.val_digits, settings.val_grids, VAL_GRID_SEED))
+        if test is not None:
+            self.add_eval_set("test", self._eval_set(test, settings.test_grids, settings.test_seed))
+
+    def make(self, digits: Digits, n: int, seed: int) -> Numbers:
+        """n numbers of this task's layout and canvas from `digits`, fixed by the seed."""
+        return make_numbers(
+            digits.images,
+            digits.labels,
+            n,
+            seed,
+            layout=self.layout,
+            max_digits=self.slots,
+            height=self.height,
+            width=self.width,
+        )
+
+    def _eval_set(self, digits: Digits, n: int, seed: int) -> EvalSet:
+        numbers = self.make(digits, n, seed)
+        targets = number_targets(
+            torch.from_numpy(numbers.digits), torch.from_numpy(numbers.lengths), self.steps
+        )
+        return EvalSet(torch.from_numpy(numbers.images), targets)
+
+    def epoch_size(self) -> int:
+        return self.settings.train_grids
+
+    def train_batches(self, epoch: int):
+        gen = self._generator(epoch)
+        picks = torch.randint(
+            0, len(self.train_labels), (self.epoch_size(), self.slots), generator=gen
+        )
+        for idx in picks.split(self.settings.batch_size):
+            flat = idx.reshape(-1)
+            sources = self._augment_digits(to_float(self.train_images[flat.to(self.device)]), gen)
+            images, digits, lengths = draw_numbers(
+                sources[:, 0],
+                self.train_labels[flat.to(self.device)],
+                self.train_boxes[flat],
+                torch.arange(len(flat)).view(idx.shape),
+                gen,
+                layout=self.layout,
+                height=self.height,
+                width=self.width,
+            )
+            yield images, number_targets(digits, lengths, self.steps)
+
+    def _augment_digits(self, digits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The pen and a small rotation of each digit before it is placed (its placement
+        brings the scale, slant and position; shifting it here would move it off its box)."""
+        s = self.settings
+        if not s.augment:
+            return digits
+        digits = random_stroke(digits, gen, s.aug_stroke)
+        return random_affine(
+            digits, gen, 0.0, s.aug_rotate, 0.0, s.aug_elastic, s.aug_elastic_sigma
+        )
+
+    def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
+        logits = model(inputs, targets)  # (B, S, 11), teacher forcing
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),
+            targets.reshape(-1),
+            ignore_index=IGNORE,
+            label_smoothing=self.settings.label_smoothing,
+        )
+        scored = targets != IGNORE
+        right = ((logits.argmax(-1) == targets) & scored).sum()
+        return loss, right, int(scored.sum())
+
+    def eval_batch(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, beam_size: int = 1
+    ):
+        logits = model(inputs, targets).float()
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), ignore_index=IGNORE)
+        tokens, _ = model.generate(inputs, beam_size=beam_size)
+        return loss, tokens
+
+    def metrics(self, preds, labels):
+        return number_metrics(preds, labels)
+
+    def render(self, predictions: np.ndarray, n: int, color: bool = False) -> str:
+        n = min(n, 4)  # a number is wide: four of them
+        data = self.eval_sets["val"]
+        expected = number_strings(data.labels[:n].numpy())
+        return render_numbers(
+            data.images[:n].numpy(), expected, number_strings(predictions[:n]), color=color
+        )
+
+
+TASKS: dict[str, type[Task]] = {
+    "encoder-only": DigitTask,
+    "encoder-decoder": GridTask,
+    "numbers": NumbersTask,
+}
 
 
 def build_task(settings: TrainSettings, device: torch.device, with_test: bool = False) -> Task:

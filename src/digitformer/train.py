@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from digitformer.checkpoint import load_model, load_train_state, save_checkpoint, save_train_state
-from digitformer.display.braille import render_samples, use_color
+from digitformer.display.braille import use_color
 from digitformer.errors import DigitformerError
 from digitformer.fileio import atomic_path, remove_stale_temporaries
 from digitformer.logger import Logger
@@ -341,24 +341,14 @@ def _epoch_line(r: dict, epochs: int, metric: str) -> str:
 
 
 def _display(task: Task, predictions, logger: Logger, epoch: int, n: int = 10) -> None:
-    data = task.eval_sets["val"]
-    logger.print(
-        f"epoch {epoch + 1}: first {n} validation samples "
-        "(expected top-left, predicted bottom-right)"
-    )
-    logger.print(
-        render_samples(
-            data.images[:n].numpy(),
-            data.labels[:n].numpy(),
-            predictions[:n],
-            color=use_color(logger.stream),
-        )
-    )
+    logger.print(f"epoch {epoch + 1}: first validation samples")
+    logger.print(task.render(predictions[:n], n, color=use_color(logger.stream)))
 
 
 def _init_encoder(model: nn.Module, path: str) -> None:
-    """Start an encoder-decoder's encoder from the encoder-only checkpoint at `path`."""
-    if not Path(path).exists():
+    """Start an encoder-decoder's encoder from the encoder-only checkpoint at `path` (a run, a
+    file, or a bundled model such as pretrained:digit)."""
+    if not path.startswith("pretrained:") and not Path(path).exists():
         raise DigitformerError(f"init_encoder: no run at {path}; train that encoder-only run first")
     try:
         vit, _ = load_model(path)

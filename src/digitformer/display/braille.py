@@ -87,3 +87,23 @@ def render_samples(
             blocks.append("\n".join(lines))
         blocks.append("")
     return "\n".join(blocks).rstrip("\n")
+
+
+def render_numbers(
+    images: np.ndarray, expected: list[str] | None, read: list[str], color: bool = False
+) -> str:
+    """Numbers (N, H, W) drawn in Braille, one under the other, each boxed with what was read
+    beside it (green when it is the expected number, red when not; grey with no labels)."""
+    blocks = []
+    for i, image in enumerate(images):
+        rows = braille(image)
+        width = len(rows[0])
+        want = None if expected is None else expected[i]
+        mark = GREY if want is None else GREEN if want == read[i] else RED
+        note = _paint(f"read {read[i] or '(nothing)'}", mark, color)
+        if want is not None:
+            note += f"  expected {want}"
+        lines = ["┌" + "─" * width + "┐", *("│" + r + "│" for r in rows), "└" + "─" * width + "┘"]
+        lines[len(lines) // 2] += "  " + note
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)

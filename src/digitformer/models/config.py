@@ -92,9 +92,14 @@ class ViTConfig(_Config):
 
 @dataclass(frozen=True)
 class Seq2SeqConfig(_Config):
-    """Encoder-decoder for a 56x56 2x2 grid of digits. Defaults follow the original."""
+    """Encoder-decoder that reads digits from an image. Defaults are the original's: the four
+    digits of a 56x56 2x2 grid. `max_digits` and `ending="end"` make it read numbers of any
+    length up to max_digits, ended by an end token, from an image_size x image_width canvas."""
 
-    image_size: int = 56
+    image_size: int = 56  # the image's height (and its width unless image_width is set)
+    image_width: int = 0  # 0: square
+    max_digits: int = 4
+    ending: str = "fixed"  # "fixed": always max_digits digits; "end": an end token stops it
     patch_size: int = 7
     dim: int = 128
     enc_depth: int = 6
@@ -111,13 +116,31 @@ class Seq2SeqConfig(_Config):
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.image_size % 2:
-            raise ValueError("image_size must be even (a 2x2 grid)")
-        quadrant = self.image_size // 2
-        if self.patch_size <= 0 or quadrant % self.patch_size:
+        if self.ending not in ("fixed", "end"):
+            raise ValueError(f"ending must be 'fixed' or 'end', got {self.ending!r}")
+        if not 1 <= self.max_digits <= 64:
+            raise ValueError(f"max_digits must be 1 to 64, got {self.max_digits}")
+        if self.image_size <= 0 or self.image_width < 0:
+            raise ValueError("image_size must be positive and image_width >= 0")
+        if (
+            self.patch_size <= 0
+            or self.image_size % self.patch_size
+            or self.width % self.patch_size
+        ):
             raise ValueError(
-                f"patch_size ({self.patch_size}) must divide the quadrant size ({quadrant}) "
-                "so that patches never straddle two digits"
+                f"patch_size ({self.patch_size}) must divide the image's height and width "
+                f"({self.image_size}, {self.width})"
+            )
+        two_by_two = self.memory == "quadrants" or self.attention == "quadrant"
+        if two_by_two and not self.is_2x2:
+            raise ValueError(
+                "memory='quadrants' and attention='quadrant' are for the 2x2 grid: a square "
+                "image, max_digits 4, ending 'fixed'"
+            )
+        if self.is_2x2 and (self.image_size // 2) % self.patch_size:
+            raise ValueError(
+                f"patch_size ({self.patch_size}) must divide the quadrant size "
+                f"({self.image_size // 2}) so that patches never straddle two digits"
             )
         if self.memory not in ("quadrants", "patches"):
             raise ValueError(f"memory must be 'quadrants' or 'patches', got {self.memory!r}")
@@ -127,14 +150,44 @@ class Seq2SeqConfig(_Config):
             raise ValueError("enc_depth and dec_depth must be at least 1")
 
     @property
+    def width(self) -> int:
+        return self.image_width or self.image_size
+
+    @property
+    def is_2x2(self) -> bool:
+        """The original task: four digits of a square 2x2 grid, always four."""
+        return (
+            self.width == self.image_size
+            and self.image_size % 2 == 0
+            and self.max_digits == 4
+            and self.ending == "fixed"
+        )
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """Patches down and across: T = rows * cols encoder tokens."""
+        return self.image_size // self.patch_size, self.width // self.patch_size
+
+    @property
     def grid_side(self) -> int:
-        """Patches along each side of the grid: T = grid_side**2 encoder tokens."""
+        """Patches along each side of a square image."""
         return self.image_size // self.patch_size
 
     @property
     def num_digits(self) -> int:
-        return 4  # a 2x2 grid holds four digits: the decoder writes four
+        """Decoding steps: the digits, and the end token when there is one."""
+        return self.max_digits + (self.ending == "end")
+
+    @property
+    def vocab(self) -> int:
+        """What the head can write: the ten digits, and the end token (10) when there is one."""
+        return NUM_CLASSES + (self.ending == "end")
 
     @property
     def start_token(self) -> int:
         return NUM_CLASSES  # token 10: the decoder's start symbol
+
+    @property
+    def end_token(self) -> int | None:
+        """Token 10 also ends a number: the head's eleventh class (None: fixed length)."""
+        return NUM_CLASSES if self.ending == "end" else None

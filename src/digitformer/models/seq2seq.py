@@ -1,12 +1,19 @@
-"""Encoder-decoder transformer that reads the four digits of a 56x56 2x2 grid.
+"""Encoder-decoder transformer that reads the digits of an image.
 
 model = Seq2Seq(Seq2SeqConfig())
 logits = model(images, targets)          # teacher forcing: (B, 4, 10)
 digits, probs = model.generate(images)   # greedy with a key/value cache: (B, 4), (B, 4, 10)
 digits, probs = model.generate(images, beam_size=3)   # beam search
 
-Shapes below: T = (56 / patch_size)**2 encoder tokens, T / 4 per quadrant (64 and 16 for
-patch 7, 196 and 49 for patch 4); M memory tokens for the decoder (4 quadrants, or T).
+The default configuration is the original task: the four digits of a 56x56 2x2 grid, always
+four. With `ending="end"` the same classes read numbers of any length up to `max_digits`: the
+head gets an eleventh class, the end token (10, the start token's id too), generation stops
+each sequence when it writes it (every later step is forced to the end token again, so a batch
+of mixed lengths decodes together), and targets are padded with -100 after it.
+
+Shapes below: T = rows * cols encoder tokens (64 for a 56x56 grid at patch 7, T / 4 per
+quadrant; 112 for a 28x196 line); M memory tokens for the decoder (4 quadrants, or T);
+S = cfg.num_digits decoding steps; V = cfg.vocab classes (10, or 11 with the end token).
 """
 
 from __future__ import annotations
@@ -38,6 +45,22 @@ def from_quadrants(quads: torch.Tensor, side: int) -> torch.Tensor:
     return grid.permute(0, 1, 3, 2, 4, 5).reshape(b, side * side, d)
 
 
+def after_end(
+    probs: torch.Tensor, tokens: torch.Tensor, end: int | None, max_digits: int
+) -> torch.Tensor:
+    """Probabilities (B, V) of the next token, with sequences that have already written the
+    end token (`tokens` (B, L) after the start token), or max_digits digits, forced to write
+    it: ended numbers stay ended in a batch, and in beam search a finished beam keeps its
+    score."""
+    if end is None or tokens.shape[1] < 2:
+        return probs
+    ended = (tokens[:, 1:] == end).any(1, keepdim=True)  # (B, 1)
+    if tokens.shape[1] > max_digits:  # no room for another digit
+        ended = torch.ones_like(ended)
+    forced = F.one_hot(torch.full_like(tokens[:, 0], end), probs.shape[-1]).to(probs.dtype)
+    return torch.where(ended, forced, probs)
+
+
 def quadrant_pool(tokens: torch.Tensor, side: int) -> torch.Tensor:
     """(B, side*side, D) patch tokens -> (B, 4, D): the mean of each quadrant's patches."""
     return to_quadrants(tokens, side).mean(2)
@@ -47,11 +70,12 @@ def greedy_decode(
     next_probs: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The one greedy loop: from `start` tokens (B, 1), `steps` times append the most probable
-    next digit. `next_probs(tokens (B, L))` -> probabilities (B, 10) of the digit after them.
-    -> digits (B, steps) and the probabilities (B, steps, 10) each step chose from."""
+    next token. `next_probs(tokens (B, L))` -> probabilities (B, V) of the token after them.
+    -> tokens (B, steps) and the probabilities (B, steps, V) each step chose from. A fixed
+    number of steps, no early exit: the loop unrolls into an exported graph as it is."""
     tokens, probs = start, []
     for _ in range(steps):
-        p = next_probs(tokens)  # (B, 10)
+        p = next_probs(tokens)  # (B, V)
         probs.append(p)
         tokens = torch.cat([tokens, p.argmax(-1, keepdim=True)], 1)
     return tokens[:, 1:], torch.stack(probs, 1)
@@ -62,8 +86,10 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.cfg = cfg
         block = cfg.block_args()
-        self.patch = PatchEmbed(cfg.patch_size, cfg.dim, stem=cfg.stem, tile=cfg.image_size // 2)
-        self.enc_pos = nn.Parameter(torch.zeros(1, cfg.grid_side**2, cfg.dim))
+        tile = cfg.image_size // 2 if cfg.is_2x2 else 0  # a 2x2 grid's stem reads each digit
+        self.patch = PatchEmbed(cfg.patch_size, cfg.dim, stem=cfg.stem, tile=tile)
+        rows, cols = cfg.patch_grid
+        self.enc_pos = nn.Parameter(torch.zeros(1, rows * cols, cfg.dim))  # one per 2D patch
         self.encoder = nn.ModuleList(
             Block(**block, drop_path=rate) for rate in drop_path_rates(cfg.drop_path, cfg.enc_depth)
         )
@@ -71,17 +97,23 @@ class Seq2Seq(nn.Module):
         # Which memory token is which quadrant: the pooled positions average out to nearly the
         # same vector, so without this the decoder needs many steps to tell the digits apart.
         # Unit scale, like the normalized encoder tokens it is added to.
+        # A numbers model's memory, every patch, gets such positions too: with the encoder's
+        # small learned positions alone its decoder took thousands of steps to start reading.
+        memory_tokens = 4 if cfg.memory == "quadrants" else rows * cols
+        numbers = cfg.memory == "patches" and cfg.end_token is not None
         self.mem_pos = (
-            nn.Parameter(torch.randn(1, 4, cfg.dim)) if cfg.memory == "quadrants" else None
+            nn.Parameter(torch.randn(1, memory_tokens, cfg.dim))
+            if cfg.memory == "quadrants" or numbers
+            else None
         )
-        self.token_embed = nn.Embedding(NUM_CLASSES + 1, cfg.dim)  # digits 0-9 + start (10)
+        self.token_embed = nn.Embedding(NUM_CLASSES + 1, cfg.dim)  # digits 0-9 + start/end (10)
         self.dec_pos = nn.Parameter(torch.zeros(1, cfg.num_digits, cfg.dim))
         self.decoder = nn.ModuleList(
             Block(**block, cross=True, drop_path=rate)
             for rate in drop_path_rates(cfg.drop_path, cfg.dec_depth)
         )
         self.dec_norm = nn.LayerNorm(cfg.dim) if cfg.norm == "pre" else nn.Identity()
-        self.head = nn.Linear(cfg.dim, NUM_CLASSES)  # only digits can be produced
+        self.head = nn.Linear(cfg.dim, cfg.vocab)  # digits, and the end token if there is one
         init_weights(self)
         nn.init.trunc_normal_(self.enc_pos, std=0.02)
         nn.init.trunc_normal_(self.dec_pos, std=0.02)
@@ -118,17 +150,18 @@ class Seq2Seq(nn.Module):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Decoder memory (B, M, D): 4 quadrant tokens with their own learnable positions, or
-        the T patch tokens with memory="patches"."""
+        the T patch tokens with memory="patches" (with their own positions for numbers)."""
         tokens, _ = self.forward_features(images)
         if self.cfg.memory == "quadrants":
             return quadrant_pool(tokens, self.cfg.grid_side) + self.mem_pos  # (B, 4, D)
-        return tokens
+        return tokens if self.mem_pos is None else tokens + self.mem_pos  # (B, T, D)
 
     @torch.no_grad()
     def init_encoder_from(self, vit: nn.Module) -> None:
         """Start the encoder from a trained encoder-only ViT of the same layout: its patch
-        embedding, blocks and final norm, and its patch positions repeated in every quadrant (a
-        digit's 28x28 quadrant is exactly a ViT input). Its CLS token and head are not used."""
+        embedding, blocks and final norm, and its patch positions repeated in every 28x28 tile
+        of the image (in every quadrant of a 2x2 grid, exactly a ViT input; along a number's
+        line, where a digit may sit anywhere). Its CLS token and head are not used."""
         c, v = self.cfg, vit.cfg
         differ = [
             k
@@ -136,14 +169,22 @@ class Seq2Seq(nn.Module):
             if getattr(c, k) != getattr(v, k)
         ]
         differ += ["depth"] if c.enc_depth != v.depth else []
-        differ += ["digit size"] if c.image_size != 2 * v.image_size else []
+        if c.is_2x2 and c.image_size != 2 * v.image_size:
+            differ += ["digit size"]
         if differ:
             raise ValueError(f"the encoder and the ViT differ in {', '.join(differ)}")
         self.patch.load_state_dict(vit.patch.state_dict())
         self.encoder.load_state_dict(vit.blocks.state_dict())
         self.enc_norm.load_state_dict(vit.norm.state_dict())
-        digit_pos = vit.pos[:, 1:].unsqueeze(1).expand(-1, 4, -1, -1)  # (1, 4, T/4, D)
-        self.enc_pos.copy_(from_quadrants(digit_pos, c.grid_side))
+        side = v.image_size // v.patch_size
+        digit_pos = vit.pos[:, 1:].reshape(1, side, side, -1)  # (1, s, s, D)
+        if c.is_2x2:
+            quads = digit_pos.reshape(1, 1, side * side, -1).expand(-1, 4, -1, -1)
+            self.enc_pos.copy_(from_quadrants(quads, c.grid_side))
+            return
+        rows, cols = c.patch_grid
+        tiled = digit_pos.repeat(1, -(-rows // side), -(-cols // side), 1)[:, :rows, :cols]
+        self.enc_pos.copy_(tiled.reshape(1, rows * cols, -1))
 
     # ---- decoder ------------------------------------------------------------------------
 
@@ -155,8 +196,8 @@ class Seq2Seq(nn.Module):
         cache: KVCache | None = None,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        """Digit logits (B, L, 10) for each input token (B, L), the first being the start
-        token. With a `cache`, `tokens` are only the new ones after the cached prefix."""
+        """Logits (B, L, V) for each input token (B, L), the first being the start token.
+        With a `cache`, `tokens` are only the new ones after the cached prefix."""
         start = cache.length if cache is not None else 0  # tokens already decoded
         x = self.token_embed(tokens) + self.dec_pos[:, start : start + tokens.shape[1]]
         attn = []
@@ -170,16 +211,18 @@ class Seq2Seq(nn.Module):
                 need_weights=need_weights,
             )
             attn.append(weights)
-        return self.head(self.dec_norm(x)), attn  # (B, L, 10)
+        return self.head(self.dec_norm(x)), attn  # (B, L, V)
 
     def next_probs(
         self, tokens: torch.Tensor, memory: torch.Tensor, cache: KVCache | None = None
     ) -> torch.Tensor:
-        """Probabilities (B, 10) of the digit after `tokens` (B, L). With a cache only the
-        tokens it has not seen yet are fed; without it the whole prefix is recomputed."""
+        """Probabilities (B, V) of the token after `tokens` (B, L). With a cache only the
+        tokens it has not seen yet are fed; without it the whole prefix is recomputed. A
+        sequence that has ended writes the end token again."""
         new = tokens[:, cache.length :] if cache is not None else tokens
         logits, _ = self.decode(new, memory, cache=cache)
-        return F.softmax(logits[:, -1].float(), -1)
+        probs = F.softmax(logits[:, -1].float(), -1)
+        return after_end(probs, tokens, self.cfg.end_token, self.cfg.max_digits)
 
     def new_cache(self) -> KVCache:
         return KVCache(len(self.decoder))
@@ -188,9 +231,11 @@ class Seq2Seq(nn.Module):
         return torch.full((batch, 1), self.cfg.start_token, device=device)  # (B, 1)
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: logits (B, 4, 10) for targets (B, 4), from [start, d1, d2, d3]."""
+        """Teacher forcing: logits (B, S, V) for targets (B, S), from [start, t1, ..., t(S-1)]
+        (for a 2x2 grid [start, d1, d2, d3]). Targets past a number's end token may be -100
+        (ignored by the loss); they only feed positions whose outputs are ignored."""
         start = torch.full_like(targets[:, :1], self.cfg.start_token)
-        inputs = torch.cat([start, targets[:, :-1]], 1)  # (B, 4)
+        inputs = torch.cat([start, targets[:, :-1].clamp(min=0)], 1)  # (B, S)
         logits, _ = self.decode(inputs, self.encode(images))
         return logits
 
@@ -198,7 +243,8 @@ class Seq2Seq(nn.Module):
     def generate(
         self, images: torch.Tensor, *, use_cache: bool = True, beam_size: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy decoding: digits (B, 4) and the probabilities (B, 4, 10) each step chose from.
+        """Greedy decoding: tokens (B, S) and the probabilities (B, S, V) each step chose from
+        (numbers: the digits, then the end token (10) to the last step).
 
         With the cache each step feeds one token; without it the whole prefix is recomputed
         (kept to check the cache and to measure what it saves). beam_size > 1: beam search."""
@@ -222,11 +268,12 @@ class Seq2Seq(nn.Module):
     def beam_search(
         self, images: torch.Tensor, beam_size: int = 3
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The most probable digit sequence among `beam_size` kept at every step (with the key/
-        value cache), and the probabilities (B, 4, 10) each of its steps chose from."""
+        """The most probable sequence among `beam_size` kept at every step (with the key/value
+        cache), and the probabilities (B, S, V) each of its steps chose from. Ended beams write
+        the end token with probability 1: they keep their score while the others go on."""
         if not 1 <= beam_size <= NUM_CLASSES:
             raise ValueError(f"beam_size must be 1 to {NUM_CLASSES}, got {beam_size}")
-        k, n = beam_size, NUM_CLASSES
+        k, n = beam_size, self.cfg.vocab
         memory = self.encode(images).repeat_interleave(k, 0)  # (B*k, M, D)
         b = images.shape[0]
         tokens = self.start_tokens(b * k, images.device)  # (B*k, 1)
@@ -235,8 +282,8 @@ class Seq2Seq(nn.Module):
         cache = self.new_cache()
         step_probs: list[torch.Tensor] = []
         for _ in range(self.cfg.num_digits):
-            p = self.next_probs(tokens, memory, cache)  # (B*k, 10)
-            total = scores.unsqueeze(-1) + p.log().view(b, k, n)  # (B, k, 10)
+            p = self.next_probs(tokens, memory, cache)  # (B*k, V)
+            total = scores.unsqueeze(-1) + p.log().view(b, k, n)  # (B, k, V)
             scores, best = total.view(b, k * n).topk(k, -1)  # (B, k), best first
             parent = (torch.arange(b, device=images.device)[:, None] * k + best // n).view(-1)
             tokens = torch.cat([tokens[parent], (best % n).view(-1, 1)], 1)

@@ -27,8 +27,9 @@ from pydantic import BaseModel
 from digitformer.checkpoint import PRETRAINED, PRETRAINED_DIR, load_model, resolve_path
 from digitformer.defaults import RUNS_DIR
 from digitformer.errors import DigitformerError
-from digitformer.predict import LOW_CONFIDENCE, predict_images
-from digitformer.prepare import NoInk, TooLarge, prepare, read_gray
+from digitformer.models import input_shape, reader_kind
+from digitformer.predict import predict_pictures
+from digitformer.prepare import TooLarge, read_gray
 from digitformer.tasks import TASKS
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
@@ -51,7 +52,7 @@ class LoadedModel:
 
     @property
     def kind(self) -> str:
-        return "grid" if self.model_type == "encoder-decoder" else "digit"
+        return reader_kind(self.model)
 
     def describe(self) -> dict:
         val = self.meta.get("metrics", {}).get("val", {})
@@ -59,14 +60,16 @@ class LoadedModel:
             "name": self.name,
             "model_type": self.model_type,
             "kind": self.kind,
-            "input_size": 56 if self.kind == "grid" else 28,
+            "input_size": input_shape(self.model)[0],
+            "input_shape": list(input_shape(self.model)),
             "checkpoint": str(self.path),
             "epoch": self.meta.get("epoch"),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "validation": {
                 k: v
                 for k, v in val.items()
-                if k in ("accuracy", "sequence_accuracy", "digit_accuracy", "loss")
+                if k
+                in ("accuracy", "sequence_accuracy", "digit_accuracy", "exact_match", "cer", "loss")
             },
         }
 
@@ -173,7 +176,9 @@ def create_app(models: dict[str, LoadedModel], max_upload: int = MAX_UPLOAD_BYTE
     async def predict(
         request: Request,
         model: str | None = Query(None, description="a name from /models"),
-        kind: Literal["digit", "grid"] | None = Query(None, description="pick a model by kind"),
+        kind: Literal["digit", "grid", "number"] | None = Query(
+            None, description="pick a model by kind"
+        ),
         attention: bool = Query(False, description="also return the attention map per digit"),
     ) -> PredictResponse:
         chosen = _choose(models, model, kind)
@@ -255,33 +260,25 @@ def _json_pixels(body: bytes) -> np.ndarray:
 
 
 def _predict(chosen: LoadedModel, pixels: np.ndarray, with_attention: bool) -> PredictResponse:
-    try:
-        image = prepare(pixels, grid=chosen.kind == "grid")
-    except NoInk as exc:
-        return PredictResponse(
-            model=chosen.name,
-            model_type=chosen.model_type,
-            digits=None,
-            confidence=[],
-            probabilities=[],
-            reason=str(exc),
-        )
-    except DigitformerError as exc:
-        raise HTTPException(422, str(exc)) from None
     device = next(chosen.model.parameters()).device
-    digits, probs = predict_images(chosen.model, chosen.model_type, image[None], device=device)
-    confidence = [float(c) for c in probs[0].max(-1)]
+    found, inputs, errors = predict_pictures(
+        chosen.model, chosen.model_type, [pixels], ["upload"], device=device
+    )
+    if errors:
+        raise HTTPException(422, errors[0].removeprefix("upload: "))
+    found = found[0]
     response = PredictResponse(
         model=chosen.name,
         model_type=chosen.model_type,
-        digits="".join(map(str, digits[0])),
-        confidence=confidence,
-        probabilities=probs[0].tolist(),
-        low_confidence=min(confidence) < LOW_CONFIDENCE,
+        digits=found.digits,
+        confidence=found.confidence,
+        probabilities=found.probabilities,
+        low_confidence=found.low_confidence,
+        reason=found.reason,
     )
-    if with_attention:
-        response.input = image.tolist()
-        response.attention = _attention(chosen, image, device)
+    if with_attention and found.digits is not None:
+        response.input = inputs[0].tolist()
+        response.attention = _attention(chosen, inputs[0], device)[: len(found.digits)]
     return response
 
 
@@ -293,6 +290,8 @@ def _attention(chosen: LoadedModel, image: np.ndarray, device) -> list:
     batch = torch.from_numpy(image[None]).to(device)
     if chosen.kind == "digit":
         maps = attention.vit_maps(chosen.model, batch)["cls"].mean(1)  # (1, s, s)
+    elif chosen.kind == "number":
+        maps = attention.number_maps(chosen.model, batch)["cross"].mean(1)[0]  # (S, rows, cols)
     else:
         maps = attention.seq2seq_maps(chosen.model, batch)["cross"].mean(1)[0]  # (4, m, m)
     maps = maps / np.maximum(maps.max((-1, -2), keepdims=True), 1e-12)

@@ -92,6 +92,54 @@ def seq2seq_maps(model: Seq2Seq, images: torch.Tensor, layer: int = 1) -> dict[s
     }
 
 
+@torch.inference_mode()
+def number_maps(model: Seq2Seq, images: torch.Tensor, layer: int = 1) -> dict[str, np.ndarray]:
+    """For uint8 numbers (B, H, W): the tokens read ("tokens", (B, S): digits, then the end
+    token) and decoder block `layer`'s cross-attention of each step over the patches
+    ("cross", (B, h, S, rows, cols)): where the model looked for each digit it wrote."""
+    inputs = to_float(images)
+    tokens, _ = model.generate(inputs)
+    start = torch.full_like(tokens[:, :1], model.cfg.start_token)
+    # teacher-forcing the generated tokens gives the weights of each generation step exactly
+    _, dec = model.decode(
+        torch.cat([start, tokens[:, :-1]], 1), model.encode(inputs), need_weights=True
+    )
+    cross = dec[min(layer, len(model.decoder)) - 1]["cross"]  # (B, h, S, T)
+    rows, cols = model.cfg.patch_grid
+    return {
+        "tokens": tokens.numpy(),
+        "cross": cross.reshape(*cross.shape[:3], rows, cols).float().numpy(),
+    }
+
+
+def plot_numbers(images: np.ndarray, expected: list[str], maps, layer: int, path) -> None:
+    """One column per number: the number, then the decoder's cross-attention for each digit
+    it read, top to bottom: the reading moving along the number."""
+    from digitformer.metrics import number_strings
+
+    read = number_strings(maps["tokens"])
+    steps = max(1, max(len(r) for r in read))
+    n = len(images)
+    h, w = images.shape[1:]
+    panel_w = min(6.0, PANEL * w / h / 2)
+    fig = figure(n * panel_w, (steps + 1) * (panel_w * h / w + 0.35))
+    axes = fig.subplots(steps + 1, n, squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.5 / (steps + 1), hspace=0.5)
+    cross = maps["cross"].mean(1)  # (B, S, rows, cols)
+    for i in range(n):
+        overlay(axes[0, i], images[i], None, f"true {expected[i]}, read {read[i]}")
+        for k in range(steps):
+            if k < len(read[i]):
+                overlay(axes[k + 1, i], images[i], cross[i, k], f"digit {k + 1}: '{read[i][k]}'")
+            else:
+                axes[k + 1, i].axis("off")
+    fig.suptitle(
+        f"numbers: decoder block {layer} cross-attention for each digit read, mean of heads",
+        fontsize=10,
+    )
+    save(fig, path)
+
+
 def plot_vit(images: np.ndarray, labels: np.ndarray, maps, layer: int, with_rollout: bool, path):
     rows = [
         ("CLS attention", maps["cls"].mean(1)),

@@ -31,17 +31,19 @@ def save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def upsample(heat: np.ndarray, size: int) -> np.ndarray:
-    """(h, w) map -> (size, size), bilinear, as the original drew its attention maps."""
+def upsample(heat: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """(h, w) map -> (size, size) (or a (height, width) size), bilinear, as the original drew
+    its attention maps."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
     t = torch.as_tensor(heat, dtype=torch.float32)[None, None]
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def overlay(ax, image: np.ndarray, heat: np.ndarray | None, title: str = "") -> None:
     """A grey image with a 'hot' heat map (any (h, w) grid) on top at half opacity."""
     ax.imshow(image, cmap="gray", vmin=0, vmax=255)
     if heat is not None:
-        ax.imshow(upsample(heat, image.shape[0]), cmap="hot", alpha=0.5)
+        ax.imshow(upsample(heat, image.shape), cmap="hot", alpha=0.5)
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -17,12 +17,15 @@ from torch import nn
 from digitformer.checkpoint import load_model, read_checkpoint, resolve_path
 from digitformer.defaults import VIZ_DIR
 from digitformer.errors import DigitformerError
+from digitformer.metrics import number_strings
+from digitformer.models import reader_kind
 from digitformer.runtime import pick_device
 from digitformer.tasks import Task, task_for_checkpoint
 from digitformer.tensors import to_float
 from digitformer.viz import PICTURES, attention, embeddings, training
 
 DEFAULT_SAMPLES = {"encoder-only": 1000, "encoder-decoder": 500}  # the original's NUM_SAMPLES
+NUMBER_STEPS = ("attention", "training curves")  # what a numbers model's pictures are
 
 
 @dataclass
@@ -61,6 +64,7 @@ def visualize(
     dev = pick_device(device)
     model, meta = load_model(checkpoint, dev)
     model_type = meta["model_type"]
+    numbers = reader_kind(model) == "number"
     depth = len(model.blocks if model_type == "encoder-only" else model.encoder)
     embeddings.check_layer(o.layer, depth)  # before any slow step
     attention.check_layer(o.attention_layer, depth)
@@ -72,7 +76,7 @@ def visualize(
     if samples < 2:
         raise DigitformerError(f"--samples must be at least 2, got {samples}")
     images, labels = data.images[:samples], data.labels[:samples]
-    prefix = Path(out_dir) / model_type.replace("-", "_")
+    prefix = Path(out_dir) / ("numbers" if numbers else model_type.replace("-", "_"))
     run = f"{settings.run} (epoch {meta.get('epoch')})"
     written: list[Path] = []
 
@@ -82,6 +86,11 @@ def visualize(
         return path
 
     steps = _steps(o, meta)
+    if numbers:  # a number has no one digit to embed, and no confusion matrix: say so
+        skipped = [s for s in steps if s not in NUMBER_STEPS]
+        if skipped:
+            say(f"numbers models: {', '.join(skipped)} not drawn (attention and curves are)")
+        steps = [s for s in steps if s in NUMBER_STEPS]
     with _progress() as progress:
         bar = progress.add_task("viz", total=len(steps))
         for step in steps:
@@ -205,6 +214,12 @@ def _attention(model: nn.Module, model_type: str, data, o: VizOptions, prefix: P
     images, labels = data.images[:n], data.labels[:n]
     device = next(model.parameters()).device
     paths = [Path(f"{prefix}_attention_maps.png")]
+    if reader_kind(model) == "number":
+        n = min(n, 4)  # wide pictures: four numbers side by side
+        maps = attention.number_maps(model, images[:n].to(device), o.attention_layer)
+        expected = number_strings(labels[:n].numpy())
+        attention.plot_numbers(images[:n].numpy(), expected, maps, o.attention_layer, paths[0])
+        return paths  # per-head maps of numbers: not drawn
     if model_type == "encoder-only":
         maps = attention.vit_maps(model, images.to(device), o.attention_layer)
         attention.plot_vit(
