@@ -159,3 +159,19 @@ def test_the_ink_layout_tells_a_grid_from_one_digit(digits):
     singles = [on_paper(d, 4) for d in digits.images[:20]]
     assert sum(looks_like_grid(p) for p in singles) <= 1
     assert not looks_like_grid(np.ones((100, 100), np.float32))  # nothing at all
+
+
+def test_the_ink_layout_tells_a_number_from_one_digit_and_a_grid(digits):
+    from digitformer.data import make_grids
+    from digitformer.data.numbers import make_numbers
+    from digitformer.prepare import layout_of
+
+    lines = make_numbers(digits.images, digits.labels, 40, seed=2, max_digits=6)
+    several = [
+        1 - n.astype(np.float32) / 255 for n, k in zip(lines.images, lines.lengths) if k >= 3
+    ]
+    assert sum(layout_of(p) == "number" for p in several) >= 0.9 * len(several)
+    singles = [on_paper(d, 4) for d in digits.images[:20]]
+    assert sum(layout_of(p) == "digit" for p in singles) >= 18
+    grids = make_grids(digits.images, digits.labels, 10, seed=3).images
+    assert sum(layout_of(1 - g.astype(np.float32) / 255) == "grid" for g in grids) >= 9

@@ -272,19 +272,24 @@ def looks_like_grid(pixels: np.ndarray) -> bool:
     h, w = ink.mask.shape
     across = len({c[1] > w / 2 for c in centres}) == 2
     down = len({c[0] > h / 2 for c in centres}) == 2
-    return across and down
+    # two rows, not one jittery line: the marks' centres lie a digit's height apart
+    rows = np.ptp(centres[:, 0]) > 0.6 * digit_height(ink.mask)
+    return across and down and rows
 
 
 def looks_like_number(pixels: np.ndarray) -> bool:
-    """Whether the ink is a row of digits: two or more large marks side by side, their row
-    at least 1.2 times as wide as a digit is tall (a lone digit is taller than it is wide).
+    """Whether the ink is a row of digits: at least 1.6 times as wide as its digits are tall,
+    or 1.2 times with two or more large marks side by side (a lone digit is about as wide as
+    it is tall, or less).
     Pictures with nothing to read are not numbers."""
     try:
         ink = find_ink(pixels)
     except NoInk:
         return False
-    rows, cols = np.nonzero(ink.mask)
-    return bool(np.ptp(cols) + 1 >= 1.2 * digit_height(ink.mask) and _marks(ink.mask) >= 2)
+    _, cols = np.nonzero(ink.mask)
+    wide = (np.ptp(cols) + 1) / digit_height(ink.mask)
+    # touching digits join into one mark: a row that wide is several digits all the same
+    return bool(wide >= 1.6 or (wide >= 1.2 and _marks(ink.mask) >= 2))
 
 
 def _marks(mask: np.ndarray) -> int:
