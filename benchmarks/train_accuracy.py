@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import machine, write_json  # noqa: E402
 from digitformer.checkpoint import load_model, read_checkpoint  # noqa: E402
-from digitformer.ensemble import TTA_VIEWS, Ensemble  # noqa: E402
+from digitformer.ensemble import NUMBER_VIEWS, TTA_VIEWS, Ensemble  # noqa: E402
 from digitformer.runtime import pick_device  # noqa: E402
 from digitformer.settings import resolve_settings  # noqa: E402
 from digitformer.tasks import TASKS, build_task  # noqa: E402
@@ -56,7 +56,7 @@ def main() -> None:
     test, _ = task.evaluate(model, "test")
     if args.tta:
         tta, _ = task.evaluate(Ensemble([model], tta=True).eval(), "test")
-        tta["views"] = len(TTA_VIEWS)
+        tta["views"] = len(NUMBER_VIEWS if args.task == "numbers" else TTA_VIEWS)
     samples = sum(h["samples_per_second"] * h["seconds"] for h in summary["history"])
     train_seconds = sum(h["seconds"] for h in summary["history"])
     result = {
@@ -71,7 +71,9 @@ def main() -> None:
         "machine": machine(),
         "run_dir": summary["run_dir"],
     }
-    if settings.init_encoder:  # the encoder's own training is part of the recipe's cost
+    if settings.init_encoder.startswith("pretrained:"):  # bundled: its cost is in its report
+        result["init_encoder"] = {"run": settings.init_encoder}
+    elif settings.init_encoder:  # the encoder's own training is part of the recipe's cost
         source_path = Path(settings.init_encoder)
         if source_path.is_dir():  # the whole run, not just its best epoch
             source_path = source_path / "last.safetensors"
@@ -81,7 +83,13 @@ def main() -> None:
             "train_seconds": sum(h["seconds"] for h in source["history"]),
         }
     metric = task.primary_metric
-    extra = "" if metric == "accuracy" else f" (per digit {100 * test['digit_accuracy']:.2f}%)"
+    extra = (
+        f" (character error rate {100 * test['cer']:.2f}%)"
+        if "cer" in test
+        else f" (per digit {100 * test['digit_accuracy']:.2f}%)"
+        if "digit_accuracy" in test
+        else ""
+    )
     if args.tta:
         extra += f"; with --tta {100 * tta[metric]:.2f}%"
     print(json.dumps(result, indent=2))

@@ -76,7 +76,10 @@ def pretrained_path(name: str) -> Path:
         raise DigitformerError(f"no bundled model {name!r}; choose from {choices}")
     path = PRETRAINED_DIR / f"{name}.safetensors"
     if not path.is_file():
-        raise DigitformerError(f"pretrained:{name} is not bundled with this installation")
+        raise DigitformerError(
+            f"pretrained:{name} is not bundled with this installation: give a run folder or "
+            "checkpoint instead"
+        )
     return path
 
 

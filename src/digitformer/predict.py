@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import track
 from torch import nn
 
-from digitformer.checkpoint import CHECKPOINT_FILES, load_model
+from digitformer.checkpoint import CHECKPOINT_FILES, PRETRAINED_DIR, load_model
 from digitformer.display.braille import render_numbers, render_samples, use_color
 from digitformer.errors import DigitformerError
 from digitformer.fileio import write_text_atomic
@@ -38,6 +38,10 @@ LOW_CONFIDENCE = 0.6  # a digit read with less than this probability is flagged
 STDIN = "-"  # an image path of "-" is read from standard input
 READERS = ("digit", "grid", "number", "auto")  # --model: a bundled reader, or chosen per picture
 LAYOUT_NAMES = {"grid": "a 2x2 grid of digits", "number": "a number of several digits"}
+LAYOUT_HINTS = {
+    "grid": "use --model grid, or --model auto",
+    "number": "give a numbers run, e.g. .data/models/numbers-default from `train numbers`",
+}
 ERR = Console(stderr=True)
 
 
@@ -216,21 +220,21 @@ def predict_paths(
         except DigitformerError as exc:
             message = str(exc)
             errors.append(message if message.startswith(str(path)) else f"{path}: {message}")
+    layouts = [layout_of(p) for p in pictures]  # what each picture looks like
     if checkpoint is not None:
         loaded = load_model(checkpoint, dev)
         kinds = [reader_kind(loaded[0])] * len(names)
         readers = {kinds[0]: loaded} if kinds else {}
     else:
-        kinds = [layout_of(p) if model == "auto" else model for p in pictures]
+        kinds = layouts if model == "auto" else [model] * len(names)
+        if model == "auto" and not (PRETRAINED_DIR / "number.safetensors").is_file():
+            kinds = ["digit" if k == "number" else k for k in kinds]  # warned about below
         readers = {k: load_model(f"pretrained:{k}", dev) for k in set(kinds)}
-    warnings = []
-    if model != "auto" or checkpoint is not None:
-        for name, pixels, kind in zip(names, pictures, kinds):
-            if kind == "digit" and layout_of(pixels) != "digit":
-                warnings.append(
-                    f"{name}: looks like {LAYOUT_NAMES[layout_of(pixels)]}, read as one digit "
-                    "(use --model grid or number, or --model auto)"
-                )
+    warnings = [
+        f"{name}: looks like {LAYOUT_NAMES[layout]}, read as one digit ({LAYOUT_HINTS[layout]})"
+        for name, layout, kind in zip(names, layouts, kinds)
+        if kind == "digit" and layout != "digit"
+    ]
     results: dict[str, Prediction] = {}
     inputs: dict[str, np.ndarray] = {}
     for kind, (reader, meta) in readers.items():
