@@ -283,15 +283,17 @@ def _predict(chosen: LoadedModel, pixels: np.ndarray, with_attention: bool) -> P
 
 
 def _attention(chosen: LoadedModel, image: np.ndarray, device) -> list:
-    """Per digit, where the model looks (mean of heads, first block, scaled to max 1): the CLS
-    token's attention for a digit, the decoder's cross-attention for each digit of a grid."""
+    """Per digit, where the model looks (mean of heads, scaled to max 1): the CLS token's
+    attention (first block) for a digit, the decoder's cross-attention for each digit of a grid
+    (first block) or a number (last block)."""
     from digitformer.viz import attention
 
     batch = torch.from_numpy(image[None]).to(device)
     if chosen.kind == "digit":
         maps = attention.vit_maps(chosen.model, batch)["cls"].mean(1)  # (1, s, s)
-    elif chosen.kind == "number":
-        maps = attention.number_maps(chosen.model, batch)["cross"].mean(1)[0]  # (S, rows, cols)
+    elif chosen.kind == "number":  # the last decoder block: the one that moves along the number
+        last = len(chosen.model.decoder)
+        maps = attention.number_maps(chosen.model, batch, last)["cross"].mean(1)[0]  # (S, r, c)
     else:
         maps = attention.seq2seq_maps(chosen.model, batch)["cross"].mean(1)[0]  # (4, m, m)
     maps = maps / np.maximum(maps.max((-1, -2), keepdims=True), 1e-12)
