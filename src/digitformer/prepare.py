@@ -253,79 +253,91 @@ def to_mnist(pixels: np.ndarray) -> np.ndarray:
 
 def looks_like_grid(pixels: np.ndarray) -> bool:
     """Whether the ink forms three or more separate marks spread over both halves of the
-    picture, across and down, as a 2x2 grid of digits does (one digit is one mark, or a few
-    close together). Pictures with nothing to read are not grids."""
-    try:
-        ink = find_ink(pixels)
-    except NoInk:
-        return False
-    # Merge the pieces of one digit (a 5's bar, a broken stroke): close gaps of two strokes.
-    reach = max(1, round(stroke_width(ink.mask)))
-    marks, count = ndimage.label(ndimage.binary_dilation(ink.mask, iterations=reach))
-    if count < 3:
-        return False
-    areas = ndimage.sum_labels(ink.mask, marks, index=np.arange(1, count + 1))
-    big = [i + 1 for i in np.flatnonzero(areas >= 0.2 * areas.max())]
-    if len(big) < 3:
-        return False
-    centres = np.array(ndimage.center_of_mass(ink.mask, marks, big))  # (marks, 2): y, x
-    h, w = ink.mask.shape
-    across = len({c[1] > w / 2 for c in centres}) == 2
-    down = len({c[0] > h / 2 for c in centres}) == 2
-    # two rows, not one jittery line: the marks' centres lie a digit's height apart
-    rows = np.ptp(centres[:, 0]) > 0.6 * digit_height(ink.mask)
-    return across and down and rows
+    picture, across and down, in two rows, as a 2x2 grid of digits does (one digit is one
+    mark, or a few close together). Pictures with nothing to read are not grids."""
+    return layout_of(pixels) == "grid"
 
 
 def looks_like_number(pixels: np.ndarray) -> bool:
     """Whether the ink is a row of digits: at least 1.6 times as wide as its digits are tall,
     or 1.2 times with two or more large marks side by side (a lone digit is about as wide as
-    it is tall, or less).
-    Pictures with nothing to read are not numbers."""
-    try:
-        ink = find_ink(pixels)
-    except NoInk:
-        return False
-    _, cols = np.nonzero(ink.mask)
-    wide = (np.ptp(cols) + 1) / digit_height(ink.mask)
-    # touching digits join into one mark: a row that wide is several digits all the same
-    return bool(wide >= 1.6 or (wide >= 1.2 and _marks(ink.mask) >= 2))
-
-
-def _marks(mask: np.ndarray) -> int:
-    """Large marks: connected ink (pieces two strokes apart joined) of at least a fifth of the
-    largest's area."""
-    reach = max(1, round(stroke_width(mask)))
-    marks, count = ndimage.label(ndimage.binary_dilation(mask, iterations=reach))
-    if count == 0:
-        return 0
-    areas = ndimage.sum_labels(mask, marks, index=np.arange(1, count + 1))
-    return int((areas >= 0.2 * areas.max()).sum())
+    it is tall, or less). Grids and pictures with nothing to read are not numbers."""
+    return layout_of(pixels) == "number"
 
 
 def layout_of(pixels: np.ndarray) -> str:
-    """Which bundled reader a picture calls for: "grid", "number" or "digit"."""
-    if looks_like_grid(pixels):
-        return "grid"
-    return "number" if looks_like_number(pixels) else "digit"
+    """Which reader a picture calls for, from its ink: "grid", "number" or "digit" (also for
+    a picture with nothing to read)."""
+    try:
+        mask = find_ink(pixels).mask
+    except NoInk:
+        return "digit"
+    labels, large, reach = _large_marks(mask)
+    height = _median_height(labels, large, reach)
+    if len(large) >= 3:
+        centres = np.array(ndimage.center_of_mass(mask, labels, large))  # (marks, 2): y, x
+        h, w = mask.shape
+        across = len({c[1] > w / 2 for c in centres}) == 2
+        down = len({c[0] > h / 2 for c in centres}) == 2
+        # two rows, not one jittery line: the marks' centres lie a digit's height apart
+        if across and down and np.ptp(centres[:, 0]) > 0.6 * height:
+            return "grid"
+    _, cols = np.nonzero(mask)
+    wide = (np.ptp(cols) + 1) / height
+    # touching digits join into one mark: a row that wide is several digits all the same
+    return "number" if wide >= 1.6 or (wide >= 1.2 and len(large) >= 2) else "digit"
+
+
+def _large_marks(mask: np.ndarray) -> tuple[np.ndarray, list[int], int]:
+    """The marks of the ink: connected strokes with pieces up to two strokes apart joined (a
+    5's bar, a broken stroke). -> their labels, the labels of the large ones (at least a fifth
+    of the largest's area), and the joining reach in pixels."""
+    reach = max(1, round(stroke_width(mask)))
+    labels, count = ndimage.label(ndimage.binary_dilation(mask, iterations=reach))
+    if count == 0:
+        return labels, [], reach
+    areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    return labels, [int(i) + 1 for i in np.flatnonzero(areas >= 0.2 * areas.max())], reach
+
+
+def _median_height(labels: np.ndarray, large: list[int], reach: int) -> float:
+    boxes = ndimage.find_objects(labels)
+    heights = [boxes[i - 1][0].stop - boxes[i - 1][0].start - 2 * reach for i in large]
+    return float(max(1, np.median(heights))) if heights else 1.0
+
+
+def digit_height(mask: np.ndarray) -> float:
+    """The height of the digits in a picture of several: the median height of its large
+    marks (see `_large_marks`)."""
+    return _median_height(*_large_marks(mask))
 
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def _as_it_is(pixels: np.ndarray, height: int, width: int, preprocess: bool) -> np.ndarray | None:
+    """The picture as the model's uint8 input when it already is one (the model's size and
+    MNIST-like, or preprocess off); None when it must be prepared. Raises NoInk for a black
+    input, and a clear error for a wrong size with preprocess off."""
+    if pixels.shape == (height, width) and (not preprocess or is_mnist_like(pixels)):
+        if not pixels.any():
+            raise NoInk("no digit found (the image is black)")
+        return np.round(pixels * 255).astype(np.uint8)
+    if not preprocess:
+        raise DigitformerError(
+            f"image is {pixels.shape[1]}x{pixels.shape[0]}, expected {width}x{height} "
+            "(drop --no-preprocess to resize it)"
+        )
+    return None
 
 
 def prepare(pixels: np.ndarray, grid: bool, preprocess: bool = True) -> np.ndarray:
     """A grayscale picture -> the model's uint8 input: (28, 28) digit or (56, 56) grid.
     Raises NoInk when a digit (or a quadrant of a grid) holds nothing to read."""
     side = 56 if grid else 28
-    if pixels.shape == (side, side) and (not preprocess or is_mnist_like(pixels)):
-        if not pixels.any():
-            raise NoInk("no digit found (the image is black)")
-        return np.round(pixels * 255).astype(np.uint8)
-    if not preprocess:
-        raise DigitformerError(
-            f"image is {pixels.shape[1]}x{pixels.shape[0]}, expected {side}x{side} "
-            "(drop --no-preprocess to resize it)"
-        )
+    ready = _as_it_is(pixels, side, side, preprocess)
+    if ready is not None:
+        return ready
     if not grid:
         return to_mnist(pixels)
     h, w = pixels.shape
@@ -346,20 +358,6 @@ def prepare(pixels: np.ndarray, grid: bool, preprocess: bool = True) -> np.ndarr
     return np.stack(digits).reshape(2, 2, 28, 28).swapaxes(1, 2).reshape(56, 56)
 
 
-def digit_height(mask: np.ndarray) -> float:
-    """The height of the digits in a picture of several: the median height of its marks (a
-    mark's pieces, a 5's bar or a broken stroke, joined first), large marks only."""
-    reach = max(1, round(stroke_width(mask)))
-    marks, count = ndimage.label(ndimage.binary_dilation(mask, iterations=reach))
-    areas = ndimage.sum_labels(mask, marks, index=np.arange(1, count + 1))
-    heights = [
-        s[0].stop - s[0].start - 2 * reach
-        for i, s in enumerate(ndimage.find_objects(marks))
-        if areas[i] >= 0.2 * areas.max()
-    ]
-    return float(max(1, np.median(heights)))
-
-
 def prepare_number(
     pixels: np.ndarray, height: int, width: int, preprocess: bool = True
 ) -> np.ndarray:
@@ -367,15 +365,9 @@ def prepare_number(
     a numbers model reads: ink light on black, its digits scaled to NUMBER_DIGIT_HEIGHT (as
     the training numbers are) and centred; shrunk, down to NUMBER_MIN_HEIGHT, when the number
     is too wide for the canvas. Raises NoInk with nothing to read, TooWide when it cannot fit."""
-    if pixels.shape == (height, width) and (not preprocess or is_mnist_like(pixels)):
-        if not pixels.any():
-            raise NoInk("no digit found (the image is black)")
-        return np.round(pixels * 255).astype(np.uint8)
-    if not preprocess:
-        raise DigitformerError(
-            f"image is {pixels.shape[1]}x{pixels.shape[0]}, expected {width}x{height} "
-            "(drop --no-preprocess to resize it)"
-        )
+    ready = _as_it_is(pixels, height, width, preprocess)
+    if ready is not None:
+        return ready
     ink = find_ink(pixels)
     rows, cols = np.nonzero(ink.image > 0)
     top, left = rows.min(), cols.min()

@@ -318,10 +318,11 @@ class NumbersTask(Task):
         )
         for idx in picks.split(self.settings.batch_size):
             flat = idx.reshape(-1)
-            sources = self._augment_digits(to_float(self.train_images[flat.to(self.device)]), gen)
+            on_device = flat.to(self.device)
+            sources = self._augment_digits(to_float(self.train_images[on_device]), gen)
             images, digits, lengths = draw_numbers(
                 sources[:, 0],
-                self.train_labels[flat.to(self.device)],
+                self.train_labels[on_device],
                 self.train_boxes[flat],
                 torch.arange(len(flat)).view(idx.shape),
                 gen,
