@@ -3,6 +3,7 @@
 
     python benchmarks/throughput.py --steps 60
     python benchmarks/throughput.py --efficiency --inference --json benchmarks/results/speed.json
+    (--profiles default,fast: the profiles --efficiency and --inference measure, of both tasks)
 
 ours:     attention through F.scaled_dot_product_attention; the whole training set in memory as a
           uint8 tensor, batches gathered by index and augmented as one tensor (task.train_batches).
@@ -34,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from common import machine, write_json  # noqa: E402
+from common import guard, machine, write_json  # noqa: E402
 from digitformer.augment import random_affine  # noqa: E402
+from digitformer.errors import DigitformerError  # noqa: E402
 from digitformer.models import build_model  # noqa: E402
 from digitformer.models.layers import Attention  # noqa: E402
-from digitformer.settings import resolve_settings  # noqa: E402
+from digitformer.settings import PROFILE_DIR, resolve_settings  # noqa: E402
 from digitformer.tasks import build_task  # noqa: E402
 from digitformer.train import make_optimizer  # noqa: E402
 
@@ -118,13 +120,23 @@ def matmul_peak(size: int = 2048, repeats: int = 20) -> float:
     return best
 
 
+def task_profiles(args) -> list[tuple[str, str]]:
+    """(task, profile) for each of --profiles that the task has (every task has `default`)."""
+    pairs = []
+    for profile in args.profiles.split(","):
+        for task_name in ("encoder-only", "encoder-decoder"):
+            if (PROFILE_DIR / f"{task_name}-{profile}.yaml").is_file():
+                pairs.append((task_name, profile))
+    if not pairs:
+        raise DigitformerError(f"--profiles {args.profiles}: no task has such a profile")
+    return pairs
+
+
 def efficiency(args) -> list[dict]:
     peak = matmul_peak()
     rows = []
-    for task_name in ("encoder-only", "encoder-decoder"):
-        settings = resolve_settings(
-            task_name, args.profile, {"data_dir": args.data_dir}, env_file=None
-        )
+    for task_name, profile in task_profiles(args):
+        settings = resolve_settings(task_name, profile, {"data_dir": args.data_dir}, env_file=None)
         task = build_task(settings, torch.device("cpu"))
         batches = itertools.chain.from_iterable(task.train_batches(e) for e in itertools.count())
         torch.manual_seed(0)
@@ -137,7 +149,7 @@ def efficiency(args) -> list[dict]:
         rows.append(
             {
                 "task": task_name,
-                "profile": args.profile,
+                "profile": profile,
                 "training_flops_per_sample": flops,
                 "samples_per_second": rate,
                 "gflops_per_second": flops * rate / 1e9,
@@ -167,8 +179,8 @@ def inference(args) -> list[dict]:
 
     rows = []
     folder = Path(tempfile.mkdtemp(prefix="digitformer-speed-"))
-    for task_name in ("encoder-only", "encoder-decoder"):
-        settings = resolve_settings(task_name, args.profile, {}, env_file=None)
+    for task_name, profile in task_profiles(args):
+        settings = resolve_settings(task_name, profile, {}, env_file=None)
         torch.manual_seed(0)
         model = build_model(task_name, settings.model).eval()
         side = 28 if task_name == "encoder-only" else 56
@@ -200,7 +212,13 @@ def inference(args) -> list[dict]:
                         read(images)
                     rate = repeats * batch / (time.perf_counter() - t0)
                 rows.append(
-                    {"task": task_name, "runtime": name, "batch": batch, "per_second": rate}
+                    {
+                        "task": task_name,
+                        "profile": profile,
+                        "runtime": name,
+                        "batch": batch,
+                        "per_second": rate,
+                    }
                 )
             reference = answers["PyTorch eager"]
             for name, answer in answers.items():
@@ -209,22 +227,19 @@ def inference(args) -> list[dict]:
     unit = {"encoder-only": "digits/s", "encoder-decoder": "grids/s"}
     print("| model | runtime | batch 1 | batch 512 |")
     print("|---|---|---|---|")
-    for task_name in unit:
-        base = {
-            r["batch"]: r["per_second"]
+    for task_name, profile in task_profiles(args):
+        mine = {
+            (r["runtime"], r["batch"]): r["per_second"]
             for r in rows
-            if r["task"] == task_name and r["runtime"] == "PyTorch eager"
+            if (r["task"], r["profile"]) == (task_name, profile)
         }
-        for name in dict.fromkeys(r["runtime"] for r in rows if r["task"] == task_name):
-            cells = []
-            for batch in (1, 512):
-                (rate,) = [
-                    r["per_second"]
-                    for r in rows
-                    if (r["task"], r["runtime"], r["batch"]) == (task_name, name, batch)
-                ]
-                cells.append(f"{rate:,.0f} {unit[task_name]} ({rate / base[batch]:.2f}x)")
-            print(f"| {task_name} | {name} | {cells[0]} | {cells[1]} |")
+        for name in dict.fromkeys(runtime for runtime, _ in mine):
+            cells = [
+                f"{mine[name, b]:,.0f} {unit[task_name]} "
+                f"({mine[name, b] / mine['PyTorch eager', b]:.2f}x)"
+                for b in (1, 512)
+            ]
+            print(f"| {task_name} `{profile}` | {name} | {cells[0]} | {cells[1]} |")
     return rows
 
 
@@ -246,7 +261,10 @@ def picks(answer: torch.Tensor):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="default")
+    parser.add_argument("--profile", default="default", help="the profile the speed-up times")
+    parser.add_argument(
+        "--profiles", default="default,fast", help="those --efficiency and --inference measure"
+    )
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--efficiency", action="store_true", help="FLOPs and share of the peak")
@@ -299,4 +317,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    guard(main)

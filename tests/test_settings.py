@@ -55,6 +55,8 @@ def test_environment_variables_with_prefix(monkeypatch):
         ({"device": "tpu"}, "device must be"),
         ({"aug_elastic": -1}, "aug_elastic must be >= 0"),
         ({"aug_elastic_sigma": 0}, "aug_elastic_sigma must be positive"),
+        ({"optimizer": "sgd"}, "optimizer must be adamw or muon"),
+        ({"ema": 1}, r"ema .* must be in \[0, 1\)"),
     ],
 )
 def test_bad_settings_are_clear_errors(overrides, message):

@@ -40,9 +40,16 @@ def interrupt(epoch, val_metrics):
     raise Interrupted
 
 
-@pytest.mark.parametrize("task", ["encoder-only", "encoder-decoder"])
-def test_resume_continues_the_same_run(mnist_dir, tmp_path, task):
-    extra = {"train_size": 600, "train_grids": 300}
+@pytest.mark.parametrize(
+    "task, recipe",
+    [
+        ("encoder-only", {}),
+        ("encoder-decoder", {}),
+        ("encoder-only", {"optimizer": "muon", "ema": 0.9}),  # two optimizers and an average
+    ],
+)
+def test_resume_continues_the_same_run(mnist_dir, tmp_path, task, recipe):
+    extra = {"train_size": 600, "train_grids": 300, **recipe}
     straight = train(settings_for(task, mnist_dir, tmp_path, epochs=2, run="straight", **extra))
     interrupted = settings_for(task, mnist_dir, tmp_path, epochs=2, run="split", **extra)
     with pytest.raises(Interrupted):  # the process dies after epoch 1 was saved
@@ -54,6 +61,25 @@ def test_resume_continues_the_same_run(mnist_dir, tmp_path, task):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
+def test_muon_and_the_weight_average_train_and_the_average_is_what_is_saved(mnist_dir, tmp_path):
+    s = settings_for("encoder-only", mnist_dir, tmp_path, epochs=2, optimizer="muon", ema=0.99)
+    summary = train(s)
+    assert summary["best"] > 0.5  # chance is 0.1
+    saved = load_file(f"{summary['run_dir']}/last.safetensors")
+    state = load_file(f"{summary['run_dir']}/last.state.safetensors")
+    raw = {k.removeprefix("model/"): v for k, v in state.items() if k.startswith("model/")}
+    average = {
+        k.removeprefix("ema/module."): v for k, v in state.items() if k.startswith("ema/module.")
+    }
+    assert saved.keys() == raw.keys() == average.keys()
+    for key in saved:  # the checkpoint is the average, and the average is not the raw weights
+        torch.testing.assert_close(saved[key], average[key], rtol=0, atol=0)
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)
+    assert int(state["ema/n_averaged"]) == summary["steps"]
+    val = evaluate_checkpoint(summary["run_dir"], "val", str(mnist_dir))
+    assert val["accuracy"] == pytest.approx(summary["history"][-1]["val_accuracy"])
 
 
 def test_existing_run_is_never_overwritten(mnist_dir, tmp_path):

@@ -172,10 +172,20 @@ STATE_VERSION = 2
 
 
 def save_train_state(
-    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict[str, Any]
+    path: str | Path,
+    model: nn.Module,
+    optimizer: Any,
+    info: dict[str, Any],
+    averaged: nn.Module | None = None,
 ) -> None:
+    """Weights, optimizer state and `info` in one file; `averaged` (the moving average of the
+    weights, when the run keeps one) beside them."""
     state = optimizer.state_dict()
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if averaged is not None:
+        tensors |= {
+            f"ema/{k}": v.detach().cpu().contiguous() for k, v in averaged.state_dict().items()
+        }
     scalars = {}
     for index, param_state in state["state"].items():
         for key, value in param_state.items():
@@ -195,10 +205,11 @@ def save_train_state(
 
 
 def load_train_state(
-    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    path: str | Path, model: nn.Module, optimizer: Any, averaged: nn.Module | None = None
 ) -> dict[str, Any]:
-    """Restore the model and the optimizer from `path`; return the rest (epoch, step, best,
-    meta). States written before version 2 hold no weights: those come from `last`."""
+    """Restore the model, the optimizer and the weights' average (when given and saved) from
+    `path`; return the rest (epoch, step, best, meta). States written before version 2 hold no
+    weights: those come from `last`."""
     path = Path(path)
     if not path.is_file():
         raise DigitformerError(f"cannot resume: no training state at {path}")
@@ -210,6 +221,7 @@ def load_train_state(
             raise ValueError("metadata is not a mapping")
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
         raise DigitformerError(f"{path}: training state is corrupt ({exc})") from None
+    average = {k[len("ema/") :]: v for k, v in tensors.items() if k.startswith("ema/")}
     if info.get("version") == STATE_VERSION:
         weights = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
         tensors = {k[len("optim/") :]: v for k, v in tensors.items() if k.startswith("optim/")}
@@ -220,6 +232,8 @@ def load_train_state(
         info["meta"] = meta
     try:
         model.load_state_dict(weights)
+        if averaged is not None and average:  # none saved: the average starts from here
+            averaged.load_state_dict(average)
         state: dict[int, dict[str, Any]] = {}
         for name, value in {**tensors, **info.pop("scalars")}.items():
             index, key = name.split(".", 1)

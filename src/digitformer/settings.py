@@ -35,6 +35,8 @@ class TrainSettings:
     weight_decay: float = 0.05
     warmup_steps: int = 200
     label_smoothing: float = 0.0
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the blocks' weight matrices
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0: none
     grad_clip: float | None = 1.0  # None: no clipping
     augment: bool = True
     aug_shift: float = 2.0  # pixels
@@ -231,6 +233,8 @@ def validate(s: TrainSettings) -> None:
         (s.aug_elastic_sigma > 0, "aug_elastic_sigma must be positive"),
         (0 <= s.aug_stroke <= 1, "aug_stroke must be in [0, 1]"),
         (0 <= s.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        (s.optimizer in ("adamw", "muon"), "optimizer must be adamw or muon"),
+        (0 <= s.ema < 1, "ema (the average's decay per step) must be in [0, 1)"),
         (s.grad_clip is None or s.grad_clip > 0, "grad_clip must be positive (or none)"),
         (s.val_size >= 1, "val_size must be at least 1"),
         (s.train_size is None or s.train_size >= 1, "train_size must be at least 1"),

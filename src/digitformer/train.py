@@ -19,6 +19,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 
 from digitformer.checkpoint import load_model, load_train_state, save_checkpoint, save_train_state
 from digitformer.display.braille import use_color
@@ -49,18 +50,103 @@ def lr_at(step: int, total: int, s: TrainSettings) -> float:
     return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: torch.nn.Module, s: TrainSettings, fused: bool) -> torch.optim.AdamW:
+def make_optimizer(
+    model: nn.Module, s: TrainSettings, fused: bool
+) -> torch.optim.Optimizer | Optimizers:
     """AdamW; no weight decay on biases and norms (1-D) or what the model names in
-    `no_weight_decay()` (positions, embeddings)."""
+    `no_weight_decay()` (positions, embeddings). With `optimizer: muon`, the weight matrices of
+    the linear layers but the output head get Muon (orthogonalized momentum updates, its rate
+    scaled to match AdamW's update size, so one `lr` serves both) and the rest AdamW."""
     named = model.no_weight_decay()
-    decay, no_decay = [], []
+    matrices = {
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name != "head"
+    }
+    muon, decay, no_decay = [], [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or name in named else decay).append(p)
+        if s.optimizer == "muon" and name in matrices:
+            muon.append(p)
+        else:
+            (no_decay if p.ndim < 2 or name in named else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": s.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), fused=fused or None)
+    adamw = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), fused=fused or None)
+    if not muon:
+        return adamw
+    orthogonal = torch.optim.Muon(
+        muon, lr=s.lr, weight_decay=s.weight_decay, adjust_lr_fn="match_rms_adamw"
+    )
+    return Optimizers(orthogonal, adamw)
+
+
+class Optimizers:
+    """Several optimizers over disjoint parameters, stepped, scheduled and saved as one: their
+    param_groups one list, their state_dict one dict indexed as if one optimizer held them all."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+        self.param_groups = [g for o in optimizers for g in o.param_groups]
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        state, groups, offset = {}, [], 0
+        for optimizer in self.optimizers:
+            part = optimizer.state_dict()
+            state |= {offset + i: v for i, v in part["state"].items()}
+            groups += [
+                {**g, "params": [offset + i for i in g["params"]]} for g in part["param_groups"]
+            ]
+            offset += sum(len(g["params"]) for g in part["param_groups"])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        groups, offset = list(state_dict["param_groups"]), 0
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"{len(groups)} parameter groups saved, {len(self.param_groups)} here")
+        for optimizer in self.optimizers:
+            mine, groups = (
+                groups[: len(optimizer.param_groups)],
+                groups[len(optimizer.param_groups) :],
+            )
+            count = sum(len(g["params"]) for g in mine)
+            optimizer.load_state_dict(
+                {
+                    "state": {
+                        i - offset: v
+                        for i, v in state_dict["state"].items()
+                        if offset <= i < offset + count
+                    },
+                    "param_groups": [
+                        {**g, "params": [i - offset for i in g["params"]]} for g in mine
+                    ],
+                }
+            )
+            offset += count
+        self.param_groups = [g for o in self.optimizers for g in o.param_groups]
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights, updated after every step (None when decay
+    is 0). Its decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so that the
+    first, random weights are soon forgotten."""
+    if not decay:
+        return None
+
+    def update(average: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        rate = min(decay, (1 + int(n)) / (10 + int(n)))
+        torch._foreach_lerp_(average, current, 1 - rate)
+
+    return AveragedModel(model, multi_avg_fn=update)
 
 
 def train(
@@ -144,6 +230,8 @@ def _train(
         _init_encoder(model, settings.init_encoder)
     model.to(device)
     optimizer = make_optimizer(model, settings, fused=device.type == "cuda")
+    averaged = weight_average(model, settings.ema)
+    served = averaged.module if averaged else model  # what is validated and saved
     stepper = model
     if dist.active:  # gradients averaged over the processes; `model` stays the plain module
         stepper = DistributedDataParallel(
@@ -154,7 +242,9 @@ def _train(
     total_steps = settings.epochs * steps_per_epoch
     start_epoch, step, history, best = 0, 0, [], -1.0
     if resume:
-        start_epoch, step, history, best = _resume(run_dir, model, optimizer, settings, force)
+        start_epoch, step, history, best = _resume(
+            run_dir, model, optimizer, averaged, settings, force
+        )
         model.to(device)
         if start_epoch >= settings.epochs:
             logger.print(f"{run_dir} already finished its {settings.epochs} epochs")
@@ -179,14 +269,14 @@ def _train(
         torch.manual_seed(settings.seed * 1_000 + epoch)  # dropout: reproducible per epoch
         t0 = time.perf_counter()
         train_stats, step = _train_epoch(
-            stepper, task, optimizer, settings, device, dist, epoch, step, total_steps
+            stepper, task, optimizer, settings, device, dist, epoch, step, total_steps, averaged
         )
         seconds = time.perf_counter() - t0
         if not dist.main:  # rank 0 validates, saves and decides; the others wait for it
             if _stop_after_epoch(dist, stop=False):
                 break
             continue
-        val, predictions = task.evaluate(model, "val")
+        val, predictions = task.evaluate(served, "val")
         score = val[task.primary_metric]
         record = {
             "epoch": epoch + 1,
@@ -206,18 +296,18 @@ def _train(
         logger.log(record, step)
         meta = {
             "model_type": task.model_type,
-            "model_config": model.cfg.to_dict(),
+            "model_config": served.cfg.to_dict(),
             "settings": settings.to_dict(),
             "epoch": epoch + 1,
             "step": step,
             "metrics": {"val": val},
             "history": history,
         }
-        check_finite(model, record)
+        check_finite(served, record)
         # The state file first: it is the epoch's commit point (weights, optimizer, history).
         info = {"epoch": epoch + 1, "step": step, "best": max(best, score), "meta": meta}
-        save_train_state(run_dir / STATE_FILE, model, optimizer, info)
-        last = save_checkpoint(run_dir / "last.safetensors", model, meta)
+        save_train_state(run_dir / STATE_FILE, model, optimizer, info, averaged)
+        last = save_checkpoint(run_dir / "last.safetensors", served, meta)
         if score > best:
             best = score
             for suffix in (".safetensors", ".json"):
@@ -254,6 +344,7 @@ def _train_epoch(
     epoch: int,
     step: int,
     total_steps: int,
+    averaged: AveragedModel | None = None,
 ) -> tuple[dict[str, float], int]:
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -280,6 +371,8 @@ def _train_epoch(
             if s.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
             optimizer.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             step += 1
             loss_sum += loss.detach() * len(targets)
             correct += right
@@ -381,11 +474,12 @@ RESUME_FREE = (
 def _resume(
     run_dir: Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Optimizers,
+    averaged: AveragedModel | None,
     settings: TrainSettings,
     force: bool,
 ) -> tuple[int, int, list[dict], float]:
-    info = load_train_state(run_dir / STATE_FILE, model, optimizer)
+    info = load_train_state(run_dir / STATE_FILE, model, optimizer, averaged)
     meta = info["meta"]
     saved, now = meta.get("settings", {}), settings.to_dict()
     differ = sorted(

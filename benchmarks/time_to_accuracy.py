@@ -1,0 +1,163 @@
+"""Time to accuracy: train a profile from scratch with several seeds, against the default profile
+on the same machine in the same run.
+
+    python benchmarks/time_to_accuracy.py --profile fast --seeds 3 --json OUT.json
+
+Per seed: the whole `train()` time (validation and checkpoints included; not the data loading
+before it nor the test evaluation after it), the test accuracy of the last epoch, and the first
+epoch whose validation accuracy reached --target. Then the mean and spread over the seeds.
+
+The baseline is the default profile's `train()` time on this machine, measured in the same run
+(the machines differ up to 2x from one session to the next, so only the ratio travels):
+`--baseline full` trains it whole; `--baseline epochs:N` (the default, N=1) trains its first N
+epochs and scales the time to all its epochs (its epochs cost the same: same model, same data);
+`--baseline none` skips it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import guard, machine, write_json  # noqa: E402
+from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.errors import DigitformerError  # noqa: E402
+from digitformer.runtime import pick_device  # noqa: E402
+from digitformer.settings import resolve_settings  # noqa: E402
+from digitformer.tasks import TASKS, build_task  # noqa: E402
+from digitformer.train import train  # noqa: E402
+
+
+def timed_run(task_name: str, profile: str, overrides: dict, out_dir: str, data_dir: str) -> dict:
+    """Train one run; its wall time, history and test metrics."""
+    run = f"{task_name}-{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = resolve_settings(
+        task_name,
+        profile,
+        {"data_dir": data_dir, "out_dir": out_dir, "run": run, "display": False, **overrides},
+        env_file=None,
+    )
+    device = pick_device(settings.device)
+    task = build_task(settings, device, with_test=True)
+    t0 = time.perf_counter()
+    summary = train(settings, task=task)
+    seconds = time.perf_counter() - t0
+    model, _ = load_model(Path(summary["run_dir"]) / "last.safetensors", device)
+    test, _ = task.evaluate(model, "test")
+    return {
+        "settings": settings,
+        "seconds": seconds,
+        "history": summary["history"],
+        "test": test,
+        "metric": task.primary_metric,
+        "run_dir": summary["run_dir"],
+    }
+
+
+def first_epoch_at(history: list[dict], metric: str, target: float) -> int | None:
+    """The first epoch whose validation `metric` reached `target` (None: none did)."""
+    return next((h["epoch"] for h in history if h[f"val_{metric}"] >= target), None)
+
+
+def parse_baseline(text: str) -> int | None:
+    """'full' -> 0 (all epochs), 'epochs:N' -> N, 'none' -> None."""
+    if text == "none":
+        return None
+    if text == "full":
+        return 0
+    name, _, count = text.partition(":")
+    if name == "epochs" and count.isdigit() and int(count) >= 1:
+        return int(count)
+    raise DigitformerError(f"--baseline {text!r}: use full, epochs:N (N >= 1) or none")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=list(TASKS), default="encoder-only")
+    parser.add_argument("--profile", default="fast")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    parser.add_argument("--target", type=float, default=0.99, help="validation accuracy to reach")
+    parser.add_argument("--baseline", default="epochs:1", help="full | epochs:N | none")
+    parser.add_argument("--data-dir", default=".data")
+    parser.add_argument("--out-dir", default=".data/bench-runs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    baseline_epochs = parse_baseline(args.baseline)
+    if args.seeds < 1:
+        raise DigitformerError("--seeds must be at least 1")
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+
+    seeds = []
+    for seed in range(args.seeds):
+        run = timed_run(
+            args.task, args.profile, {**overrides, "seed": seed}, args.out_dir, args.data_dir
+        )
+        metric = run["metric"]
+        row = {
+            "seed": seed,
+            "train_seconds": round(run["seconds"], 1),
+            f"test_{metric}": run["test"][metric],
+            "first_epoch_at_target": first_epoch_at(run["history"], metric, args.target),
+            "epochs": run["settings"].epochs,
+            f"val_{metric}_by_epoch": [round(h[f"val_{metric}"], 4) for h in run["history"]],
+            "run_dir": run["run_dir"],
+        }
+        seeds.append(row)
+        print(
+            f"seed {seed}: {row['train_seconds']:.0f} s, test {metric} "
+            f"{100 * row[f'test_{metric}']:.2f}%, validation reached {100 * args.target:g}% "
+            f"at epoch {row['first_epoch_at_target'] or 'never'} of {row['epochs']}",
+            flush=True,
+        )
+    scores = [row[f"test_{metric}"] for row in seeds]
+    times = [row["train_seconds"] for row in seeds]
+    result = {
+        "task": args.task,
+        "profile": args.profile,
+        "overrides": overrides,
+        "target": args.target,
+        "seeds": seeds,
+        f"mean_test_{metric}": statistics.mean(scores),
+        f"min_test_{metric}": min(scores),
+        "mean_train_seconds": statistics.mean(times),
+        "max_train_seconds": max(times),
+        "machine": machine(),
+    }
+    print(
+        f"{args.profile}: mean test {metric} {100 * statistics.mean(scores):.2f}% "
+        f"(min {100 * min(scores):.2f}%), mean train() time {statistics.mean(times):.0f} s "
+        f"(max {max(times):.0f} s) over {args.seeds} seeds"
+    )
+    if baseline_epochs is not None:
+        default = resolve_settings(args.task, "default", env_file=None)
+        epochs = baseline_epochs or default.epochs
+        run = timed_run(args.task, "default", {"epochs": epochs}, args.out_dir, args.data_dir)
+        # `--set epochs=N` leaves the default's cost per epoch alone (only its schedule changes)
+        estimate = run["seconds"] * default.epochs / epochs
+        result["baseline"] = {
+            "profile": "default",
+            "epochs_run": epochs,
+            "epochs": default.epochs,
+            "train_seconds": round(estimate, 1),
+            "measured": epochs == default.epochs,
+            **({f"test_{metric}": run["test"][metric]} if epochs == default.epochs else {}),
+        }
+        result["time_ratio"] = statistics.mean(times) / estimate
+        how = "measured" if epochs == default.epochs else f"scaled from its first {epochs} epoch(s)"
+        print(
+            f"default: {estimate:.0f} s for its {default.epochs} epochs ({how}); "
+            f"{args.profile} takes {result['time_ratio']:.2f}x of it"
+        )
+    write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    guard(main)
