@@ -1,4 +1,5 @@
-"""One training loop for both tasks: AdamW, warm-up + cosine, clipping, checkpoints, resume.
+"""One training loop for every task: AdamW (or Muon + AdamW), warm-up + cosine, clipping, an
+optional moving average of the weights, checkpoints, resume.
 
 digitformer train encoder-only --config default --epochs 3
 """
