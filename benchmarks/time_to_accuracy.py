@@ -66,6 +66,18 @@ def first_epoch_at(history: list[dict], metric: str, target: float) -> int | Non
     return next((h["epoch"] for h in history if h[f"val_{metric}"] >= target), None)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'3' -> [0, 1, 2]; '1,2' -> [1, 2]."""
+    parts = text.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise DigitformerError(f"--seeds {text!r}: a count (3) or a list of seeds (1,2)")
+    if len(parts) == 1:
+        if int(parts[0]) < 1:
+            raise DigitformerError("--seeds must be at least 1")
+        return list(range(int(parts[0])))
+    return [int(p) for p in parts]
+
+
 def parse_baseline(text: str) -> int | None:
     """'full' -> 0 (all epochs), 'epochs:N' -> N, 'none' -> None."""
     if text == "none":
@@ -82,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=list(TASKS), default="encoder-only")
     parser.add_argument("--profile", default="fast")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    parser.add_argument("--seeds", default="3", help="N (seeds 0..N-1) or a list: 1,2")
     parser.add_argument("--target", type=float, default=0.99, help="validation accuracy to reach")
     parser.add_argument("--baseline", default="epochs:1", help="full | epochs:N | none")
     parser.add_argument("--data-dir", default=".data")
@@ -91,12 +103,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     baseline_epochs = parse_baseline(args.baseline)
-    if args.seeds < 1:
-        raise DigitformerError("--seeds must be at least 1")
+    seed_list = parse_seeds(args.seeds)
     overrides = dict(kv.split("=", 1) for kv in args.set)
 
     seeds = []
-    for seed in range(args.seeds):
+    for seed in seed_list:
         run = timed_run(
             args.task, args.profile, {**overrides, "seed": seed}, args.out_dir, args.data_dir
         )
@@ -134,7 +145,7 @@ def main() -> None:
     print(
         f"{args.profile}: mean test {metric} {100 * statistics.mean(scores):.2f}% "
         f"(min {100 * min(scores):.2f}%), mean train() time {statistics.mean(times):.0f} s "
-        f"(max {max(times):.0f} s) over {args.seeds} seeds"
+        f"(max {max(times):.0f} s) over {len(seeds)} seeds"
     )
     if baseline_epochs is not None:
         default = resolve_settings(args.task, "default", env_file=None)
