@@ -175,6 +175,17 @@ def test_resume_with_settings_that_change_the_run_needs_force(mnist_dir, tmp_pat
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
 
 
+@pytest.mark.parametrize("saved, now", [("muon", "adamw"), ("adamw", "muon")])
+def test_resuming_with_another_optimizer_is_a_clear_error(mnist_dir, tmp_path, saved, now):
+    train(quick(mnist_dir, tmp_path, "r", epochs=1, optimizer=saved))
+    before = (tmp_path / "runs" / "r" / "last.state.safetensors").read_bytes()
+    with pytest.raises(DigitformerError, match="other settings .*optimizer"):
+        train(quick(mnist_dir, tmp_path, "r", epochs=2, optimizer=now), resume=True)
+    with pytest.raises(DigitformerError, match="does not fit"):  # forced: the state cannot load
+        train(quick(mnist_dir, tmp_path, "r", epochs=2, optimizer=now), resume=True, force=True)
+    assert (tmp_path / "runs" / "r" / "last.state.safetensors").read_bytes() == before
+
+
 @pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "a/b", ".hidden", ".."])
 def test_run_names_stay_inside_the_output_folder(mnist_dir, tmp_path, name):
     with pytest.raises(DigitformerError, match="plain folder name"):

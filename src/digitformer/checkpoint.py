@@ -8,6 +8,7 @@ metadata for people and tools. Never pickle: loading a pickle runs code.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,11 +206,16 @@ def save_train_state(
 
 
 def load_train_state(
-    path: str | Path, model: nn.Module, optimizer: Any, averaged: nn.Module | None = None
+    path: str | Path,
+    model: nn.Module,
+    optimizer: Any,
+    averaged: nn.Module | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Restore the model, the optimizer and the weights' average (when given and saved) from
-    `path`; return the rest (epoch, step, best, meta). States written before version 2 hold no
-    weights: those come from `last`."""
+    `path`; return the rest (epoch, step, best, meta). `check(info)` runs first and may refuse
+    the state before anything is restored. States written before version 2 hold no weights:
+    those come from `last`."""
     path = Path(path)
     if not path.is_file():
         raise DigitformerError(f"cannot resume: no training state at {path}")
@@ -230,6 +236,8 @@ def load_train_state(
         if meta.get("step") != info.get("step"):
             raise DigitformerError(f"cannot resume {path.parent}: weights and state disagree")
         info["meta"] = meta
+    if check is not None:
+        check(info)
     try:
         model.load_state_dict(weights)
         if averaged is not None and average:  # none saved: the average starts from here

@@ -480,18 +480,21 @@ def _resume(
     settings: TrainSettings,
     force: bool,
 ) -> tuple[int, int, list[dict], float]:
-    info = load_train_state(run_dir / STATE_FILE, model, optimizer, averaged)
-    meta = info["meta"]
-    saved, now = meta.get("settings", {}), settings.to_dict()
-    differ = sorted(
-        k for k in set(saved) | set(now) if k not in RESUME_FREE and saved.get(k) != now.get(k)
-    )
-    if differ and not force:
-        changes = ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
-        raise DigitformerError(
-            f"cannot resume {run_dir} with other settings ({changes}): "
-            "pass --force to continue it anyway, or start a new --run"
+    def same_settings(info: dict) -> None:
+        """Refuse, before any weight is restored, settings that would change the run."""
+        saved, now = info["meta"].get("settings", {}), settings.to_dict()
+        differ = sorted(
+            k for k in set(saved) | set(now) if k not in RESUME_FREE and saved.get(k) != now.get(k)
         )
+        if differ and not force:
+            changes = ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
+            raise DigitformerError(
+                f"cannot resume {run_dir} with other settings ({changes}): "
+                "pass --force to continue it anyway, or start a new --run"
+            )
+
+    info = load_train_state(run_dir / STATE_FILE, model, optimizer, averaged, same_settings)
+    meta = info["meta"]
     return info["epoch"], info["step"], meta["history"], info["best"]
 
 
