@@ -6,12 +6,19 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from digitformer.checkpoint import load_model
 from digitformer.errors import DigitformerError
+from digitformer.runtime import pick_device
+from digitformer.settings import resolve_settings
+from digitformer.tasks import build_task
+from digitformer.train import train
 
 
 def machine() -> str:
@@ -43,3 +50,33 @@ def guard(main: Callable[[], None]) -> None:
         main()
     except DigitformerError as err:
         sys.exit(f"error: {err}")
+
+
+def timed_run(
+    task_name: str, profile: str, overrides: dict, data_dir: str, out_dir: str
+) -> dict[str, Any]:
+    """Train `profile` from scratch in a new run folder and score its last epoch on the test
+    set: settings, task, summary, model, test metrics and the wall time of the whole `train()`
+    call (per-epoch validation and checkpoints included; not the data loading before it)."""
+    run = f"{task_name}-{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = resolve_settings(
+        task_name,
+        profile,
+        {"data_dir": data_dir, "out_dir": out_dir, "run": run, **overrides},
+        env_file=None,
+    )
+    device = pick_device(settings.device)
+    task = build_task(settings, device, with_test=True)
+    t0 = time.perf_counter()
+    summary = train(settings, task=task)
+    seconds = time.perf_counter() - t0
+    model, _ = load_model(Path(summary["run_dir"]) / "last.safetensors", device)
+    test, _ = task.evaluate(model, "test")
+    return {
+        "settings": settings,
+        "task": task,
+        "summary": summary,
+        "model": model,
+        "test": test,
+        "seconds": seconds,
+    }

@@ -20,45 +20,15 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import guard, machine, write_json  # noqa: E402
-from digitformer.checkpoint import load_model  # noqa: E402
+from common import guard, machine, timed_run, write_json  # noqa: E402
 from digitformer.errors import DigitformerError  # noqa: E402
-from digitformer.runtime import pick_device  # noqa: E402
 from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.tasks import TASKS, build_task  # noqa: E402
-from digitformer.train import train  # noqa: E402
-
-
-def timed_run(task_name: str, profile: str, overrides: dict, out_dir: str, data_dir: str) -> dict:
-    """Train one run; its wall time, history and test metrics."""
-    run = f"{task_name}-{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    settings = resolve_settings(
-        task_name,
-        profile,
-        {"data_dir": data_dir, "out_dir": out_dir, "run": run, "display": False, **overrides},
-        env_file=None,
-    )
-    device = pick_device(settings.device)
-    task = build_task(settings, device, with_test=True)
-    t0 = time.perf_counter()
-    summary = train(settings, task=task)
-    seconds = time.perf_counter() - t0
-    model, _ = load_model(Path(summary["run_dir"]) / "last.safetensors", device)
-    test, _ = task.evaluate(model, "test")
-    return {
-        "settings": settings,
-        "seconds": seconds,
-        "history": summary["history"],
-        "test": test,
-        "metric": task.primary_metric,
-        "run_dir": summary["run_dir"],
-    }
+from digitformer.tasks import TASKS  # noqa: E402
 
 
 def first_epoch_at(history: list[dict], metric: str, target: float) -> int | None:
@@ -109,17 +79,23 @@ def main() -> None:
     seeds = []
     for seed in seed_list:
         run = timed_run(
-            args.task, args.profile, {**overrides, "seed": seed}, args.out_dir, args.data_dir
+            args.task,
+            args.profile,
+            {**overrides, "seed": seed, "display": False},
+            args.data_dir,
+            args.out_dir,
         )
-        metric = run["metric"]
+        metric = run["task"].primary_metric
         row = {
             "seed": seed,
             "train_seconds": round(run["seconds"], 1),
             f"test_{metric}": run["test"][metric],
-            "first_epoch_at_target": first_epoch_at(run["history"], metric, args.target),
+            "first_epoch_at_target": first_epoch_at(run["summary"]["history"], metric, args.target),
             "epochs": run["settings"].epochs,
-            f"val_{metric}_by_epoch": [round(h[f"val_{metric}"], 4) for h in run["history"]],
-            "run_dir": run["run_dir"],
+            f"val_{metric}_by_epoch": [
+                round(h[f"val_{metric}"], 4) for h in run["summary"]["history"]
+            ],
+            "run_dir": run["summary"]["run_dir"],
         }
         seeds.append(row)
         print(
@@ -150,7 +126,9 @@ def main() -> None:
     if baseline_epochs is not None:
         default = resolve_settings(args.task, "default", env_file=None)
         epochs = baseline_epochs or default.epochs
-        run = timed_run(args.task, "default", {"epochs": epochs}, args.out_dir, args.data_dir)
+        run = timed_run(
+            args.task, "default", {"epochs": epochs, "display": False}, args.data_dir, args.out_dir
+        )
         # `--set epochs=N` leaves the default's cost per epoch alone (only its schedule changes)
         estimate = run["seconds"] * default.epochs / epochs
         result["baseline"] = {

@@ -12,19 +12,15 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import machine, write_json  # noqa: E402
-from digitformer.checkpoint import load_model, read_checkpoint  # noqa: E402
+from common import machine, timed_run, write_json  # noqa: E402
+from digitformer.checkpoint import read_checkpoint  # noqa: E402
 from digitformer.ensemble import NUMBER_VIEWS, TTA_VIEWS, Ensemble  # noqa: E402
-from digitformer.runtime import pick_device  # noqa: E402
-from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.tasks import TASKS, build_task  # noqa: E402
-from digitformer.train import train  # noqa: E402
+from digitformer.tasks import TASKS  # noqa: E402
 
 
 def main() -> None:
@@ -40,20 +36,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    run = f"{args.task}-{Path(args.profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    settings = resolve_settings(
-        args.task,
-        args.profile,
-        {"data_dir": args.data_dir, "out_dir": args.out_dir, "run": run, **overrides},
-        env_file=None,
+    run = timed_run(args.task, args.profile, overrides, args.data_dir, args.out_dir)
+    settings, task, summary, model, test = (
+        run[k] for k in ("settings", "task", "summary", "model", "test")
     )
-    device = pick_device(settings.device)
-    task = build_task(settings, device, with_test=True)
-    t0 = time.perf_counter()
-    summary = train(settings, task=task)
-    wall = time.perf_counter() - t0
-    model, meta = load_model(Path(summary["run_dir"]) / "last.safetensors", device)
-    test, _ = task.evaluate(model, "test")
+    wall = run["seconds"]
     if args.tta:
         tta, _ = task.evaluate(Ensemble([model], tta=True).eval(), "test")
         tta["views"] = len(NUMBER_VIEWS if args.task == "numbers" else TTA_VIEWS)
