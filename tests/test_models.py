@@ -70,6 +70,8 @@ def test_invalid_vit_configs_are_refused(bad):
         dict(dec_depth=0),
         dict(stem=-8),
         dict(drop_path=-0.1),
+        dict(window=-1),
+        dict(attention="quadrant", window=2),
     ],
 )
 def test_invalid_seq2seq_configs_are_refused(bad):
@@ -152,6 +154,26 @@ def test_quadrant_attention_keeps_digits_independent(stem):
     a, b = model.encode(images), model.encode(changed)
     torch.testing.assert_close(a[:, :3], b[:, :3])
     assert not torch.allclose(a[:, 3], b[:, 3])
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_windowed_attention_sees_only_nearby_columns(depth):
+    """With window w, each encoder block widens what a patch sees by w columns each side: after
+    `depth` blocks a patch column depends on the columns within depth * w, and on no other."""
+    torch.manual_seed(0)
+    window, patch = 1, 7
+    cfg = Seq2SeqConfig(
+        image_size=28, image_width=140, max_digits=4, ending="end", memory="patches",
+        dim=32, heads=2, ff_dim=64, enc_depth=depth, dec_depth=1, window=window,
+    )  # fmt: skip
+    model = Seq2Seq(cfg).eval()
+    images = torch.rand(1, 1, 28, 140)
+    changed = images.clone()
+    changed[..., 10 * patch : 11 * patch] = torch.rand(28, patch)  # patch column 10 changes
+    cols = torch.arange(20).repeat(4)  # each token's patch column, row-major
+    a, b = model.encode(images)[0], model.encode(changed)[0]  # (80, D)
+    moved = (a - b).abs().amax(-1) > 1e-5
+    assert torch.equal(moved, (cols - 10).abs() <= depth * window)
 
 
 @pytest.mark.parametrize("norm,stem", [("post", 0), ("pre", 0), ("pre", 4)])

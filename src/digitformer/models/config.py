@@ -113,6 +113,9 @@ class Seq2SeqConfig(_Config):
     memory: str = "quadrants"  # "quadrants": 4 pooled tokens; "patches": all encoder tokens
     attention: str = "global"  # encoder attention: "global" (all patches) or "quadrant"
     stem: int = 0  # channels of a 3x3 convolutional stem, run on each quadrant; 0: none
+    # Encoder self-attention within this many patch columns each side (0: the whole image): a
+    # digit's patches then see their neighbourhood, as in the 28x28 frame a ViT was trained on.
+    window: int = 0
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -146,6 +149,8 @@ class Seq2SeqConfig(_Config):
             raise ValueError(f"memory must be 'quadrants' or 'patches', got {self.memory!r}")
         if self.attention not in ("global", "quadrant"):
             raise ValueError(f"attention must be 'global' or 'quadrant', got {self.attention!r}")
+        if self.window < 0 or (self.window and self.attention != "global"):
+            raise ValueError("window must be >= 0, and is for global attention only")
         if self.enc_depth < 1 or self.dec_depth < 1:
             raise ValueError("enc_depth and dec_depth must be at least 1")
 

@@ -131,7 +131,10 @@ class Attention(nn.Module):
         causal: bool = False,
         cache: KV | None = None,
         need_weights: bool = False,
+        allowed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`allowed`: a boolean (Tq, Tk) mask of what each query may attend to (a local window);
+        `causal` adds the decoder's own."""
         q = self._split(self.q(x))  # (B, h, Tq, d)
         cross = context is not None
         if cross and cache is not None and cache.k is not None:
@@ -143,6 +146,8 @@ class Attention(nn.Module):
                     k, v = torch.cat([cache.k, k], 2), torch.cat([cache.v, v], 2)
                 cache.k, cache.v = k, v
         mask = _causal_mask(q.shape[2], k.shape[2], q.device) if causal and not cross else None
+        if allowed is not None:
+            mask = allowed if mask is None else mask & allowed
         weights = None
         if need_weights:
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, Tq, Tk)
@@ -218,14 +223,17 @@ class Block(nn.Module):
         self_cache: KV | None = None,
         cross_cache: KV | None = None,
         need_weights: bool = False,
+        allowed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x (B, T, D) -> (B, T, D) and, when asked, {'self': (B, h, T, T), 'cross': ...}."""
+        """x (B, T, D) -> (B, T, D) and, when asked, {'self': (B, h, T, T), 'cross': ...}.
+        `allowed` (T, T) limits the self-attention (a local window)."""
         weights = {}
         h, weights["self"] = self.attn(
             self._norm_in(self.norm1, x),
             causal=causal,
             cache=self_cache,
             need_weights=need_weights,
+            allowed=allowed,
         )
         x = self._norm_out(self.norm1, x + self._drop(h))
         if self.cross_attn is not None:

@@ -136,9 +136,10 @@ class Seq2Seq(nn.Module):
         local = self.cfg.attention == "quadrant"
         if local:  # each digit's patches attend only to each other: (4B, T/4, D)
             x = to_quadrants(x, side).flatten(0, 1)
+        allowed = self._window(x.device)
         attn = []
         for block in self.encoder[:layers]:
-            x, weights = block(x, need_weights=need_weights)
+            x, weights = block(x, need_weights=need_weights, allowed=allowed)
             if need_weights:
                 w = weights["self"]
                 attn.append(w.unflatten(0, (-1, 4)) if local else w)
@@ -147,6 +148,14 @@ class Seq2Seq(nn.Module):
         if local:
             x = from_quadrants(x.unflatten(0, (-1, 4)), side)
         return x, attn
+
+    def _window(self, device: torch.device) -> torch.Tensor | None:
+        """(T, T) True where patch j lies within `window` columns of patch i (None: global)."""
+        if not self.cfg.window:
+            return None
+        rows, cols = self.cfg.patch_grid
+        col = torch.arange(cols, device=device).repeat(rows)  # (T,) row-major
+        return (col[:, None] - col[None, :]).abs() <= self.cfg.window
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Decoder memory (B, M, D): 4 quadrant tokens with their own learnable positions, or
