@@ -78,6 +78,24 @@ def test_nothing_to_read_is_said_not_guessed(blank):
         prepare(blank, grid=False)
 
 
+def soft_shadow(sheet: np.ndarray, blur: float = 12.0) -> np.ndarray:
+    """A hand's soft-edged shadow over the lower right of the sheet."""
+    from scipy import ndimage
+
+    ys, xs = np.mgrid[0 : sheet.shape[0], 0 : sheet.shape[1]]
+    inside = ((ys - 0.8 * sheet.shape[0]) ** 2 + (xs - 0.9 * sheet.shape[1]) ** 2) < 90**2
+    return sheet * (1 - 0.55 * ndimage.gaussian_filter(inside.astype(np.float32), blur))
+
+
+def test_a_soft_shadow_is_not_a_digit_and_a_digit_in_it_still_is(digits):
+    """A shadow's edge stands well out of clean paper, but it rises slowly: no pen did it."""
+    with pytest.raises(NoInk, match="soft shading"):
+        prepare(soft_shadow(np.full((256, 256), 0.9, np.float32)), grid=False)
+    for digit in digits.images[:5]:
+        sheet = soft_shadow(on_paper(digit, 7)).astype(np.float32)
+        assert correlation(to_mnist(sheet), digit) > 0.75
+
+
 def test_a_grid_with_an_empty_quadrant_says_which(digits):
     sheet = np.ones((200, 200), np.float32)
     sheet[:100, :100] = on_paper(digits.images[0], 3)[:100, :100]

@@ -13,8 +13,9 @@ much thicker or thinner than MNIST's. So, in order:
    estimates the paper and its lighting; once the strokes' width is known, a closing three
    strokes wide estimates it again, closer; it is subtracted (a gradient or a shadow goes);
 3. ink: Otsu's threshold on what is left; specks far smaller than the digit are dropped;
-   nothing that stands out of the paper by a real contrast and five times its noise means
-   nothing to read (`NoInk`), never a guess;
+   nothing that stands out of the paper by a real contrast and five times its noise, with
+   the sharp edges of a pen rather than the slow ramp of a shadow, means nothing to read
+   (`NoInk`), never a guess;
 4. pen width: strokes far thinner than MNIST's (measured as 2 x area / boundary, scaled to
    the 20-pixel box; MNIST's median is 2.6 pixels) are grown to it;
 5. MNIST's own crop, scale and centring.
@@ -35,6 +36,7 @@ WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the d
 BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
+MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
 THIN_PEN = 2.0  # MNIST's 5th percentile of stroke width: thinner pens are grown to 2.6
 
@@ -155,6 +157,12 @@ def _strokes(contrast: np.ndarray) -> Ink:
     mask = _drop_specks(ink > threshold)
     if not mask.any():
         raise NoInk("no digit found (only specks)")
+    # A pen leaves edges; light and shadow do not: the contrast must rise at the marks' edges
+    # by MIN_EDGE of its height a pixel or more (a shadow's penumbra is a slow ramp).
+    edge = mask & ~ndimage.binary_erosion(mask)
+    slope = np.hypot(*np.gradient(ink))
+    if np.percentile(slope[edge], 75) < MIN_EDGE:
+        raise NoInk("no digit found (only soft shading, no pen strokes)")
     # Keep the soft edges of the strokes (anti-aliasing), not the faint haze of noise or JPEG
     # ringing around them, nor anything away from the strokes that remain.
     soft = np.clip((ink - threshold / 2) / (1 - threshold / 2), 0, 1)
