@@ -130,7 +130,11 @@ def test_hub_checkpoints_fail_fast_and_clearly_without_the_hub(monkeypatch):
 def test_bundled_models_by_name(tmp_path):
     with pytest.raises(DigitformerError, match="choose from pretrained:digit, pretrained:grid"):
         load_model("pretrained:letters")
-    for name, kind in (("digit", "encoder-only"), ("grid", "encoder-decoder")):
+    for name, kind in (
+        ("digit", "encoder-only"),
+        ("grid", "encoder-decoder"),
+        ("number", "encoder-decoder"),
+    ):
         model, meta = load_model(f"pretrained:{name}")
         assert meta["model_type"] == kind and meta["stored_as"] == "float16"
         assert all(p.dtype == torch.float32 for p in model.parameters())  # computes in fp32

@@ -43,7 +43,7 @@ def test_serve_defaults_to_the_bundled_models_and_refuses_bad_input(tmp_path, mo
     import digitformer.serve.app as app
 
     monkeypatch.chdir(tmp_path)
-    assert app.default_checkpoints() == ["pretrained:digit", "pretrained:grid"]
+    assert app.default_checkpoints() == ["pretrained:digit", "pretrained:grid", "pretrained:number"]
     # a trimmed installation without them: the default runs, else what the folder holds
     monkeypatch.setattr(app, "PRETRAINED_DIR", tmp_path / "nothing")
     (tmp_path / ".data" / "models" / "my-run").mkdir(parents=True)

@@ -168,3 +168,22 @@ def test_user_like_grid_files_are_prepared_per_quadrant(tmp_path, digits):
         for q, (r, c) in enumerate([(0, 0), (0, 28), (28, 0), (28, 28)]):
             original = grid[r : r + 28, c : c + 28]
             assert correlation(prepared[r : r + 28, c : c + 28], original) > 0.8, (i, q)
+
+
+def test_auto_sends_each_picture_to_the_bundled_reader_its_ink_calls_for(tmp_path, capsys, digits):
+    """--model auto without a checkpoint: a written number goes to pretrained:number (several
+    digits come back), a lone digit to pretrained:digit (one), each as dark ink on paper."""
+    from digitformer.data.numbers import make_numbers
+
+    numbers = make_numbers(digits.images, digits.labels, 20, seed=3)
+    number = int(np.flatnonzero(numbers.lengths >= 3)[0])  # a number of three digits or more
+    pictures = {"number.png": numbers.images[number], "digit.png": digits.images[0]}
+    for name, image in pictures.items():
+        big = np.kron(image.astype(np.float32), np.ones((3, 3), np.float32))
+        Image.fromarray((255 - big).astype(np.uint8)).save(tmp_path / name)  # dark on white
+    code, out, _ = run_predict(capsys, tmp_path / "number.png", tmp_path / "digit.png",
+                               "--model", "auto", "--json")  # fmt: skip
+    assert code == 0
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in map(json.loads, out.splitlines())}
+    assert len(rows["number.png"]["digits"]) == numbers.lengths[number]
+    assert len(rows["digit.png"]["digits"]) == 1
