@@ -160,7 +160,7 @@ def _strokes(contrast: np.ndarray) -> Ink:
     # A pen leaves edges; light and shadow do not: the contrast must rise at the marks' edges
     # by MIN_EDGE of its height a pixel or more (a shadow's penumbra is a slow ramp).
     edge = mask & ~ndimage.binary_erosion(mask)
-    slope = np.hypot(*np.gradient(ink))
+    slope = np.hypot(*np.gradient(np.pad(ink, 1, mode="edge")))[1:-1, 1:-1]  # any size, 1xN too
     if np.percentile(slope[edge], 75) < MIN_EDGE:
         raise NoInk("no digit found (only soft shading, no pen strokes)")
     # Keep the soft edges of the strokes (anti-aliasing), not the faint haze of noise or JPEG
