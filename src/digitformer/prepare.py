@@ -159,9 +159,8 @@ def _strokes(contrast: np.ndarray) -> Ink:
         raise NoInk("no digit found (only specks)")
     # A pen leaves edges; light and shadow do not: the contrast must rise at the marks' edges
     # by MIN_EDGE of its height a pixel or more (a shadow's penumbra is a slow ramp).
-    edge = mask & ~ndimage.binary_erosion(mask)
     slope = np.hypot(*np.gradient(np.pad(ink, 1, mode="edge")))[1:-1, 1:-1]  # any size, 1xN too
-    if np.percentile(slope[edge], 75) < MIN_EDGE:
+    if np.percentile(slope[_boundary(mask)], 75) < MIN_EDGE:
         raise NoInk("no digit found (only soft shading, no pen strokes)")
     # Keep the soft edges of the strokes (anti-aliasing), not the faint haze of noise or JPEG
     # ringing around them, nor anything away from the strokes that remain.
@@ -215,10 +214,14 @@ def _drop_specks(mask: np.ndarray) -> np.ndarray:
     return np.isin(labels, keep)
 
 
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """The mask's own pixels that touch the outside."""
+    return mask & ~ndimage.binary_erosion(mask)
+
+
 def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width in pixels: 2 x area / boundary length (both edges of a stroke)."""
-    boundary = mask & ~ndimage.binary_erosion(mask)
-    return 2.0 * mask.sum() / max(1, boundary.sum())
+    return 2.0 * mask.sum() / max(1, _boundary(mask).sum())
 
 
 def _normalize_pen(ink: Ink, box: int) -> np.ndarray:
