@@ -122,6 +122,18 @@ def test_a_fine_pen_is_grown_to_mnists_width_and_a_marker_left_whole():
     assert stroke_width(square) == pytest.approx(4, rel=0.25)
 
 
+def test_a_thick_pens_zero_is_read_as_ink_around_a_hole():
+    """A marker's 0 covers more of its neighbourhood than the paper does: the local contrast's
+    tails look alike there, and the hole was once taken for light ink on a dark board."""
+    from PIL import ImageDraw
+
+    canvas = Image.new("L", (256, 256), 230)
+    ImageDraw.Draw(canvas).ellipse((60, 30, 196, 226), outline=30, width=40)
+    digit = to_mnist(np.asarray(canvas, np.float32) / 255)
+    assert digit[12:16, 12:16].mean() < 60  # the hole is paper
+    assert digit[10:18, 4:9].max() > 200  # the ring's left side is ink
+
+
 def test_predict_reports_blank_pictures_and_still_reads_the_rest(
     tmp_path, capsys, digits, tiny_checkpoint
 ):

@@ -8,7 +8,8 @@ centre of mass in 28x28, light ink on black. Cameras and scanners add what MNIST
 dark ink on light paper, uneven light and shadows, paper texture and noise, JPEG blocks, pens
 much thicker or thinner than MNIST's. So, in order:
 
-1. polarity: ink is the rarer, darker (or lighter) tail of the local contrast;
+1. polarity: ink is the rarer, darker (or lighter) tail of the local contrast (the contrast
+   with the whole picture breaks near-ties: a thick pen can outnumber the paper locally);
 2. background: a median over windows half the picture wide (strokes are a minority there)
    estimates the paper and its lighting; once the strokes' width is known, a closing three
    strokes wide estimates it again, closer; it is subtracted (a gradient or a shadow goes);
@@ -37,6 +38,7 @@ BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: t
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
 MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
+TIE_BREAK = 0.1  # weight of the whole picture's polarity against the local one's (find_ink)
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
 THIN_PEN = 2.0  # MNIST's 5th percentile of stroke width: thinner pens are grown to 2.6
 
@@ -123,9 +125,16 @@ def find_ink(pixels: np.ndarray) -> Ink:
     Raises NoInk when nothing stands out of the paper."""
     x = _reduce(pixels, WORK_SIZE)
     local = x - _background(x)
-    # Polarity: dark strokes leave a long negative tail in the local contrast, light ones a
-    # positive one; paper and lighting vary slowly and leave neither.
-    dark = -np.percentile(local, 0.5) > np.percentile(local, 99.5)
+
+    # Polarity: dark strokes leave a long negative tail in the contrast, light ones a positive
+    # one; paper and lighting vary slowly and leave neither. The local background decides
+    # (a shadow over half the sheet fools the picture's median), but a thick pen's blots can
+    # outnumber the paper in its windows and leave both tails alike: there the contrast with
+    # the picture's median, where strokes are still a minority, breaks the tie.
+    def margin(contrast: np.ndarray) -> float:  # > 0: dark strokes
+        return float(-np.percentile(contrast, 0.5) - np.percentile(contrast, 99.5))
+
+    dark = margin(local) + TIE_BREAK * margin(x - np.median(x)) > 0
     first = _strokes(-local if dark else local)
     # Second pass, now that the pen's width is known: a closing (an opening for light ink)
     # three strokes wide, and at least half the digit wide (a thick pen fills loops into blots
