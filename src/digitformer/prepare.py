@@ -38,7 +38,7 @@ BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: t
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
 MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
-TIE_BREAK = 0.1  # weight of the whole picture's polarity against the local one's (find_ink)
+TIE_BREAK = 0.02  # weight of the whole picture's polarity against the local one's (find_ink)
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
 THIN_PEN = 2.0  # MNIST's 5th percentile of stroke width: thinner pens are grown to 2.6
 
