@@ -125,16 +125,11 @@ def find_ink(pixels: np.ndarray) -> Ink:
     Raises NoInk when nothing stands out of the paper."""
     x = _reduce(pixels, WORK_SIZE)
     local = x - _background(x)
-
-    # Polarity: dark strokes leave a long negative tail in the contrast, light ones a positive
-    # one; paper and lighting vary slowly and leave neither. The local background decides
-    # (a shadow over half the sheet fools the picture's median), but a thick pen's blots can
-    # outnumber the paper in its windows and leave both tails alike: there the contrast with
-    # the picture's median, where strokes are still a minority, breaks the tie.
-    def margin(contrast: np.ndarray) -> float:  # > 0: dark strokes
-        return float(-np.percentile(contrast, 0.5) - np.percentile(contrast, 99.5))
-
-    dark = margin(local) + TIE_BREAK * margin(x - np.median(x)) > 0
+    # Polarity: the local background decides (a shadow over half the sheet fools the
+    # picture's median), but a thick pen's blots can outnumber the paper in its windows and
+    # leave both tails alike: there the contrast with the picture's median, where strokes are
+    # still a minority, breaks the tie.
+    dark = _dark_margin(local) + TIE_BREAK * _dark_margin(x - np.median(x)) > 0
     first = _strokes(-local if dark else local)
     # Second pass, now that the pen's width is known: a closing (an opening for light ink)
     # three strokes wide, and at least half the digit wide (a thick pen fills loops into blots
@@ -151,6 +146,12 @@ def find_ink(pixels: np.ndarray) -> Ink:
     else:
         local = x - ndimage.grey_opening(x, size=size, mode="nearest")
     return _strokes(local)
+
+
+def _dark_margin(contrast: np.ndarray) -> float:
+    """> 0 when the strokes are dark: they leave a long negative tail in the contrast, light
+    ones a positive one; paper and lighting vary slowly and leave neither."""
+    return float(-np.percentile(contrast, 0.5) - np.percentile(contrast, 99.5))
 
 
 def _strokes(contrast: np.ndarray) -> Ink:
