@@ -9,7 +9,7 @@ from PIL import Image
 
 from digitformer.cli import main
 from digitformer.data import load_split
-from digitformer.prepare import NoInk, prepare, read_gray, stroke_width, to_mnist
+from digitformer.prepare import NoInk, find_ink, prepare, read_gray, stroke_width, to_mnist
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,37 @@ def test_a_soft_shadow_is_not_a_digit_and_a_digit_in_it_still_is(digits):
     for digit in digits.images[:5]:
         sheet = soft_shadow(on_paper(digit, 7)).astype(np.float32)
         assert correlation(to_mnist(sheet), digit) > 0.75
+
+
+def shadow_over(sheet: np.ndarray, cy: float, cx: float) -> np.ndarray:
+    """A soft shadow, 0.6 of the sheet's height in radius, centred at (cy, cx) of its size."""
+    from scipy import ndimage
+
+    h, w = sheet.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    inside = ((ys - cy * h) ** 2 + (xs - cx * w) ** 2) < (0.6 * h) ** 2
+    return sheet * (1 - 0.55 * ndimage.gaussian_filter(inside.astype(np.float32), 12.0))
+
+
+def test_a_digit_in_a_shadow_over_most_of_the_sheet_is_read_without_the_shadows_rim(digits):
+    """The bright paper around a wide shadow outweighs the dark strokes in the contrast's
+    tails; what that polarity finds has no pen edges, so the other one is read. A shadow's
+    rim beside a digit is soft too and left out of its ink."""
+    for digit in digits.images[:8]:
+        sheet = on_paper(digit, 7)
+        assert correlation(to_mnist(shadow_over(sheet, 0.5, 0.5)), digit) > 0.9
+        assert correlation(to_mnist(shadow_over(sheet, 0.5, 1.25)), digit) > 0.9
+
+
+def test_a_faint_stretch_of_a_stroke_is_kept_where_it_joins_a_strong_one():
+    """A 7 whose bar fades away from the stem (a pencil, a pen running dry): Otsu's threshold
+    alone cuts the whole bar off and leaves a 1; joined to the strong stem, it stays."""
+    sheet = np.full((200, 200), 0.9, np.float32)
+    sheet[40:52, 50:150] -= np.linspace(0.1, 0.35, 100)[None, :]  # the bar, fading to the left
+    for y in range(52, 170):  # the stem, dark, down to the lower left
+        x = 146 - (y - 52) * 50 // 118
+        sheet[y, x - 6 : x + 6] = 0.15
+    assert (find_ink(sheet).image[40:52] > 0).sum() > 0.5 * 12 * 100
 
 
 def test_a_grid_with_an_empty_quadrant_says_which(digits):

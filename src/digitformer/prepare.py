@@ -10,10 +10,13 @@ much thicker or thinner than MNIST's. So, in order:
 
 1. polarity: ink is the rarer, darker (or lighter) tail of the local contrast (the contrast
    with the whole picture breaks near-ties: a thick pen can outnumber the paper locally);
+   when that polarity finds no pen edges (a shadow over most of the sheet), the other;
 2. background: a median over windows half the picture wide (strokes are a minority there)
    estimates the paper and its lighting; once the strokes' width is known, a closing three
    strokes wide estimates it again, closer; it is subtracted (a gradient or a shadow goes);
-3. ink: Otsu's threshold on what is left; specks far smaller than the digit are dropped;
+3. ink: Otsu's threshold on what is left, with hysteresis (a faint stretch of stroke joined to
+   a strong one is kept, if it stands six times the paper's noise out of it); marks without a
+   pen's sharp edges (a shadow's rim) and specks far smaller than the digit are dropped;
    nothing that stands out of the paper by a real contrast and five times its noise, with
    the sharp edges of a pen rather than the slow ramp of a shadow, means nothing to read
    (`NoInk`), never a guess;
@@ -37,6 +40,7 @@ WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the d
 BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
+WEAK_SNR = 6.0  # ...and a faint stretch of stroke joined to a strong one, this many (see _strokes)
 MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
 TIE_BREAK = 0.02  # weight of the whole picture's polarity against the local one's (find_ink)
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
@@ -130,7 +134,17 @@ def find_ink(pixels: np.ndarray) -> Ink:
     # leave both tails alike: there the contrast with the picture's median, where strokes are
     # still a minority, breaks the tie.
     dark = _dark_margin(local) + TIE_BREAK * _dark_margin(x - np.median(x)) > 0
-    first = _strokes(-local if dark else local)
+    # A shadow over most of the sheet can still fool both: its bright margins then outweigh
+    # dark strokes, and what is found is soft shading. Pen strokes have edges: when one
+    # polarity finds none, the other is tried.
+    try:
+        first = _strokes(-local if dark else local)
+    except NoInk as error:
+        try:
+            first = _strokes(local if dark else -local)
+        except NoInk:
+            raise error from None
+        dark = not dark
     # Second pass, now that the pen's width is known: a closing (an opening for light ink)
     # three strokes wide, and at least half the digit wide (a thick pen fills loops into blots
     # wider than its strokes, and those are ink too), removes the strokes and keeps the paper,
@@ -164,18 +178,24 @@ def _strokes(contrast: np.ndarray) -> Ink:
         raise NoInk("no digit found (nothing stands out of the background)")
     ink = np.clip(ink / peak, 0, 1)
     threshold = _otsu(ink)
-    mask = _drop_specks(ink > threshold)
-    if not mask.any():
-        raise NoInk("no digit found (only specks)")
     # A pen leaves edges; light and shadow do not: the contrast must rise at the marks' edges
     # by MIN_EDGE of its height a pixel or more (a shadow's penumbra is a slow ramp).
     slope = np.hypot(*np.gradient(np.pad(ink, 1, mode="edge")))[1:-1, 1:-1]  # any size, 1xN too
+    mask = _drop_specks(_sharp_marks(ink > threshold, ink, slope))
+    if not mask.any():
+        raise NoInk("no digit found (only specks)")
     if np.percentile(slope[_boundary(mask)], 75) < MIN_EDGE:
         raise NoInk("no digit found (only soft shading, no pen strokes)")
     # Keep the soft edges of the strokes (anti-aliasing), not the faint haze of noise or JPEG
     # ringing around them, nor anything away from the strokes that remain.
+    # Hysteresis, as Canny's edges: faint stretches of a stroke (a pencil's, a pen running dry)
+    # are drawn too where they join the strokes kept, not the faint haze elsewhere. The mask
+    # (the pen's width, the layout of the marks) stays the strokes above the threshold.
     soft = np.clip((ink - threshold / 2) / (1 - threshold / 2), 0, 1)
-    keep = ndimage.binary_dilation(mask, iterations=1)
+    low = min(threshold, max(threshold / 2, WEAK_SNR * noise / peak))
+    pieces, _ = ndimage.label(ink > low, structure=np.ones((3, 3)))
+    joined = np.isin(pieces, np.unique(pieces[mask])) & (pieces > 0)
+    keep = ndimage.binary_dilation(joined | mask, iterations=1)
     return Ink(np.where(keep, soft, 0.0).astype(np.float32), mask)
 
 
@@ -212,6 +232,23 @@ def _otsu(values: np.ndarray) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (mu[-1] * omega - mu) ** 2 / (omega * (1 - omega))
     return float(edges[int(np.nanargmax(between)) + 1])
+
+
+def _sharp_marks(mask: np.ndarray, ink: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """Drop the soft marks beside the strokes (the rim of a shadow the background missed):
+    those whose contrast rises at their edges by less than MIN_EDGE of their own height a
+    pixel. All of them soft: the mask is kept, for the caller's test to refuse."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count <= 1:
+        return mask
+    index = np.arange(1, count + 1)
+    height = ndimage.maximum(ink, labels, index)
+    edge = np.where(_boundary(mask), labels, 0)
+    rise = ndimage.labeled_comprehension(
+        slope, edge, index, lambda s: np.percentile(s, 75), float, 0.0
+    )
+    sharp = index[rise >= MIN_EDGE * np.maximum(height, 1e-6)]
+    return np.isin(labels, sharp) if len(sharp) else mask
 
 
 def _drop_specks(mask: np.ndarray) -> np.ndarray:
