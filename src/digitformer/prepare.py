@@ -187,10 +187,9 @@ def _strokes(contrast: np.ndarray) -> Ink:
     if np.percentile(slope[_boundary(mask)], 75) < MIN_EDGE:
         raise NoInk("no digit found (only soft shading, no pen strokes)")
     # Keep the soft edges of the strokes (anti-aliasing), not the faint haze of noise or JPEG
-    # ringing around them, nor anything away from the strokes that remain.
-    # Hysteresis, as Canny's edges: faint stretches of a stroke (a pencil's, a pen running dry)
-    # are drawn too where they join the strokes kept, not the faint haze elsewhere. The mask
-    # (the pen's width, the layout of the marks) stays the strokes above the threshold.
+    # ringing around them, nor anything away from the strokes that remain but faint stretches
+    # joined to them (hysteresis, as Canny's edges: a pencil's stroke, a pen running dry). The
+    # mask (the pen's width, the layout of the marks) stays the strokes above the threshold.
     soft = np.clip((ink - threshold / 2) / (1 - threshold / 2), 0, 1)
     low = min(threshold, max(threshold / 2, WEAK_SNR * noise / peak))
     pieces, _ = ndimage.label(ink > low, structure=np.ones((3, 3)))
