@@ -78,12 +78,16 @@ def test_nothing_to_read_is_said_not_guessed(blank):
         prepare(blank, grid=False)
 
 
-def soft_shadow(sheet: np.ndarray, blur: float = 12.0) -> np.ndarray:
-    """A hand's soft-edged shadow over the lower right of the sheet."""
+def soft_shadow(
+    sheet: np.ndarray, blur: float = 12.0, centre=(0.8, 0.9), radius: float = 90
+) -> np.ndarray:
+    """A hand's soft-edged shadow, `radius` pixels round `centre` (a share of the sheet's
+    height and width; by default over its lower right)."""
     from scipy import ndimage
 
-    ys, xs = np.mgrid[0 : sheet.shape[0], 0 : sheet.shape[1]]
-    inside = ((ys - 0.8 * sheet.shape[0]) ** 2 + (xs - 0.9 * sheet.shape[1]) ** 2) < 90**2
+    h, w = sheet.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    inside = ((ys - centre[0] * h) ** 2 + (xs - centre[1] * w) ** 2) < radius**2
     return sheet * (1 - 0.55 * ndimage.gaussian_filter(inside.astype(np.float32), blur))
 
 
@@ -96,24 +100,19 @@ def test_a_soft_shadow_is_not_a_digit_and_a_digit_in_it_still_is(digits):
         assert correlation(to_mnist(sheet), digit) > 0.75
 
 
-def shadow_over(sheet: np.ndarray, cy: float, cx: float) -> np.ndarray:
-    """A soft shadow, 0.6 of the sheet's height in radius, centred at (cy, cx) of its size."""
-    from scipy import ndimage
-
-    h, w = sheet.shape
-    ys, xs = np.mgrid[0:h, 0:w]
-    inside = ((ys - cy * h) ** 2 + (xs - cx * w) ** 2) < (0.6 * h) ** 2
-    return sheet * (1 - 0.55 * ndimage.gaussian_filter(inside.astype(np.float32), 12.0))
-
-
 def test_a_digit_in_a_shadow_over_most_of_the_sheet_is_read_without_the_shadows_rim(digits):
     """The bright paper around a wide shadow outweighs the dark strokes in the contrast's
     tails; what that polarity finds has no pen edges, so the other one is read. A shadow's
     rim beside a digit is soft too and left out of its ink."""
     for digit in digits.images[:8]:
         sheet = on_paper(digit, 7)
-        assert correlation(to_mnist(shadow_over(sheet, 0.5, 0.5)), digit) > 0.9
-        assert correlation(to_mnist(shadow_over(sheet, 0.5, 1.25)), digit) > 0.9
+        wide = 0.6 * sheet.shape[0]
+        assert (
+            correlation(to_mnist(soft_shadow(sheet, centre=(0.5, 0.5), radius=wide)), digit) > 0.9
+        )
+        assert (
+            correlation(to_mnist(soft_shadow(sheet, centre=(0.5, 1.25), radius=wide)), digit) > 0.9
+        )
 
 
 def test_a_faint_stretch_of_a_stroke_is_kept_where_it_joins_a_strong_one():
