@@ -21,10 +21,10 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import guard, machine  # noqa: E402
-from digitformer.checkpoint import PRETRAINED, PRETRAINED_DIR, read_checkpoint  # noqa: E402
-from digitformer.errors import DigitformerError  # noqa: E402
-from digitformer.evaluate import evaluate_checkpoint  # noqa: E402
-from digitformer.fileio import atomic_path  # noqa: E402
+from digitformer.inference.checkpoint import PRETRAINED, PRETRAINED_DIR, read_checkpoint  # noqa: E402
+from digitformer.utils.errors import DigitformerError  # noqa: E402
+from digitformer.training.evaluate import evaluate_checkpoint  # noqa: E402
+from digitformer.utils.fileio import atomic_path  # noqa: E402
 
 REPORT = PRETRAINED_DIR / "report.json"
 KEPT = (
@@ -51,8 +51,9 @@ def main() -> None:
     parser.add_argument("--no-tta", dest="tta", action="store_false")
     args = parser.parse_args()
     weights, meta = read_checkpoint(args.run)
-    if meta.get("settings", {}).get("task") != PRETRAINED[args.name]:
-        raise DigitformerError(f"pretrained:{args.name} must be trained on {PRETRAINED[args.name]}")
+    task = READERS[args.name].task
+    if meta.get("settings", {}).get("task") != task:
+        raise DigitformerError(f"pretrained:{args.name} must be trained on {task}")
     half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     meta = {**meta, "stored_as": "float16", "history": meta.get("history", [])[-1:]}
     target = PRETRAINED_DIR / f"{args.name}.safetensors"

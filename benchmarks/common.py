@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from digitformer.checkpoint import load_model
-from digitformer.errors import DigitformerError
-from digitformer.runtime import pick_device
-from digitformer.settings import resolve_settings
-from digitformer.tasks import build_task
-from digitformer.train import train
+from digitformer.inference.checkpoint import load_model
+from digitformer.utils.errors import DigitformerError
+from digitformer.utils.runtime import pick_device
+from digitformer.training.settings import resolve_settings
+from digitformer.training.tasks import build_task
+from digitformer.training.train import train
 
 
 def machine() -> str:

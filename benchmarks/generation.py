@@ -23,11 +23,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common import machine  # noqa: E402
-from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.inference.checkpoint import load_model  # noqa: E402
 from digitformer.data import load_split, make_grids  # noqa: E402
 from digitformer.models import build_model  # noqa: E402
-from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.tensors import to_float  # noqa: E402
+from digitformer.training.settings import resolve_settings  # noqa: E402
+from digitformer.utils.tensors import to_float  # noqa: E402
 
 
 def main() -> None:

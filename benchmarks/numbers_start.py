@@ -27,12 +27,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import guard  # noqa: E402
-from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.inference.checkpoint import load_model  # noqa: E402
 from digitformer.data import load_split  # noqa: E402
 from digitformer.data.numbers import make_numbers  # noqa: E402
 from digitformer.models import Seq2Seq, Seq2SeqConfig  # noqa: E402
-from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.tasks import IGNORE, number_targets  # noqa: E402
+from digitformer.training.settings import resolve_settings  # noqa: E402
+from digitformer.training.tasks import IGNORE, number_targets  # noqa: E402
 
 
 def main() -> None:

@@ -38,13 +38,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import guard, machine, write_json  # noqa: E402
-from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.inference.checkpoint import load_model  # noqa: E402
 from digitformer.data import load_split  # noqa: E402
 from digitformer.data.numbers import Numbers, make_numbers  # noqa: E402
-from digitformer.errors import DigitformerError  # noqa: E402
-from digitformer.metrics import number_strings  # noqa: E402
+from digitformer.utils.errors import DigitformerError  # noqa: E402
+from digitformer.inference.readers import token_strings  # noqa: E402
 from digitformer.models import input_shape, reader_kind  # noqa: E402
-from digitformer.predict import predict_images, predict_pictures  # noqa: E402
+from digitformer.inference.predict import predict_images, predict_pictures  # noqa: E402
 
 STRUCTURE = np.ones((3, 3), bool)  # 8-connected
 
@@ -199,7 +199,7 @@ def evaluate_layout(layout: str, checkpoint: str | None, digit_model, args, test
         start = time.perf_counter()
         tokens, _ = predict_images(model, "encoder-decoder", numbers.images, 500)
         model_s = time.perf_counter() - start
-        read = number_strings(tokens)
+        read = token_strings(tokens)
         result["model"] = scores(read, true, lengths, touching) | {"seconds": model_s}
         if layout == "line" and args.photos:
             rng = np.random.default_rng(args.seed)

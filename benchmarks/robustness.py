@@ -6,7 +6,7 @@
 Each test digit is re-drawn as a pen stroke (upscaled, its edges made crisp) on a 256x256
 picture and put through one named condition; the conditions are made here, independently of
 the training augmentation. Every picture is read twice: with the preparation `predict` uses
-(`digitformer.prepare`), and naively (grayscale, inverted when the paper is light, resized to
+(`digitformer.inference.prepare`), and naively (grayscale, inverted when the paper is light, resized to
 28x28). Blank pictures under each condition check that nothing is read where nothing is
 written. Grids: four digits drawn the same way on a 512x512 picture, scored whole and per
 digit. The thin pen traces the strokes' skeletons with scikit-image (`pip install
@@ -31,11 +31,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import guard, machine, write_json  # noqa: E402
-from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.inference.checkpoint import load_model  # noqa: E402
 from digitformer.data import load_split  # noqa: E402
-from digitformer.errors import DigitformerError  # noqa: E402
-from digitformer.predict import predict_images  # noqa: E402
-from digitformer.prepare import NoInk, prepare  # noqa: E402
+from digitformer.utils.errors import DigitformerError  # noqa: E402
+from digitformer.inference.predict import predict_images  # noqa: E402
+from digitformer.inference.prepare import NoInk, prepare  # noqa: E402
 
 SIDE = 256
 

@@ -20,9 +20,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import machine  # noqa: E402
-from digitformer import sweep  # noqa: E402
-from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.train import train  # noqa: E402
+from digitformer.training import sweep  # noqa: E402
+from digitformer.training.settings import resolve_settings  # noqa: E402
+from digitformer.training.train import train  # noqa: E402
 
 
 def main() -> None:

@@ -36,13 +36,13 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from common import guard, machine, write_json  # noqa: E402
-from digitformer.augment import random_affine  # noqa: E402
-from digitformer.errors import DigitformerError  # noqa: E402
+from digitformer.data.augment import random_affine  # noqa: E402
+from digitformer.utils.errors import DigitformerError  # noqa: E402
 from digitformer.models import build_model  # noqa: E402
 from digitformer.models.layers import Attention  # noqa: E402
-from digitformer.settings import PROFILE_DIR, resolve_settings  # noqa: E402
-from digitformer.tasks import build_task  # noqa: E402
-from digitformer.train import make_optimizer  # noqa: E402
+from digitformer.training.settings import PROFILE_DIR, resolve_settings  # noqa: E402
+from digitformer.training.tasks import build_task  # noqa: E402
+from digitformer.training.train import make_optimizer  # noqa: E402
 
 
 class HandAttention(Attention):
@@ -175,7 +175,7 @@ def inference(args) -> list[dict]:
 
     import numpy as np
 
-    from digitformer.export import export_model
+    from digitformer.inference.export import export_model
 
     rows = []
     folder = Path(tempfile.mkdtemp(prefix="digitformer-speed-"))
@@ -288,7 +288,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model("encoder-only", settings.model)
         if name == "baseline":
-            for block in model.blocks:
+            for block in model.encoder:
                 hand = HandAttention(model.cfg.dim, model.cfg.heads)
                 hand.load_state_dict(block.attn.state_dict())
                 block.attn = hand

@@ -26,9 +26,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import guard, machine, timed_run, write_json  # noqa: E402
-from digitformer.errors import DigitformerError  # noqa: E402
-from digitformer.settings import resolve_settings  # noqa: E402
-from digitformer.tasks import TASKS  # noqa: E402
+from digitformer.utils.errors import DigitformerError  # noqa: E402
+from digitformer.training.settings import resolve_settings  # noqa: E402
+from digitformer.training.tasks import TASKS  # noqa: E402
 
 
 def first_epoch_at(history: list[dict], metric: str, target: float) -> int | None:

@@ -18,9 +18,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import machine, timed_run, write_json  # noqa: E402
-from digitformer.checkpoint import read_checkpoint  # noqa: E402
-from digitformer.ensemble import NUMBER_VIEWS, TTA_VIEWS, Ensemble  # noqa: E402
-from digitformer.tasks import TASKS  # noqa: E402
+from digitformer.inference.checkpoint import read_checkpoint  # noqa: E402
+from digitformer.inference.ensemble import Ensemble  # noqa: E402
+from digitformer.inference.readers import BY_TASK  # noqa: E402
+from digitformer.training.tasks import TASKS  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     wall = run["seconds"]
     if args.tta:
         tta, _ = task.evaluate(Ensemble([model], tta=True).eval(), "test")
-        tta["views"] = len(NUMBER_VIEWS if args.task == "numbers" else TTA_VIEWS)
+        tta["views"] = len(BY_TASK[args.task].views)
     samples = sum(h["samples_per_second"] * h["seconds"] for h in summary["history"])
     train_seconds = sum(h["seconds"] for h in summary["history"])
     result = {

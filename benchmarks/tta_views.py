@@ -18,10 +18,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import guard, machine, write_json  # noqa: E402
-from digitformer.checkpoint import load_model  # noqa: E402
-from digitformer.ensemble import TTA_VIEWS, decode_together, tta_views  # noqa: E402
-from digitformer.tasks import task_for_checkpoint  # noqa: E402
-from digitformer.tensors import to_float  # noqa: E402
+from digitformer.inference.checkpoint import load_model  # noqa: E402
+from digitformer.inference.ensemble import decode_together, tta_views  # noqa: E402
+from digitformer.inference.readers import DIGIT_VIEWS as TTA_VIEWS  # noqa: E402
+from digitformer.training.tasks import task_for_checkpoint  # noqa: E402
+from digitformer.utils.tensors import to_float  # noqa: E402
 
 # name -> (degrees, dx, dy), as TTA_VIEWS holds them
 ONE = [(1, 0), (-1, 0), (0, 1), (0, -1)]

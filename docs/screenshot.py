@@ -18,7 +18,7 @@ import time
 import uvicorn
 from playwright.sync_api import sync_playwright
 
-from digitformer.serve.app import create_app, load_models
+from digitformer.apps.serve.app import create_app, load_models
 
 # Four digits as mouse strokes on the 280x280 canvas, one per quadrant: 3, 8, 4, 1.
 STROKES = [

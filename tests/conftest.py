@@ -26,7 +26,7 @@ def rng():
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     """make(model_type, **config) -> (model in eval mode, path of its saved checkpoint)."""
-    from digitformer.checkpoint import save_checkpoint
+    from digitformer.inference.checkpoint import save_checkpoint
     from digitformer.models import build_model
 
     def make(model_type: str, **config):
@@ -46,8 +46,8 @@ def tiny_checkpoint(tmp_path):
 def trained_runs(tmp_path_factory) -> dict[str, str]:
     """A tiny real run of each task: 2 epochs on the real-MNIST subset, checkpoints, history
     and all. {task: run folder}."""
-    from digitformer.settings import resolve_settings
-    from digitformer.train import train
+    from digitformer.training.settings import resolve_settings
+    from digitformer.training.train import train
 
     root = tmp_path_factory.mktemp("trained")
     shutil.copytree(SUBSET, root / "data")

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from digitformer.settings import TrainSettings, resolve_settings
+from digitformer.training.settings import TrainSettings, resolve_settings
 
 SUBSET = Path(__file__).parent / "data" / "mnist-subset"
 # Tiny configurations: real forward/backward passes in milliseconds.
@@ -78,3 +78,11 @@ def data_of(run: str | Path) -> str:
     (a checkpoint never chooses where data is read), so tests pass it explicitly."""
     meta = json.loads((Path(run) / "last.json").read_text())
     return meta["settings"]["data_dir"]
+
+
+def read_files(model, files):
+    """Read image files as `digitformer predict` does, with `model`: its Readings."""
+    from digitformer.inference.predict import predict_pictures
+    from digitformer.inference.prepare import read_gray
+
+    return predict_pictures(model, [read_gray(f) for f in files], [str(f) for f in files])

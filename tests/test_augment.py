@@ -1,8 +1,9 @@
 import torch
 
-from digitformer.augment import elastic_flow, random_affine, warp
+from digitformer.data.augment import elastic_flow, random_affine, warp
 from digitformer.data.grids import tile_2x2
-from digitformer.ensemble import TTA_VIEWS, tta_views
+from digitformer.inference.ensemble import tta_views
+from digitformer.inference.readers import DIGIT_VIEWS as TTA_VIEWS
 
 
 def digits(n=3, seed=0):
@@ -71,7 +72,7 @@ def test_elastic_distortion_is_seeded_smooth_and_of_the_asked_strength():
 
 
 def test_random_stroke_thickens_or_thins_each_picked_digit():
-    from digitformer.augment import random_stroke
+    from digitformer.data.augment import random_stroke
 
     digits = torch.zeros(64, 1, 28, 28)
     digits[:, :, 8:20, 12:15] = 1.0  # a stroke 3 pixels wide
@@ -86,7 +87,7 @@ def test_random_stroke_thickens_or_thins_each_picked_digit():
 
 
 def test_random_stroke_off_changes_nothing_and_draws_nothing():
-    from digitformer.augment import random_stroke
+    from digitformer.data.augment import random_stroke
 
     digits = torch.rand(8, 1, 28, 28)
     gen = torch.Generator().manual_seed(3)

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from digitformer.checkpoint import load_model, save_checkpoint
-from digitformer.errors import DigitformerError
+from digitformer.inference.checkpoint import load_model, save_checkpoint
 from digitformer.models import build_model
+from digitformer.utils.errors import DigitformerError
 from helpers import TINY
 
 
@@ -116,7 +116,7 @@ def test_metadata_of_the_wrong_type_is_a_clear_error(tmp_path, meta):
 def test_hub_checkpoints_fail_fast_and_clearly_without_the_hub(monkeypatch):
     import time
 
-    import digitformer.hub as hub
+    import digitformer.utils.hub as hub
 
     monkeypatch.setattr(hub, "reachable", lambda host="", timeout=5.0: False)
     started = time.monotonic()

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from digitformer.cli import main
+from digitformer.apps.cli import main
 
 
 def run_cli(*args):
@@ -40,7 +40,7 @@ def test_help_explains_each_command(args, capsys):
 
 
 def test_serve_defaults_to_the_bundled_models_and_refuses_bad_input(tmp_path, monkeypatch, capsys):
-    import digitformer.serve.app as app
+    import digitformer.apps.serve.app as app
 
     monkeypatch.chdir(tmp_path)
     assert app.default_checkpoints() == ["pretrained:digit", "pretrained:grid", "pretrained:number"]

@@ -13,7 +13,7 @@ from digitformer.data import fetch as fetch_mod
 from digitformer.data.fetch import digits_from_pickle, verify
 from digitformer.data.grids import make_grids, tile_2x2
 from digitformer.data.mnist import Digits, load_split, read_parquet, split_files, write_parquet
-from digitformer.errors import DigitformerError
+from digitformer.utils.errors import DigitformerError
 
 
 def random_digits(rng, n):

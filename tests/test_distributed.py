@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from digitformer.checkpoint import load_model
-from digitformer.errors import DigitformerError
-from digitformer.train import train
+from digitformer.inference.checkpoint import load_model
+from digitformer.training.train import train
+from digitformer.utils.errors import DigitformerError
 from helpers import settings_for
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
@@ -32,7 +32,7 @@ DRIVER = textwrap.dedent(
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     from helpers import settings_for
-    from digitformer.train import train
+    from digitformer.training.train import train
 
     steps, unequal = [0], [0]
 

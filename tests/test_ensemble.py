@@ -2,11 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from digitformer.cli import main
-from digitformer.ensemble import TTA_VIEWS, Ensemble, tta_views
-from digitformer.evaluate import evaluate_checkpoint
+from digitformer.apps.cli import main
+from digitformer.inference.ensemble import Ensemble, tta_views
+from digitformer.inference.readers import DIGIT_VIEWS as TTA_VIEWS
 from digitformer.models import build_model
-from digitformer.train import train
+from digitformer.training.evaluate import evaluate_checkpoint
+from digitformer.training.train import train
 from helpers import TINY, data_of, settings_for
 
 

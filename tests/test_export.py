@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from digitformer.cli import main
+from digitformer.apps.cli import main
 from digitformer.data import load_split, make_grids
 
 
@@ -17,9 +17,12 @@ def inputs_for(model_type, mnist_dir, n=5):
 
 
 def reference(model, model_type, x):
+    """What every exported graph returns: the model's own reading, tokens and probabilities
+    (a digit is a sequence of one: the softmax of its logits)."""
     with torch.no_grad():
         if model_type == "encoder-only":
-            return [model(x).softmax(-1)]
+            probs = model(x).softmax(-1)[:, None]
+            return [probs.argmax(-1), probs]
         digits, probs = model.generate(x)
         return [digits, probs]
 

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import save_file
 
-from digitformer.checkpoint import load_model
-from digitformer.errors import DigitformerError
+from digitformer.inference.checkpoint import load_model
+from digitformer.inference.prepare import NoInk, prepare, read_gray
 from digitformer.models import build_model
-from digitformer.prepare import NoInk, prepare, read_gray
+from digitformer.utils.errors import DigitformerError
 from helpers import TINY
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

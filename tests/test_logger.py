@@ -1,6 +1,6 @@
 import io
 
-from digitformer.logger import Logger
+from digitformer.training.logger import Logger
 
 
 def test_console_logger_prints_lines():

@@ -186,11 +186,11 @@ def test_encoder_started_from_a_vit_reads_each_digit_as_the_vit_does(norm, stem)
     model.init_encoder_from(vit)
     grid = torch.rand(2, 1, 56, 56)
     tokens, _ = model.forward_features(grid)
-    quads = to_quadrants(tokens, model.cfg.grid_side)  # (B, 4, 16, D)
+    quads = to_quadrants(tokens, model.cfg.patch_side)  # (B, 4, 16, D)
     for q, (y, x) in enumerate([(0, 0), (0, 28), (28, 0), (28, 28)]):
         digit = grid[..., y : y + 28, x : x + 28]
         expected = vit.patch(digit) + vit.pos[:, 1:]  # the ViT's own patch tokens, no CLS
-        for block in vit.blocks:
+        for block in vit.encoder:
             expected, _ = block(expected)
         torch.testing.assert_close(quads[:, q], vit.norm(expected))
 

@@ -9,16 +9,17 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from digitformer.cli import main
+from digitformer.apps.cli import main
 from digitformer.data import load_split
 from digitformer.data.mnist import Digits
 from digitformer.data.numbers import END, make_numbers
-from digitformer.errors import DigitformerError
-from digitformer.metrics import number_metrics, number_strings
+from digitformer.inference.predict import predict_pictures
+from digitformer.inference.readers import token_strings
 from digitformer.models import Seq2Seq, Seq2SeqConfig
-from digitformer.predict import predict_pictures
-from digitformer.settings import resolve_settings
-from digitformer.tasks import IGNORE, NumbersTask, number_targets
+from digitformer.training.metrics import number_metrics
+from digitformer.training.settings import resolve_settings
+from digitformer.training.tasks import IGNORE, NumbersTask, number_targets
+from digitformer.utils.errors import DigitformerError
 from helpers import SUBSET
 
 # A small line reader: up to 2 digits on a 28x56 canvas (learns in seconds).
@@ -143,13 +144,13 @@ def test_number_targets_and_metrics():
     assert m["cer"] == pytest.approx(2 / 6)  # one digit too many, one missing
     assert m["length_accuracy"] == pytest.approx(1 / 3)
     assert m["exact_by_length"] == {"1": 0.0, "2": 0.0, "3": 1.0}
-    assert number_strings(preds) == ["123", "44", "7"]
+    assert token_strings(preds) == ["123", "44", "7"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small numbers model trained for a minute on the real-MNIST subset."""
-    from digitformer.train import train
+    from digitformer.training.train import train
 
     root = tmp_path_factory.mktemp("numbers")
     shutil.copytree(SUBSET, root / "data")
@@ -168,7 +169,7 @@ def test_short_training_reads_numbers_well_above_chance(trained):
 
 
 def load_trained(trained):
-    from digitformer.checkpoint import load_model
+    from digitformer.inference.checkpoint import load_model
 
     return load_model(trained["run_dir"], "cpu")
 
@@ -234,9 +235,8 @@ def test_predict_reads_pictures_of_any_size_and_says_what_it_cannot(trained, mni
     blank = np.full((90, 333), 0.85, np.float32)
     too_wide = dark_on_paper(np.concatenate([numbers.images[0]] * 8, 1), 2, 5)
     names = [str(i) for i in range(len(pictures))] + ["blank", "wide"]
-    results, inputs, errors = predict_pictures(
-        model, "encoder-decoder", pictures + [blank, too_wide], names
-    )
+    readings = predict_pictures(model, pictures + [blank, too_wide], names)
+    results, inputs, errors = readings.results, np.stack(readings.inputs), readings.errors
     assert inputs.shape[1:] == (28, WIDTH)
     by_name = {r.file: r for r in results}
     assert by_name["blank"].digits is None and "no digit" in by_name["blank"].reason
@@ -278,7 +278,7 @@ def test_data_numbers_writes_pngs_and_labels(mnist_dir, tmp_path, capsys):
 
 def test_wrong_models_for_the_numbers_task_are_clear_errors(tmp_path):
     with pytest.raises(DigitformerError, match="end token"):
-        from digitformer.tasks import build_task
+        from digitformer.training.tasks import build_task
 
         build_task(numbers_settings(tmp_path, SUBSET, **{"model.ending": "fixed"}), "cpu")
     with pytest.raises(ValueError, match="for the 2x2 grid"):

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import digitformer
-from digitformer.settings import PROFILE_DIR, resolve_settings
-from digitformer.sweep import load_space, space_path
-from digitformer.tasks import TASKS
+from digitformer.training.settings import PROFILE_DIR, resolve_settings
+from digitformer.training.sweep import load_space, space_path
+from digitformer.training.tasks import TASKS
 
 assert Path(digitformer.__file__).resolve().is_relative_to(Path(sys.prefix).resolve())
 for task in TASKS:
@@ -26,7 +26,7 @@ for task in TASKS:
         resolve_settings(task, path.stem.removeprefix(f"{task}-"), env_file=None)
     for space in ("default", "cpu"):
         load_space(space_path(space, task))
-assert (Path(digitformer.__file__).parent / "serve" / "index.html").is_file()
+assert (Path(digitformer.__file__).parent / "apps" / "serve" / "index.html").is_file()
 print("ok", digitformer.__file__)
 """
 
@@ -51,7 +51,7 @@ def test_wheel_holds_the_package_data_and_the_license(wheel):
         "digitformer/profiles/encoder-decoder-from-vit.yaml",
         "digitformer/sweeps/encoder-only.yaml",
         "digitformer/sweeps/encoder-decoder-cpu.yaml",
-        "digitformer/serve/index.html",
+        "digitformer/apps/serve/index.html",
     ):
         assert expected in names
     assert any(n.endswith("licenses/LICENSE") for n in names)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from digitformer.cli import main
+from digitformer.apps.cli import main
 from digitformer.data import load_split, make_grids
-from digitformer.prepare import is_mnist_like, prepare, read_gray, to_mnist
+from digitformer.inference.prepare import is_mnist_like, prepare, read_gray, to_mnist
 
 
 @pytest.fixture

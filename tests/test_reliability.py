@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from digitformer.cli import main
-from digitformer.errors import DigitformerError
-from digitformer.settings import resolve_settings
-from digitformer.train import train
+from digitformer.apps.cli import main
+from digitformer.training.settings import resolve_settings
+from digitformer.training.train import train
+from digitformer.utils.errors import DigitformerError
 from helpers import settings_for
 
 TINY_RUN = {"train_size": 300, "epochs": 2, "model.dim": 32, "model.depth": 1}
@@ -57,7 +57,7 @@ KILLER = textwrap.dedent(
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     from helpers import settings_for
-    from digitformer.train import train
+    from digitformer.training.train import train
 
     call, when = int(sys.argv[1]), sys.argv[2]
     real, count = os.replace, 0
@@ -105,7 +105,7 @@ def test_a_kill_during_any_save_leaves_a_run_that_resumes_to_the_same_weights(
 
 def full_disk_at(monkeypatch, nth: int) -> list:
     """safetensors' writes fail from the nth on, as on a full disk, after half a file."""
-    import digitformer.checkpoint as checkpoint
+    import digitformer.inference.checkpoint as checkpoint
 
     real, calls = checkpoint.save_file, []
 
@@ -146,7 +146,7 @@ def test_a_full_disk_is_one_line_from_the_command_line(mnist_dir, tmp_path, monk
 
 
 def test_diverging_training_stops_and_saves_nothing_of_it(mnist_dir, tmp_path, monkeypatch):
-    from digitformer.tasks import DigitTask
+    from digitformer.training.tasks import DigitTask
 
     real, steps = DigitTask.loss, []
 
@@ -257,7 +257,7 @@ def test_special_files_and_wrong_output_paths_are_one_line(tmp_path, capsys, tin
 
 
 def test_files_are_written_with_the_users_umask(tmp_path):
-    from digitformer.fileio import UMASK, write_text_atomic
+    from digitformer.utils.fileio import UMASK, write_text_atomic
 
     write_text_atomic(tmp_path / "f.txt", "x")
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK

@@ -7,11 +7,11 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from digitformer.checkpoint import load_model  # noqa: E402
+from digitformer.apps.serve.app import create_app, load_models  # noqa: E402
 from digitformer.data.grids import make_grids  # noqa: E402
 from digitformer.data.mnist import load_split  # noqa: E402
-from digitformer.predict import predict_files  # noqa: E402
-from digitformer.serve.app import create_app, load_models  # noqa: E402
+from digitformer.inference.checkpoint import load_model  # noqa: E402
+from helpers import read_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def test_upload_predicts_what_predict_does(client, test_grids, trained_runs, tmp
     path = tmp_path / "grid.png"
     path.write_bytes(png(grids.images[0]))
     model, _ = load_model(trained_runs["encoder-decoder"])
-    (expected,), _, errors = predict_files(model, "encoder-decoder", [path])
+    readings = read_files(model, [path])
+    (expected,), errors = readings.results, readings.errors
     answer = client.post("/predict?kind=grid", files={"file": ("grid.png", path.read_bytes())})
     assert answer.status_code == 200 and not errors
     body = answer.json()

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from digitformer.errors import DigitformerError
-from digitformer.settings import PROFILE_DIR, resolve_settings
+from digitformer.training.settings import PROFILE_DIR, resolve_settings
+from digitformer.utils.errors import DigitformerError
 
 
 def test_precedence_defaults_profile_env_flags(tmp_path, monkeypatch):

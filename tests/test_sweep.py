@@ -11,11 +11,11 @@ import optuna
 import pytest
 import yaml
 
-from digitformer import sweep
-from digitformer.cli import main
-from digitformer.errors import DigitformerError
+from digitformer.apps.cli import main
 from digitformer.models import MODEL_TYPES
-from digitformer.settings import resolve_settings
+from digitformer.training import sweep
+from digitformer.training.settings import resolve_settings
+from digitformer.utils.errors import DigitformerError
 from helpers import SUBSET
 
 TINY_SPACE = {
@@ -255,7 +255,7 @@ def test_two_agents_in_parallel_share_one_study(backend, request, data_dir, spac
 
 
 def test_best_of_an_unknown_study_creates_no_database(tmp_path, capsys):
-    from digitformer.cli import main
+    from digitformer.apps.cli import main
 
     db = tmp_path / "none.db"
     assert main(["sweep", "best", "nope", "--storage", f"sqlite:///{db}"]) == 1

@@ -3,11 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
-from digitformer.cli import main
-from digitformer.errors import DigitformerError
+from digitformer.apps.cli import main
+from digitformer.apps.viz import attention, embeddings, training
+from digitformer.inference import attention as attention_maps
+from digitformer.apps.viz.run import VizOptions, visualize
 from digitformer.models import build_model
-from digitformer.viz import attention, embeddings, training
-from digitformer.viz.run import VizOptions, visualize
+from digitformer.utils.errors import DigitformerError
 from helpers import TINY, data_of
 
 
@@ -78,7 +79,7 @@ def test_numbers_viz_draws_where_each_digit_was_read(runs, tmp_path):
 
 
 def test_braille_epochs_come_from_the_recorded_run(runs, tmp_path):
-    from digitformer.checkpoint import read_checkpoint
+    from digitformer.inference.checkpoint import read_checkpoint
 
     _, meta = read_checkpoint(f"{runs['encoder-decoder']}/last.safetensors")
     recorded = [np.asarray(r["display_predictions"]) for r in meta["history"]]
@@ -105,7 +106,7 @@ def test_patches_are_coloured_by_their_own_quadrant():
     model = build_model("encoder-decoder", TINY["encoder-decoder"]).eval()
     images = torch.randint(0, 256, (3, 56, 56), dtype=torch.uint8)
     labels = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8], [9, 0, 1, 2]])
-    emb = embeddings.collect(model, "encoder-decoder", images, labels, max_points=10_000)
+    emb = embeddings.collect(model, images, labels, max_points=10_000)
     assert emb.points.shape == (3 * 64, 32)
     digits = emb.digits.reshape(3, side, side)
     assert (digits[1, :4, :4] == 5).all() and (digits[1, :4, 4:] == 6).all()
@@ -127,8 +128,8 @@ def test_vit_attention_maps_are_the_modules_weights():
     cfg = {**TINY["encoder-only"], "depth": 2}
     model = build_model("encoder-only", cfg).eval()
     images = torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8)
-    seen, handle = _capture(model.blocks[1].attn)
-    maps = attention.vit_maps(model, images, layer=2)
+    seen, handle = _capture(model.encoder[1].attn)
+    maps = attention_maps.vit_maps(model, images, layer=2)
     handle.remove()
     weights = seen[-1]  # (B, h, 17, 17)
     assert maps["cls"].shape == (2, 2, 4, 4)
@@ -137,7 +138,7 @@ def test_vit_attention_maps_are_the_modules_weights():
         maps["received"].reshape(2, 2, 16), weights[:, :, 1:, 1:].mean(2).numpy(), rtol=1e-6
     )
     with pytest.raises(DigitformerError, match="between 1 and 2"):
-        attention.vit_maps(model, images, layer=3)
+        attention_maps.vit_maps(model, images, layer=3)
 
 
 def test_seq2seq_attention_maps_are_the_modules_weights():
@@ -147,7 +148,7 @@ def test_seq2seq_attention_maps_are_the_modules_weights():
     images = torch.randint(0, 256, (2, 56, 56), dtype=torch.uint8)
     enc_seen, h1 = _capture(model.encoder[0].attn)
     cross_seen, h2 = _capture(model.decoder[0].cross_attn)
-    maps = attention.seq2seq_maps(model, images)
+    maps = attention_maps.seq2seq_maps(model, images)
     h1.remove()
     h2.remove()
     np.testing.assert_allclose(
@@ -163,7 +164,7 @@ def test_quadrant_attention_maps_stay_inside_their_quadrant():
     cfg = {**TINY["encoder-decoder"], "attention": "quadrant", "enc_depth": 2}
     model = build_model("encoder-decoder", cfg).eval()
     images = torch.randint(0, 256, (2, 56, 56), dtype=torch.uint8)
-    maps = attention.seq2seq_maps(model, images)
+    maps = attention_maps.seq2seq_maps(model, images)
     received = maps["received"]  # (B, h, 8, 8): each quadrant's queries share 1 over its keys
     for r in (0, 4):
         for c in (0, 4):
@@ -178,7 +179,7 @@ def test_rollout_multiplies_layers_with_the_residual():
     a = torch.softmax(torch.randn(1, 2, 3, 3), -1)
     b = torch.softmax(torch.randn(1, 2, 3, 3), -1)
     step = lambda w: 0.5 * w.mean(1) + 0.5 * torch.eye(3)  # rows already sum to 1
-    torch.testing.assert_close(attention.rollout([a, b]), step(b) @ step(a))
+    torch.testing.assert_close(attention_maps.rollout([a, b]), step(b) @ step(a))
 
 
 def test_cluster_metrics_on_planted_clusters():

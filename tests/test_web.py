@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitformer.checkpoint import load_model
 from digitformer.data.grids import make_grids
 from digitformer.data.mnist import load_split
-from digitformer.predict import predict_files
+from digitformer.inference.checkpoint import load_model
+from helpers import read_files
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -42,7 +42,7 @@ def server(trained_runs):
     """The app on a free local port, served by uvicorn in a thread."""
     import uvicorn
 
-    from digitformer.serve.app import create_app, load_models
+    from digitformer.apps.serve.app import create_app, load_models
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,7 +102,8 @@ def test_the_page_reads_uploads_and_drawings(browser, server, trained_runs, tmp_
     upload = tmp_path / "grid.png"
     Image.fromarray(grid).save(upload)
     model, _ = load_model(trained_runs["encoder-decoder"])
-    (expected,), _, _ = predict_files(model, "encoder-decoder", [upload])
+    readings = read_files(model, [upload])
+    (expected,), _ = readings.results, readings.errors
 
     page = browser.new_page()
     page.goto(server)
@@ -205,7 +206,8 @@ def test_a_photo_on_a_phone(browser, server, trained_runs, tmp_path):
     photo = tmp_path / "photo.jpg"
     Image.fromarray((sheet * 255).astype(np.uint8)).convert("RGB").save(photo, quality=70)
     model, _ = load_model(trained_runs["encoder-only"])
-    (expected,), _, _ = predict_files(model, "encoder-only", [photo])
+    readings = read_files(model, [photo])
+    (expected,), _ = readings.results, readings.errors
 
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page.goto(server)

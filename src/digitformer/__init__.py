@@ -12,7 +12,7 @@ __all__ = ["Reader", "__version__", "load"]
 def __getattr__(name: str):
     # The API loads PyTorch: only when it is used, so `import digitformer` stays instant.
     if name in ("load", "Reader"):
-        from digitformer import reader
+        from digitformer.inference import reader
 
         return getattr(reader, name)
     raise AttributeError(f"module 'digitformer' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from digitformer.cli import main
+from digitformer.apps.cli import main
 
 raise SystemExit(main())

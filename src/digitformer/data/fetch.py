@@ -31,8 +31,8 @@ from digitformer.data.mnist import (
     read_files,
     write_parquet,
 )
-from digitformer.errors import DigitformerError
-from digitformer.hub import HUB_HOST, download, reachable
+from digitformer.utils.errors import DigitformerError
+from digitformer.utils.hub import HUB_HOST, download, reachable
 
 # sha256 of np.ascontiguousarray(a).tobytes(): images uint8 (N, 28, 28), labels uint8 (N,),
 # in the original MNIST order.

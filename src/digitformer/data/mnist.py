@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from digitformer.errors import DigitformerError
-from digitformer.fileio import atomic_path
+from digitformer.utils.errors import DigitformerError
+from digitformer.utils.fileio import atomic_path
 
 SPLITS = ("train", "test")
 DATASET_SUBDIR = Path("ylecun") / "mnist"

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from digitformer.fileio import atomic_path, write_text_atomic
+from digitformer.utils.fileio import atomic_path, write_text_atomic
 
 LAYOUTS = ("line", "grid")
 END = 10  # the token that ends a number (and starts one: the decoder's start token)

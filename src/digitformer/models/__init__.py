@@ -15,21 +15,6 @@ def build_model(model_type: str, config: dict | None = None):
     return model_cls(config_cls.from_dict(config or {}))
 
 
-def reader_kind(model) -> str:
-    """What a model reads: "digit" (one 28x28 digit), "grid" (the four digits of a 2x2
-    grid) or "number" (a number of any length, ended by the end token)."""
-    if isinstance(model, ViT):
-        return "digit"
-    return "number" if model.cfg.end_token is not None else "grid"
-
-
-def input_shape(model) -> tuple[int, int]:
-    """The (height, width) of the images a model reads."""
-    if isinstance(model, ViT):
-        return model.cfg.image_size, model.cfg.image_size
-    return model.cfg.image_size, model.cfg.width
-
-
 __all__ = [
     "MODEL_TYPES",
     "NUM_CLASSES",
@@ -38,6 +23,4 @@ __all__ = [
     "ViT",
     "ViTConfig",
     "build_model",
-    "input_shape",
-    "reader_kind",
 ]

@@ -8,7 +8,7 @@ from digitformer.models.layers import ACTIVATIONS, NORMS
 
 NUM_CLASSES = 10  # the digits 0-9: every head, loss and metric has ten classes
 # Fields older checkpoints stored that are no longer options, with the only value they took.
-FIXED_FIELDS = {"num_classes": NUM_CLASSES, "num_digits": 4}
+FIXED_FIELDS = {"num_classes": NUM_CLASSES, "num_digits": 4}  # num_digits: now max_digits
 FIELD_KINDS = {"int": int, "float": (int, float), "str": str}  # what each field's type accepts
 
 
@@ -174,12 +174,12 @@ class Seq2SeqConfig(_Config):
         return self.image_size // self.patch_size, self.width // self.patch_size
 
     @property
-    def grid_side(self) -> int:
+    def patch_side(self) -> int:
         """Patches along each side of a square image."""
         return self.image_size // self.patch_size
 
     @property
-    def num_digits(self) -> int:
+    def steps(self) -> int:
         """Decoding steps: the digits, and the end token when there is one."""
         return self.max_digits + (self.ending == "end")
 

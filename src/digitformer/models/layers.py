@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitformer.tensors import map_tiles
+from digitformer.utils.tensors import map_tiles
 
 # MNIST pixel statistics: inputs arrive in [0, 1] and are standardized inside the model,
 # so callers (training, predict, export) never have to remember to do it.

@@ -2,7 +2,7 @@
 
 model = Seq2Seq(Seq2SeqConfig())
 logits = model(images, targets)          # teacher forcing: (B, 4, 10)
-digits, probs = model.generate(images)   # greedy with a key/value cache: (B, 4), (B, 4, 10)
+digits, probs = model.read(images)       # greedy with a key/value cache: (B, 4), (B, 4, 10)
 digits, probs = model.generate(images, beam_size=3)   # beam search
 
 The default configuration is the original task: the four digits of a 56x56 2x2 grid, always
@@ -13,7 +13,7 @@ of mixed lengths decodes together), and targets are padded with -100 after it.
 
 Shapes below: T = rows * cols encoder tokens (64 for a 56x56 grid at patch 7, T / 4 per
 quadrant; 112 for a 28x196 line); M memory tokens for the decoder (4 quadrants, or T);
-S = cfg.num_digits decoding steps; V = cfg.vocab classes (10, or 11 with the end token).
+S = cfg.steps decoding steps; V = cfg.vocab classes (10, or 11 with the end token).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Seq2Seq(nn.Module):
             else None
         )
         self.token_embed = nn.Embedding(NUM_CLASSES + 1, cfg.dim)  # digits 0-9 + start/end (10)
-        self.dec_pos = nn.Parameter(torch.zeros(1, cfg.num_digits, cfg.dim))
+        self.dec_pos = nn.Parameter(torch.zeros(1, cfg.steps, cfg.dim))
         self.decoder = nn.ModuleList(
             Block(**block, cross=True, drop_path=rate)
             for rate in drop_path_rates(cfg.drop_path, cfg.dec_depth)
@@ -132,7 +132,7 @@ class Seq2Seq(nn.Module):
         (B, heads, T, T) with global attention, (B, 4, heads, T/4, T/4) per quadrant with
         attention="quadrant"."""
         x = self.patch(images) + self.enc_pos  # (B, T, D)
-        side = self.cfg.grid_side
+        side = self.cfg.patch_side
         local = self.cfg.attention == "quadrant"
         if local:  # each digit's patches attend only to each other: (4B, T/4, D)
             x = to_quadrants(x, side).flatten(0, 1)
@@ -162,7 +162,7 @@ class Seq2Seq(nn.Module):
         the T patch tokens with memory="patches" (with their own positions for numbers)."""
         tokens, _ = self.forward_features(images)
         if self.cfg.memory == "quadrants":
-            return quadrant_pool(tokens, self.cfg.grid_side) + self.mem_pos  # (B, 4, D)
+            return quadrant_pool(tokens, self.cfg.patch_side) + self.mem_pos  # (B, 4, D)
         return tokens if self.mem_pos is None else tokens + self.mem_pos  # (B, T, D)
 
     @torch.no_grad()
@@ -183,13 +183,13 @@ class Seq2Seq(nn.Module):
         if differ:
             raise ValueError(f"the encoder and the ViT differ in {', '.join(differ)}")
         self.patch.load_state_dict(vit.patch.state_dict())
-        self.encoder.load_state_dict(vit.blocks.state_dict())
+        self.encoder.load_state_dict(vit.encoder.state_dict())
         self.enc_norm.load_state_dict(vit.norm.state_dict())
         side = v.image_size // v.patch_size
         digit_pos = vit.pos[:, 1:].reshape(1, side, side, -1)  # (1, s, s, D)
         if c.is_2x2:
             quads = digit_pos.reshape(1, 1, side * side, -1).expand(-1, 4, -1, -1)
-            self.enc_pos.copy_(from_quadrants(quads, c.grid_side))
+            self.enc_pos.copy_(from_quadrants(quads, c.patch_side))
             return
         rows, cols = c.patch_grid
         tiled = digit_pos.repeat(1, -(-rows // side), -(-cols // side), 1)[:, :rows, :cols]
@@ -261,6 +261,12 @@ class Seq2Seq(nn.Module):
             return self.beam_search(images, beam_size)
         return self.generate_from_memory(self.encode(images), use_cache=use_cache)
 
+    def read(
+        self, images: torch.Tensor, *, use_cache: bool = True, beam_size: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reading contract every model keeps (`ViT.read` too): `generate`."""
+        return self.generate(images, use_cache=use_cache, beam_size=beam_size)
+
     @torch.inference_mode()
     def generate_from_memory(
         self, memory: torch.Tensor, *, use_cache: bool = True
@@ -270,7 +276,7 @@ class Seq2Seq(nn.Module):
         return greedy_decode(
             lambda tokens: self.next_probs(tokens, memory, cache),
             self.start_tokens(memory.shape[0], memory.device),
-            self.cfg.num_digits,
+            self.cfg.steps,
         )
 
     @torch.inference_mode()
@@ -290,7 +296,7 @@ class Seq2Seq(nn.Module):
         scores[:, 0] = 0.0  # the beams start as copies of one: keep only the first alive
         cache = self.new_cache()
         step_probs: list[torch.Tensor] = []
-        for _ in range(self.cfg.num_digits):
+        for _ in range(self.cfg.steps):
             p = self.next_probs(tokens, memory, cache)  # (B*k, V)
             total = scores.unsqueeze(-1) + p.log().view(b, k, n)  # (B, k, V)
             scores, best = total.view(b, k * n).topk(k, -1)  # (B, k), best first
@@ -299,5 +305,5 @@ class Seq2Seq(nn.Module):
             step_probs = [q[parent] for q in step_probs] + [p[parent]]
             cache.reorder(parent)  # each beam carries on its parent's keys and values
         digits = tokens[:, 1:].view(b, k, -1)[:, 0]
-        probs = torch.stack(step_probs, 1).view(b, k, self.cfg.num_digits, n)[:, 0]
+        probs = torch.stack(step_probs, 1).view(b, k, self.cfg.steps, n)[:, 0]
         return digits, probs

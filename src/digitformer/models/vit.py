@@ -2,6 +2,7 @@
 
 model = ViT(ViTConfig())            # patch 4 -> T = 49 patch tokens + CLS, 4 post-norm blocks
 logits = model(images)              # images (B, 1, 28, 28) in [0, 1] -> (B, 10)
+digits, probs = model.read(images)  # the reading contract: (B, 1) and (B, 1, 10)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class ViT(nn.Module):
         self.patch = PatchEmbed(cfg.patch_size, cfg.dim, stem=cfg.stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.dim))
-        self.blocks = nn.ModuleList(
+        self.encoder = nn.ModuleList(
             Block(**cfg.block_args(), drop_path=rate)
             for rate in drop_path_rates(cfg.drop_path, cfg.depth)
         )
@@ -48,14 +49,21 @@ class ViT(nn.Module):
         of each block run (B, heads, 1 + T, 1 + T) when `need_weights`."""
         x = self.embed(images)
         attn = []
-        for block in self.blocks[:layers]:
+        for block in self.encoder[:layers]:
             x, weights = block(x, need_weights=need_weights)
             if need_weights:
                 attn.append(weights["self"])
-        if layers is None or layers >= len(self.blocks):
+        if layers is None or layers >= len(self.encoder):
             x = self.norm(x)
         return x, attn
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens, _ = self.forward_features(images)
         return self.head(tokens[:, 0])  # (B, 10) from the CLS token
+
+    @torch.inference_mode()
+    def read(self, images: torch.Tensor, **_) -> tuple[torch.Tensor, torch.Tensor]:
+        """What every model answers (`Seq2Seq.read` too): the tokens read (B, S) and the
+        probabilities (B, S, V) each was chosen from. A digit is a sequence of one."""
+        probs = self(images).float().softmax(-1)[:, None]  # (B, 1, 10)
+        return probs.argmax(-1), probs

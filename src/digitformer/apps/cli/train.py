@@ -1,0 +1,128 @@
+"""`digitformer train TASK`: settings from defaults < profile < .env < flags, then the loop."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+
+from digitformer.apps.cli.common import env_file, key_values, tasks
+from digitformer.training.settings import TrainSettings
+from digitformer.utils.errors import DigitformerError
+
+FLAG_FIELDS = [f for f in fields(TrainSettings) if "flag" in f.metadata]
+
+
+def register(sub, shared) -> None:
+    p = sub.add_parser(
+        "train",
+        parents=[shared["threads"], shared["env"]],
+        help="train a model",
+        description="Train a model. Settings: defaults < --config profile < "
+        ".env < flags. Checkpoints go to OUT_DIR/RUN/{last,best}.safetensors.",
+    )
+    p.add_argument("task", choices=tasks(), help="which model to train")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings as KEY=VALUE, like --set (the form W&B sweep agents pass)",
+    )
+    p.add_argument(
+        "--config",
+        default="default",
+        help="profile name (default, original, best; encoder-only also fine; encoder-decoder "
+        "also from-vit) or a YAML file (default: default)",
+    )
+    p.add_argument(
+        "--name",
+        "--run",
+        dest="run",
+        help="run name, the folder under out-dir (--run is the same flag; under torchrun "
+        "use --name: torchrun takes --run for its own --run-path)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue even though settings that change the run differ",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="train with N processes on this machine (torchrun --standalone for you; one GPU "
+        "each where there are GPUs)",
+    )
+    for f in FLAG_FIELDS:  # the plain settings flags, named, typed and explained by their field
+        kind = float if f.type == "float" else int if f.type == "int" else str
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, help=f.metadata["flag"])
+    p.add_argument(
+        "--wandb",
+        action="store_true",
+        default=None,
+        help="log to Weights & Biases (offline without an API key)",
+    )
+    p.add_argument(
+        "--no-display",
+        dest="display",
+        action="store_false",
+        default=None,
+        help="skip the Braille validation samples after each epoch",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting, e.g. --set label_smoothing=0.1 --set model.dim=96",
+    )
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    import yaml
+
+    from digitformer.training.logger import export_wandb_env
+    from digitformer.training.settings import resolve_settings
+    from digitformer.training.train import train
+    from digitformer.utils.runtime import dist_env
+
+    if args.nproc is not None:
+        return _launch(args.nproc, args.argv)
+    main_process = dist_env().main  # under torchrun, rank 0 alone prints
+    flags = {f.name: getattr(args, f.name) for f in FLAG_FIELDS}
+    flags |= {"run": args.run, "threads": args.threads, "wandb": args.wandb}
+    flags["display"] = args.display
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides.update(key_values([*args.overrides, *args.set]))
+    dotenv = env_file(args.env_file)
+    settings = resolve_settings(args.task, args.config, overrides, env_file=dotenv)
+    export_wandb_env(dotenv)
+    if args.force and not args.resume:
+        raise DigitformerError("--force goes with --resume")
+    if main_process:
+        text = yaml.safe_dump(settings.to_dict(), sort_keys=False).strip()
+        print("settings:\n  " + text.replace("\n", "\n  "))
+    summary = train(settings, resume=args.resume, force=args.force)
+    if main_process:
+        best, where = 100 * summary["best"], summary["run_dir"]
+        print(f"done: best validation {best:.2f}%; checkpoints in {where}")
+    return 0
+
+
+def _launch(nproc: int, argv: list[str]) -> int:
+    """`train --nproc N`: the same command under torchrun, N processes on this machine."""
+    import subprocess
+
+    if nproc < 1:
+        raise DigitformerError(f"--nproc must be at least 1, got {nproc}")
+    rest, skip = [], False
+    for token in argv:  # the command again, without --nproc N
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            rest.append(token)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*launcher, "--nproc_per_node", str(nproc), "-m", "digitformer", *rest]
+    return subprocess.run(command).returncode

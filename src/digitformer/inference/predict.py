@@ -1,0 +1,224 @@
+"""Read digits from the user's own images with a trained checkpoint.
+
+    digitformer predict .data/models/encoder-decoder-default photos/ grid.png --json
+
+Each image is first brought to what the model reads (`digitformer.inference.prepare`: paper,
+lighting and pen removed, the digit cut, scaled and centred as MNIST's were; a grid per quadrant). A
+picture with nothing to read gets no digits and a reason, never a guess; a reading whose
+confidence is low says so.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import track
+from torch import nn
+
+from digitformer.inference.checkpoint import CHECKPOINT_FILES, PRETRAINED_DIR, load_model
+from digitformer.inference.prepare import NoInk, layout_of, read_gray
+from digitformer.inference.readers import READERS, input_shape, kind_of, read, token_strings
+from digitformer.utils.errors import DigitformerError
+from digitformer.utils.runtime import pick_device
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+LOW_CONFIDENCE = 0.6  # a digit read with less than this probability is flagged
+STDIN = "-"  # an image path of "-" is read from standard input
+CHOICES = (*READERS, "auto")  # --model: a bundled reader, or chosen per picture by its layout
+LAYOUT_NAMES = {"digit": "one digit", "grid": "a 2x2 grid of digits", "number": "a number"}
+ERR = Console(stderr=True)
+
+
+@dataclass
+class Prediction:
+    """What was read in one file: `digits` None (and a `reason`) when there was nothing to
+    read; `low_confidence` when some digit's probability is under LOW_CONFIDENCE."""
+
+    file: str
+    digits: str | None
+    confidence: list[float]
+    probabilities: list[list[float]]
+    reason: str | None = None
+
+    @property
+    def low_confidence(self) -> bool:
+        return any(c < LOW_CONFIDENCE for c in self.confidence)
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "digits": self.digits,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            "low_confidence": self.low_confidence,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class Readings:
+    """What a batch of pictures gave: a Prediction and the prepared input for each picture
+    that could be prepared, one message per picture that could not, and warnings."""
+
+    results: list[Prediction] = field(default_factory=list)
+    inputs: list[np.ndarray] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_images(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
+    """Expand folders into their image files (sorted); report paths that do not exist."""
+    files, errors = [], []
+    for raw in paths:
+        path = Path(raw)
+        if raw == STDIN:
+            files.append(path)
+        elif path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            if not found:
+                errors.append(f"{path}: no image files in this folder")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        elif path.exists():  # a FIFO, a device, a socket: reading it could block forever
+            errors.append(f"{path}: not a regular file")
+        else:
+            errors.append(f"{path}: no such file or folder")
+    return files, errors
+
+
+def predict_pictures(
+    model: nn.Module,
+    pictures: list[np.ndarray],
+    names: list[str],
+    preprocess: bool = True,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> Readings:
+    """Grayscale pictures (H, W) in [0, 1] -> a Prediction for each that could be prepared (in
+    their order; digits None and the reason where there is nothing to read), their prepared
+    inputs (zeros for those), and one message per picture that could not be prepared."""
+    kind = kind_of(model)
+    out = Readings()
+    for name, pixels in zip(names, pictures):
+        try:
+            out.inputs.append(kind.prepare(pixels, model, preprocess))
+            out.results.append(Prediction(name, None, [], []))
+        except NoInk as exc:
+            out.inputs.append(np.zeros(input_shape(model), np.uint8))
+            out.results.append(Prediction(name, None, [], [], str(exc)))
+        except DigitformerError as exc:
+            out.errors.append(_named(name, exc))
+    readable = [i for i, r in enumerate(out.results) if r.reason is None]
+    if readable:
+        batch = np.stack([out.inputs[i] for i in readable])
+        tokens, probs = read(model, batch, batch_size, device)
+        for row, digits in zip(readable, token_strings(tokens)):
+            _fill(out.results[row], digits, probs[readable.index(row)])
+    return out
+
+
+def _fill(result: Prediction, digits: str, probs: np.ndarray) -> None:
+    steps = probs[: len(digits), :10]  # each digit's step (not the end token's)
+    result.confidence = [float(c) for c in steps.max(-1)]
+    result.probabilities = [[float(x) for x in r] for r in steps]
+    result.digits = digits or None
+    if not digits:
+        result.reason = "no number read (the model ended before any digit)"
+
+
+def _named(name: str, exc: Exception) -> str:
+    message = str(exc)
+    return message if message.startswith(name) else f"{name}: {message}"
+
+
+def looks_like_checkpoint(path: str) -> bool:
+    """Whether a `predict` argument names a checkpoint rather than an image or a folder."""
+    if path.startswith(("pretrained:", "hf://")) or path.endswith((".safetensors", ".json")):
+        return True
+    folder = Path(path)
+    return folder.is_dir() and any((folder / f).is_file() for f in CHECKPOINT_FILES)
+
+
+def read_pictures(paths: Iterable[str]) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Image files and folders (and "-", standard input) -> grayscale pictures, their names,
+    and one message per path that could not be read."""
+    files, errors = find_images(paths)
+    pictures, names = [], []
+    many = len(files) > 50  # a folder of pictures: show progress (on standard error)
+    for path in track(files, "reading pictures", disable=not many, transient=True, console=ERR):
+        try:
+            source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == STDIN else path
+            pictures.append(read_gray(source, str(path)))
+            names.append(str(path))
+        except DigitformerError as exc:
+            errors.append(_named(str(path), exc))
+    return pictures, names, errors
+
+
+def _mismatch(name: str, layout: str, kind: str, auto: bool) -> str:
+    hint = "" if auto else f" (use --model {layout}, or --model auto)"
+    return f"{name}: looks like {LAYOUT_NAMES[layout]}, read as {READERS[kind].reads}{hint}"
+
+
+def predict_paths(
+    paths: Iterable[str],
+    checkpoint: str | Path | None = None,
+    model: str = "digit",
+    preprocess: bool = True,
+    batch_size: int = 256,
+    device: str = "auto",
+) -> Readings:
+    """`digitformer predict`: image files and folders read by a checkpoint, or by the bundled
+    model `model` ("digit", "grid", "number", or "auto": each picture by the one its ink
+    layout calls for) -> predictions in file order, their prepared inputs, one message per
+    failure, and a warning for each picture whose layout is not what its reader reads."""
+    if batch_size < 1:
+        raise DigitformerError("--batch-size must be at least 1")
+    if model not in CHOICES:
+        raise DigitformerError(f"--model must be one of {', '.join(CHOICES)}, got {model!r}")
+    dev = pick_device(device)
+    pictures, names, errors = read_pictures(paths)
+    layouts = [layout_of(p) for p in pictures]  # what each picture looks like
+    if checkpoint is not None:
+        loaded = load_model(checkpoint, dev)[0]
+        kinds = [kind_of(loaded).name] * len(names)
+        readers = {kinds[0]: loaded} if kinds else {}
+    else:
+        kinds = layouts if model == "auto" else [model] * len(names)
+        if model == "auto" and not (PRETRAINED_DIR / "number.safetensors").is_file():
+            kinds = ["digit" if k == "number" else k for k in kinds]  # warned about below
+        readers = {k: load_model(f"pretrained:{k}", dev)[0] for k in set(kinds)}
+    out = Readings(errors=errors)
+    out.warnings = [
+        _mismatch(name, layout, kind, model == "auto")
+        for name, layout, kind in zip(names, layouts, kinds)
+        if kind != layout
+    ]
+    found: dict[str, tuple[Prediction, np.ndarray]] = {}
+    for kind, reader in readers.items():
+        picked = [i for i, k in enumerate(kinds) if k == kind]
+        part = predict_pictures(
+            reader,
+            [pictures[i] for i in picked],
+            [names[i] for i in picked],
+            preprocess,
+            batch_size,
+            dev,
+        )
+        out.errors += part.errors
+        found |= {r.file: (r, image) for r, image in zip(part.results, part.inputs)}
+    for name in names:
+        if name in found:
+            out.results.append(found[name][0])
+            out.inputs.append(found[name][1])
+    return out

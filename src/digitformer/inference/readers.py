@@ -1,0 +1,160 @@
+"""The one table of readers: what each kind of model reads, and everything that follows from it.
+
+    kind = kind_of(model)                   # READERS["digit"], ["grid"] or ["number"]
+    image = kind.prepare(pixels, model)     # a person's picture -> the model's input (uint8)
+    tokens, probs = read(model, images)     # every model reads the same way: `model.read`
+
+A kind names the training task that makes it, the model class, the input it reads, how a
+picture is prepared for it, its test-time views and its headline metric. Callers ask the table
+(or the model's `read`) instead of comparing strings that name a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from digitformer.inference.attention import digit_looked, grid_looked, number_looked
+from digitformer.inference.prepare import prepare, prepare_number
+from digitformer.models import MODEL_TYPES, Seq2Seq, ViT
+from digitformer.utils.errors import DigitformerError
+from digitformer.utils.tensors import to_float
+
+# Test-time views, (degrees, dx, dy) each: the digit itself, moved one pixel each way, and
+# turned 6 degrees each way (docs/results.md, "Test-time views").
+DIGIT_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (6, 0, 0), (-6, 0, 0))
+# A number is moved as a whole, a pixel each way: turning a wide canvas would lift its ends.
+NUMBER_VIEWS = DIGIT_VIEWS[:5]
+END_TOKEN = 10  # a number's end token (the start token's id too)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of reader. `prepare(pixels, model, preprocess)` brings a grayscale picture
+    (H, W) in [0, 1] to the model's uint8 input; `view_tile` is the size of the tiles that
+    test-time views move one by one (None: the whole canvas)."""
+
+    name: str  # what `--model`, `load()` and `?kind=` call it
+    task: str  # the training task that makes it
+    model_class: type[nn.Module]
+    reads: str  # in words
+    metric: str  # the headline of its evaluation
+    views: tuple[tuple[int, int, int], ...]
+    view_tile: int | None
+    make_input: Callable[[np.ndarray, nn.Module, bool], np.ndarray]
+    looked: Callable[[nn.Module, torch.Tensor], np.ndarray]  # per digit read, where it looked
+
+    @property
+    def model_type(self) -> str:
+        """The name a checkpoint stores for the model class ("encoder-only" ...)."""
+        return MODEL_TYPE[self.model_class]
+
+    def prepare(self, pixels: np.ndarray, model: nn.Module, preprocess: bool = True) -> np.ndarray:
+        return self.make_input(pixels, model, preprocess)
+
+
+def _digit(pixels, model, preprocess):
+    return prepare(pixels, grid=False, preprocess=preprocess)
+
+
+def _grid(pixels, model, preprocess):
+    return prepare(pixels, grid=True, preprocess=preprocess)
+
+
+def _number(pixels, model, preprocess):
+    return prepare_number(pixels, *input_shape(model), preprocess)
+
+
+MODEL_TYPE = {model_class: name for name, (model_class, _) in MODEL_TYPES.items()}
+READERS = {
+    "digit": Kind(
+        "digit", "encoder-only", ViT, "one digit", "accuracy", DIGIT_VIEWS, 28, _digit, digit_looked
+    ),
+    "grid": Kind(
+        "grid",
+        "encoder-decoder",
+        Seq2Seq,
+        "the four digits of a 2x2 grid",
+        "sequence_accuracy",
+        DIGIT_VIEWS,
+        28,
+        _grid,
+        grid_looked,
+    ),
+    "number": Kind(
+        "number",
+        "numbers",
+        Seq2Seq,
+        "a number of any length",
+        "exact_match",
+        NUMBER_VIEWS,
+        None,
+        _number,
+        number_looked,
+    ),
+}
+BY_TASK = {kind.task: kind for kind in READERS.values()}
+
+
+def kind_of(model: nn.Module) -> Kind:
+    """A model's kind, from its class and config (an Ensemble: its members')."""
+    cfg = model.cfg
+    if isinstance(model, ViT) or not hasattr(cfg, "end_token"):
+        return READERS["digit"]
+    return READERS["number" if cfg.end_token is not None else "grid"]
+
+
+def kind_of_checkpoint(meta: dict) -> Kind:
+    """A checkpoint's kind, from its metadata alone (no model built)."""
+    task = meta.get("settings", {}).get("task")
+    if task in BY_TASK:
+        return BY_TASK[task]
+    config = meta.get("model_config", {})
+    if meta.get("model_type") == READERS["digit"].model_type:
+        return READERS["digit"]
+    return READERS["number" if config.get("ending") == "end" else "grid"]
+
+
+def input_shape(model: nn.Module) -> tuple[int, int]:
+    """The (height, width) of the images a model reads."""
+    cfg = model.cfg
+    return cfg.image_size, getattr(cfg, "width", cfg.image_size)
+
+
+def token_strings(tokens: np.ndarray, end: int = END_TOKEN) -> list[str]:
+    """(N, S) tokens read (digits, then the end token, or -100 pads) -> the digits as text."""
+    out = []
+    for row in np.asarray(tokens):
+        stop = np.flatnonzero((row == end) | (row < 0))
+        out.append("".join(map(str, row[: stop[0] if len(stop) else len(row)])))
+    return out
+
+
+@torch.inference_mode()
+def read(
+    model: nn.Module,
+    images: np.ndarray,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, H, W) inputs -> tokens (N, S) and probabilities (N, S, V), by batches: one
+    position for a digit, four for a grid, a number's digits then its end token (10)."""
+    if batch_size < 1:
+        raise DigitformerError("batch size must be at least 1")
+    tokens, probs = [], []
+    for batch in torch.from_numpy(images).split(batch_size):
+        t, p = model.read(to_float(batch.to(device)))
+        tokens.append(t.cpu().numpy())
+        probs.append(p.float().cpu().numpy())
+    return np.concatenate(tokens), np.concatenate(probs)
+
+
+def where_looked(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """uint8 inputs (B, H, W) -> for each digit read, where the model looked: maps
+    (B, S, h, w), each scaled to a maximum of 1."""
+    maps = kind_of(model).looked(model, images)
+    return maps / np.maximum(maps.max((-1, -2), keepdims=True), 1e-12)
