@@ -260,3 +260,17 @@ def test_best_of_an_unknown_study_creates_no_database(tmp_path, capsys):
     db = tmp_path / "none.db"
     assert main(["sweep", "best", "nope", "--storage", f"sqlite:///{db}"]) == 1
     assert "does not exist" in capsys.readouterr().err and not db.exists()
+
+
+@pytest.mark.parametrize("name", ["../../etc", "/tmp/abs", "a/b", ".hidden"])
+def test_a_study_name_never_leads_out_of_the_trials_folder(tmp_path, space_file, name, capsys):
+    """Trial checkpoints go to OUT_DIR/STUDY/trial-N: a study name that is a path is refused
+    when the study is made and when an agent is started on it, before anything is written."""
+    storage = f"sqlite:///{tmp_path}/s.db"
+    args = ["--model", "encoder-only", "--space", str(space_file), "--storage", storage]
+    assert main(["sweep", "create", *args, "--name", name]) == 1
+    assert "plain folder name" in capsys.readouterr().err
+    out = ["--out-dir", str(tmp_path / "trials"), "--storage", storage]
+    assert main(["sweep", "agent", name, "--count", "1", *out]) == 1
+    assert "plain folder name" in capsys.readouterr().err
+    assert not (tmp_path / "trials").exists() and not (tmp_path / "etc").exists()

@@ -4,9 +4,10 @@ import torch
 from safetensors.torch import load_file
 
 from digitformer.training.evaluate import evaluate_checkpoint
+from digitformer.training.optim import lr_at
 from digitformer.training.settings import resolve_settings
 from digitformer.training.tasks import build_task
-from digitformer.training.train import lr_at, train
+from digitformer.training.train import train
 from digitformer.utils.errors import DigitformerError
 from helpers import data_of, settings_for
 

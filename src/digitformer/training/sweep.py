@@ -26,7 +26,7 @@ from digitformer.training.settings import profile_path, read_profile, resolve_se
 from digitformer.training.tasks import TASKS
 from digitformer.utils.defaults import SWEEP_DIR, SWEEP_STORAGE
 from digitformer.utils.errors import DigitformerError
-from digitformer.utils.fileio import write_text_atomic
+from digitformer.utils.fileio import plain_name, write_text_atomic
 
 SPACE_DIR = Path(__file__).parents[1] / "sweeps"  # package data: an installed wheel has them
 DEFAULT_STORAGE = SWEEP_STORAGE
@@ -227,7 +227,7 @@ def create(
     fixed = {
         k: typed["model"][k[len("model.") :]] if k.startswith("model.") else typed[k] for k in fixed
     }
-    name = name or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = plain_name(name or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}", "study name")
     try:
         study = optuna.create_study(
             study_name=name, storage=_storage(storage), direction=parsed.goal
@@ -279,7 +279,7 @@ def agent(
     if count < 1:
         raise DigitformerError("--count must be at least 1")
     optuna = _optuna()
-    study = load(name, storage, seed)
+    study = load(plain_name(name, "study name"), storage, seed)
     attrs = study.user_attrs
     task, space = attrs["task"], parse_space(attrs["space"])
     fixed = dict(attrs["fixed"])
@@ -290,13 +290,8 @@ def agent(
 
     def objective(trial) -> float:
         drawn = sample(trial, space, task, base.model, frozenset(fixed))
-        overrides = {
-            **fixed,
-            **drawn,
-            "out_dir": f"{out_dir}/{name}",
-            "run": f"trial-{trial.number}",
-        }
-        overrides["display"] = False
+        run = {"out_dir": f"{out_dir}/{name}", "run": f"trial-{trial.number}", "display": False}
+        overrides = {**fixed, **drawn, **run}
         settings = resolve_settings(task, attrs["profile"], overrides, env_file=None)
         say(f"trial {trial.number}: {_describe(drawn)}")
         logger = Logger(

@@ -6,23 +6,20 @@ digitformer train encoder-only --config default --epochs 3
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
-from digitformer.display.braille import use_color
 from digitformer.inference.checkpoint import (
     load_model,
     load_train_state,
@@ -31,10 +28,12 @@ from digitformer.inference.checkpoint import (
 )
 from digitformer.models import ViT, build_model
 from digitformer.training.logger import Logger
+from digitformer.training.optim import Optimizers, lr_at, make_optimizer, weight_average
+from digitformer.training.progress import epoch_line, progress_bar, show_samples
 from digitformer.training.settings import TrainSettings
 from digitformer.training.tasks import TASKS, Task, build_task
 from digitformer.utils.errors import DigitformerError
-from digitformer.utils.fileio import atomic_path, remove_stale_temporaries
+from digitformer.utils.fileio import atomic_path, plain_name, remove_stale_temporaries
 from digitformer.utils.runtime import (
     Dist,
     autocast,
@@ -46,113 +45,6 @@ from digitformer.utils.runtime import (
 )
 
 STATE_FILE = "last.state.safetensors"
-
-
-def lr_at(step: int, total: int, s: TrainSettings) -> float:
-    """Linear warm-up to lr, then cosine decay to min_lr at the last step."""
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    progress = (step - s.warmup_steps) / max(1, total - s.warmup_steps)
-    return s.min_lr + 0.5 * (s.lr - s.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(
-    model: nn.Module, s: TrainSettings, fused: bool
-) -> torch.optim.Optimizer | Optimizers:
-    """AdamW; no weight decay on biases and norms (1-D) or what the model names in
-    `no_weight_decay()` (positions, embeddings). With `optimizer: muon`, the weight matrices of
-    the linear layers but the output head get Muon (orthogonalized momentum updates, its rate
-    scaled to match AdamW's update size, so one `lr` serves both) and the rest AdamW."""
-    named = model.no_weight_decay()
-    matrices = {
-        f"{name}.weight"
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name != "head"
-    }
-    muon, decay, no_decay = [], [], []
-    for name, p in model.named_parameters():
-        if s.optimizer == "muon" and name in matrices:
-            muon.append(p)
-        else:
-            (no_decay if p.ndim < 2 or name in named else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": s.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    adamw = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), fused=fused or None)
-    if not muon:
-        return adamw
-    orthogonal = torch.optim.Muon(
-        muon, lr=s.lr, weight_decay=s.weight_decay, adjust_lr_fn="match_rms_adamw"
-    )
-    return Optimizers(orthogonal, adamw)
-
-
-class Optimizers:
-    """Several optimizers over disjoint parameters, stepped, scheduled and saved as one: their
-    param_groups one list, their state_dict one dict indexed as if one optimizer held them all."""
-
-    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
-        self.optimizers = optimizers
-        self.param_groups = [g for o in optimizers for g in o.param_groups]
-
-    def step(self) -> None:
-        for optimizer in self.optimizers:
-            optimizer.step()
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict:
-        state, groups, offset = {}, [], 0
-        for optimizer in self.optimizers:
-            part = optimizer.state_dict()
-            state |= {offset + i: v for i, v in part["state"].items()}
-            groups += [
-                {**g, "params": [offset + i for i in g["params"]]} for g in part["param_groups"]
-            ]
-            offset += sum(len(g["params"]) for g in part["param_groups"])
-        return {"state": state, "param_groups": groups}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        groups, offset = list(state_dict["param_groups"]), 0
-        if len(groups) != len(self.param_groups):
-            raise ValueError(f"{len(groups)} parameter groups saved, {len(self.param_groups)} here")
-        for optimizer in self.optimizers:
-            mine, groups = (
-                groups[: len(optimizer.param_groups)],
-                groups[len(optimizer.param_groups) :],
-            )
-            count = sum(len(g["params"]) for g in mine)
-            optimizer.load_state_dict(
-                {
-                    "state": {
-                        i - offset: v
-                        for i, v in state_dict["state"].items()
-                        if offset <= i < offset + count
-                    },
-                    "param_groups": [
-                        {**g, "params": [i - offset for i in g["params"]]} for g in mine
-                    ],
-                }
-            )
-            offset += count
-        self.param_groups = [g for o in self.optimizers for g in o.param_groups]
-
-
-def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
-    """An exponential moving average of the weights, updated after every step (None when decay
-    is 0). Its decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so that the
-    first, random weights are soon forgotten."""
-    if not decay:
-        return None
-
-    def update(average: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
-        rate = min(decay, (1 + int(n)) / (10 + int(n)))
-        torch._foreach_lerp_(average, current, 1 - rate)
-
-    return AveragedModel(model, multi_avg_fn=update)
 
 
 def train(
@@ -205,6 +97,36 @@ def train(
             torch.distributed.destroy_process_group()
 
 
+@dataclass
+class Run:
+    """One training run as the loop steps it: the task, the model (plain, as the loop wraps it
+    for the step, and as validated and saved), the optimizer, where it stands, its history."""
+
+    settings: TrainSettings
+    task: Task
+    logger: Logger
+    device: torch.device
+    dist: Dist
+    folder: Path
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | Optimizers
+    averaged: AveragedModel | None
+    stepper: nn.Module  # what a step runs: the model, under DDP and torch.compile when asked
+    epoch: int = 0  # epochs done
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: float = -1.0
+
+    @property
+    def served(self) -> nn.Module:
+        """What is validated and saved: the weights' average when the run keeps one."""
+        return self.averaged.module if self.averaged is not None else self.model
+
+    @property
+    def total_steps(self) -> int:
+        return self.settings.epochs * self.task.steps_per_epoch()
+
+
 def _train(
     settings: TrainSettings,
     task: Task,
@@ -216,111 +138,17 @@ def _train(
     force: bool,
     on_epoch: Callable[[int, dict], None] | None,
 ) -> dict[str, Any]:
-    run_dir = run_folder(settings)
-    for stale in remove_stale_temporaries(run_dir) if run_dir.is_dir() and dist.main else []:
-        logger.print(f"removed {stale}, left by an interrupted save")
-    if resume and not (run_dir / STATE_FILE).is_file():
-        if not run_dir.is_dir() or (run_dir / "last.safetensors").exists():
-            raise DigitformerError(
-                f"cannot resume: no run in {run_dir} with a training state "
-                "(start it without --resume)"
-            )
-        logger.print(f"nothing of {run_dir} was saved yet: starting it from the beginning")
-        resume = False
-    torch.manual_seed(settings.seed)
-    try:
-        model = build_model(task.model_type, settings.model)
-    except ValueError as exc:
-        raise DigitformerError(f"invalid model settings: {exc}") from None
-    if settings.init_encoder and not resume:  # a resumed run has its own weights
-        _init_encoder(model, settings.init_encoder)
-    model.to(device)
-    optimizer = make_optimizer(model, settings, fused=device.type == "cuda")
-    averaged = weight_average(model, settings.ema)
-    served = averaged.module if averaged else model  # what is validated and saved
-    stepper = model
-    if dist.active:  # gradients averaged over the processes; `model` stays the plain module
-        stepper = DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
-        )
-    stepper = torch.compile(stepper) if settings.compile else stepper
-    steps_per_epoch = task.steps_per_epoch()
-    total_steps = settings.epochs * steps_per_epoch
-    start_epoch, step, history, best = 0, 0, [], -1.0
-    if resume:
-        start_epoch, step, history, best = _resume(
-            run_dir, model, optimizer, averaged, settings, force
-        )
-        model.to(device)
-        if start_epoch >= settings.epochs:
-            logger.print(f"{run_dir} already finished its {settings.epochs} epochs")
-        else:
-            logger.print(f"resuming {run_dir} at epoch {start_epoch + 1}/{settings.epochs}")
-    elif (run_dir / STATE_FILE).exists() or (run_dir / "last.safetensors").exists():
-        raise DigitformerError(
-            f"{run_dir} already holds a run: pass --resume to continue it, or --name NAME"
-        )
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.print(
-        f"model {task.model_type}: {n_params:,} parameters on {device}; "
-        f"{task.epoch_size():,} training samples/epoch, {steps_per_epoch} steps/epoch"
-        + (f"; {dist.world} processes of batch {settings.batch_size // dist.world}" * dist.active)
-    )
-    if settings.warmup_steps >= total_steps:
-        logger.print(
-            f"warning: warmup_steps {settings.warmup_steps} is not shorter than the whole run "
-            f"({total_steps} steps): the learning rate never reaches lr {settings.lr:g}"
-        )
-    for epoch in range(start_epoch, settings.epochs):
+    run = _start(settings, task, logger, device, dist, resume=resume, force=force)
+    for epoch in range(run.epoch, settings.epochs):
         torch.manual_seed(settings.seed * 1_000 + epoch)  # dropout: reproducible per epoch
         t0 = time.perf_counter()
-        train_stats, step = _train_epoch(
-            stepper, task, optimizer, settings, device, dist, epoch, step, total_steps, averaged
-        )
+        train_stats = _train_epoch(run, epoch)
         seconds = time.perf_counter() - t0
         if not dist.main:  # rank 0 validates, saves and decides; the others wait for it
             if _stop_after_epoch(dist, stop=False):
                 break
             continue
-        val, predictions = task.evaluate(served, "val")
-        score = val[task.primary_metric]
-        record = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": train_stats["loss"],
-            "train_accuracy": train_stats["accuracy"],
-            "val_loss": val["loss"],
-            f"val_{task.primary_metric}": score,
-            "seconds": seconds,
-            "samples_per_second": train_stats["samples"] / seconds,
-        }
-        record |= {f"val_{name}": val[name] for name in task.extra_metrics}
-        record["display_predictions"] = predictions[:10].tolist()  # for `viz`'s epoch pictures
-        history.append(record)
-        logger.print(_epoch_line(record, settings.epochs, task.primary_metric))
-        logger.log(record, step)
-        meta = {
-            "model_type": task.model_type,
-            "model_config": served.cfg.to_dict(),
-            "settings": settings.to_dict(),
-            "epoch": epoch + 1,
-            "step": step,
-            "metrics": {"val": val},
-            "history": history,
-        }
-        check_finite(served, record)
-        # The state file first: it is the epoch's commit point (weights, optimizer, history).
-        info = {"epoch": epoch + 1, "step": step, "best": max(best, score), "meta": meta}
-        save_train_state(run_dir / STATE_FILE, model, optimizer, info, averaged)
-        last = save_checkpoint(run_dir / "last.safetensors", served, meta)
-        if score > best:
-            best = score
-            for suffix in (".safetensors", ".json"):
-                with atomic_path(run_dir / f"best{suffix}") as tmp:
-                    shutil.copyfile(last.with_suffix(suffix), tmp)
-        if settings.display:
-            _display(task, predictions, logger, epoch)
+        val = _validate_and_save(run, epoch, train_stats, seconds)
         try:
             if on_epoch is not None:
                 on_epoch(epoch, val)
@@ -328,7 +156,122 @@ def _train(
             _stop_after_epoch(dist, stop=True)  # a pruned trial stops every process
             raise
         _stop_after_epoch(dist, stop=False)
-    return {"run_dir": str(run_dir), "best": best, "history": history, "steps": step}
+    return {"run_dir": str(run.folder), "best": run.best, "history": run.history, "steps": run.step}
+
+
+def _start(
+    settings: TrainSettings,
+    task: Task,
+    logger: Logger,
+    device: torch.device,
+    dist: Dist,
+    *,
+    resume: bool,
+    force: bool,
+) -> Run:
+    """The run's model and optimizer, fresh or resumed from its folder, ready for its next
+    epoch; refuses a folder that already holds another run."""
+    folder = run_folder(settings)
+    for stale in remove_stale_temporaries(folder) if folder.is_dir() and dist.main else []:
+        logger.print(f"removed {stale}, left by an interrupted save")
+    if resume and not (folder / STATE_FILE).is_file():
+        if not folder.is_dir() or (folder / "last.safetensors").exists():
+            raise DigitformerError(
+                f"cannot resume: no run in {folder} with a training state "
+                "(start it without --resume)"
+            )
+        logger.print(f"nothing of {folder} was saved yet: starting it from the beginning")
+        resume = False
+    if not resume and ((folder / STATE_FILE).exists() or (folder / "last.safetensors").exists()):
+        raise DigitformerError(
+            f"{folder} already holds a run: pass --resume to continue it, or --name NAME"
+        )
+    model = _build(settings, task, init=not resume).to(device)
+    averaged = weight_average(model, settings.ema)
+    stepper = model
+    if dist.active:  # gradients averaged over the processes; `model` stays the plain module
+        stepper = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    stepper = torch.compile(stepper) if settings.compile else stepper
+    optimizer = make_optimizer(model, settings, fused=device.type == "cuda")
+    run = Run(settings, task, logger, device, dist, folder, model, optimizer, averaged, stepper)
+    if resume:
+        _resume(run, force)
+    _introduce(run)
+    return run
+
+
+def _build(settings: TrainSettings, task: Task, init: bool) -> nn.Module:
+    torch.manual_seed(settings.seed)
+    try:
+        model = build_model(task.model_type, settings.model)
+    except ValueError as exc:
+        raise DigitformerError(f"invalid model settings: {exc}") from None
+    if settings.init_encoder and init:  # a resumed run has its own weights
+        _init_encoder(model, settings.init_encoder)
+    return model
+
+
+def _introduce(run: Run) -> None:
+    s, task, dist = run.settings, run.task, run.dist
+    n_params = sum(p.numel() for p in run.model.parameters())
+    run.logger.print(
+        f"model {task.model_type}: {n_params:,} parameters on {run.device}; "
+        f"{task.epoch_size():,} training samples/epoch, {task.steps_per_epoch()} steps/epoch"
+        + (f"; {dist.world} processes of batch {s.batch_size // dist.world}" * dist.active)
+    )
+    if s.warmup_steps >= run.total_steps:
+        run.logger.print(
+            f"warning: warmup_steps {s.warmup_steps} is not shorter than the whole run "
+            f"({run.total_steps} steps): the learning rate never reaches lr {s.lr:g}"
+        )
+
+
+def _validate_and_save(run: Run, epoch: int, train_stats: dict, seconds: float) -> dict:
+    """Validate the epoch's model, record it, and save the state, last and (if better) best.
+    -> the validation metrics."""
+    task, served = run.task, run.served
+    val, predictions = task.evaluate(served, "val")
+    score = val[task.primary_metric]
+    record = {
+        "epoch": epoch + 1,
+        "step": run.step,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "train_loss": train_stats["loss"],
+        "train_accuracy": train_stats["accuracy"],
+        "val_loss": val["loss"],
+        f"val_{task.primary_metric}": score,
+        "seconds": seconds,
+        "samples_per_second": train_stats["samples"] / seconds,
+    }
+    record |= {f"val_{name}": val[name] for name in task.extra_metrics}
+    record["display_predictions"] = predictions[:10].tolist()  # for `viz`'s epoch pictures
+    run.history.append(record)
+    run.logger.print(epoch_line(record, run.settings.epochs, task.primary_metric))
+    run.logger.log(record, run.step)
+    meta = {
+        "model_type": task.model_type,
+        "model_config": served.cfg.to_dict(),
+        "settings": run.settings.to_dict(),
+        "epoch": epoch + 1,
+        "step": run.step,
+        "metrics": {"val": val},
+        "history": run.history,
+    }
+    check_finite(served, record)
+    # The state file first: it is the epoch's commit point (weights, optimizer, history).
+    info = {"epoch": epoch + 1, "step": run.step, "best": max(run.best, score), "meta": meta}
+    save_train_state(run.folder / STATE_FILE, run.model, run.optimizer, info, run.averaged)
+    last = save_checkpoint(run.folder / "last.safetensors", served, meta)
+    if score > run.best:
+        run.best = score
+        for suffix in (".safetensors", ".json"):
+            with atomic_path(run.folder / f"best{suffix}") as tmp:
+                shutil.copyfile(last.with_suffix(suffix), tmp)
+    if run.settings.display:
+        show_samples(task, predictions, run.logger, epoch)
+    return val
 
 
 def _stop_after_epoch(dist: Dist, stop: bool) -> bool:
@@ -340,26 +283,17 @@ def _stop_after_epoch(dist: Dist, stop: bool) -> bool:
     return bool(flag.item())
 
 
-def _train_epoch(
-    model: nn.Module,
-    task: Task,
-    optimizer: torch.optim.Optimizer,
-    s: TrainSettings,
-    device: torch.device,
-    dist: Dist,
-    epoch: int,
-    step: int,
-    total_steps: int,
-    averaged: AveragedModel | None = None,
-) -> tuple[dict[str, float], int]:
-    model.train()
+def _train_epoch(run: Run, epoch: int) -> dict[str, float]:
+    """One epoch of steps; -> its loss, accuracy and samples over every process."""
+    s, dist, device = run.settings, run.dist, run.device
+    run.stepper.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = samples = 0
-    steps = task.steps_per_epoch()
+    steps = run.task.steps_per_epoch()
     t0 = time.perf_counter()
-    with _progress(f"epoch {epoch + 1}/{s.epochs}", steps, dist.main) as (progress, bar):
-        for i, (inputs, targets) in enumerate(task.train_batches(epoch)):
+    with progress_bar(f"epoch {epoch + 1}/{s.epochs}", steps, dist.main) as (progress, bar):
+        for i, (inputs, targets) in enumerate(run.task.train_batches(epoch)):
             if dist.active:
                 # Every process draws the same global batch (same seed, same augmentation);
                 # each trains on its own slice, and DDP averages the gradients.
@@ -367,19 +301,7 @@ def _train_epoch(
                     continue  # a last batch too small to share: skipped by every process
                 inputs = inputs.tensor_split(dist.world)[dist.rank]
                 targets = targets.tensor_split(dist.world)[dist.rank]
-            lr = lr_at(step, total_steps, s)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(device):
-                loss, right, n = task.loss(model, inputs, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if s.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-            optimizer.step()
-            if averaged is not None:
-                averaged.update_parameters(model)
-            step += 1
+            loss, right, n = _step(run, inputs, targets)
             loss_sum += loss.detach() * len(targets)
             correct += right
             count += n
@@ -389,59 +311,38 @@ def _train_epoch(
                 if not math.isfinite(loss_sum.item()):
                     raise DigitformerError(
                         f"training diverged in epoch {epoch + 1} (the loss is not finite at "
-                        f"step {step}): nothing of this epoch was saved; lower the learning rate"
+                        f"step {run.step}): nothing of this epoch was saved; lower the "
+                        "learning rate"
                     )
                 rate = samples / (time.perf_counter() - t0)
-                progress.update(
-                    bar,
-                    completed=i + 1,
-                    stats=(
-                        f"loss {loss_sum.item() / samples:.4f}  "
-                        f"acc {100 * correct.item() / count:.2f}%"
-                        f"  {rate:,.0f} samples/s"
-                    ),
+                stats = (
+                    f"loss {loss_sum.item() / samples:.4f}  "
+                    f"acc {100 * correct.item() / count:.2f}%  {rate:,.0f} samples/s"
                 )
+                progress.update(bar, completed=i + 1, stats=stats)
     totals = torch.tensor([loss_sum.item(), correct.item(), count, samples], dtype=torch.float64)
     if dist.active:  # the epoch's statistics over every process
         torch.distributed.all_reduce(totals)
     loss_total, correct_total, count, samples = totals.tolist()
-    return {
-        "loss": loss_total / samples,
-        "accuracy": correct_total / count,
-        "samples": int(samples),
-    }, step
+    return {"loss": loss_total / samples, "accuracy": correct_total / count, "samples": samples}
 
 
-@contextlib.contextmanager
-def _progress(description: str, total: int, show: bool = True):
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-        disable=not show,
-    )
-    with progress:
-        yield progress, progress.add_task(description, total=total, stats="")
-
-
-def _epoch_line(r: dict, epochs: int, metric: str) -> str:
-    line = (
-        f"epoch {r['epoch']}/{epochs} | train loss {r['train_loss']:.4f} acc "
-        f"{100 * r['train_accuracy']:.2f}% | val loss {r['val_loss']:.4f} "
-        f"{metric.replace('_', ' ')} {100 * r[f'val_{metric}']:.2f}%"
-    )
-    if "val_digit_accuracy" in r:
-        line += f" digit {100 * r['val_digit_accuracy']:.2f}%"
-    return line + f" | lr {r['lr']:.2e} | {r['seconds']:.1f}s {r['samples_per_second']:,.0f}/s"
-
-
-def _display(task: Task, predictions, logger: Logger, epoch: int, n: int = 10) -> None:
-    logger.print(f"epoch {epoch + 1}: first validation samples")
-    logger.print(task.render(predictions[:n], n, color=use_color(logger.stream)))
+def _step(run: Run, inputs: torch.Tensor, targets: torch.Tensor):
+    """One optimizer step at the schedule's rate; -> (loss, correct, predictions)."""
+    lr = lr_at(run.step, run.total_steps, run.settings)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(run.device):
+        loss, right, n = run.task.loss(run.stepper, inputs, targets)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.settings.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.stepper.parameters(), run.settings.grad_clip)
+    run.optimizer.step()
+    if run.averaged is not None:
+        run.averaged.update_parameters(run.model)
+    run.step += 1
+    return loss, right, n
 
 
 def _init_encoder(model: nn.Module, path: str) -> None:
@@ -477,38 +378,37 @@ RESUME_FREE = (
 )
 
 
-def _resume(
-    run_dir: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | Optimizers,
-    averaged: AveragedModel | None,
-    settings: TrainSettings,
-    force: bool,
-) -> tuple[int, int, list[dict], float]:
+def _resume(run: Run, force: bool) -> None:
+    """Restore the run's weights, optimizer and place from its training state; settings that
+    would change the run are refused (before anything is restored) unless `force`."""
+    now = run.settings.to_dict()
+
     def same_settings(info: dict) -> None:
-        """Refuse, before any weight is restored, settings that would change the run."""
-        saved, now = info["meta"].get("settings", {}), settings.to_dict()
+        saved = info["meta"].get("settings", {})
         differ = sorted(
             k for k in set(saved) | set(now) if k not in RESUME_FREE and saved.get(k) != now.get(k)
         )
         if differ and not force:
             changes = ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:4])
             raise DigitformerError(
-                f"cannot resume {run_dir} with other settings ({changes}): "
+                f"cannot resume {run.folder} with other settings ({changes}): "
                 "pass --force to continue it anyway, or start a new --run"
             )
 
-    info = load_train_state(run_dir / STATE_FILE, model, optimizer, averaged, same_settings)
-    meta = info["meta"]
-    return info["epoch"], info["step"], meta["history"], info["best"]
+    state = run.folder / STATE_FILE
+    info = load_train_state(state, run.model, run.optimizer, run.averaged, same_settings)
+    run.model.to(run.device)
+    run.epoch, run.step, run.best = info["epoch"], info["step"], info["best"]
+    run.history = info["meta"]["history"]
+    if run.epoch >= run.settings.epochs:
+        run.logger.print(f"{run.folder} already finished its {run.settings.epochs} epochs")
+    else:
+        run.logger.print(f"resuming {run.folder} at epoch {run.epoch + 1}/{run.settings.epochs}")
 
 
 def run_folder(settings: TrainSettings) -> Path:
     """OUT_DIR/RUN; a run name is one folder name, never a path out of OUT_DIR."""
-    name = settings.run
-    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
-        raise DigitformerError(f"run name {name!r} must be a plain folder name (no / or ..)")
-    return Path(settings.out_dir) / name
+    return Path(settings.out_dir) / plain_name(settings.run, "run name")
 
 
 def check_model_settings(settings: TrainSettings) -> None:

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from digitformer.utils.errors import DigitformerError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -68,3 +70,11 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()
+
+
+def plain_name(name: str, what: str) -> str:
+    """`name` when it is one plain folder name (no separator, not hidden, not . or ..): a run or
+    study name must never lead out of the folder it is created in."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise DigitformerError(f"{what} {name!r} must be a plain folder name (no / or ..)")
+    return name
