@@ -187,3 +187,29 @@ def test_auto_sends_each_picture_to_the_bundled_reader_its_ink_calls_for(tmp_pat
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in map(json.loads, out.splitlines())}
     assert len(rows["number.png"]["digits"]) == numbers.lengths[number]
     assert len(rows["digit.png"]["digits"]) == 1
+
+
+def test_every_surface_says_when_a_picture_is_for_another_reader(tmp_path, capsys, digits):
+    """A 2x2 grid given to the digit reader, and a lone digit given to the grid reader (which
+    would read it as four digits), are read as asked but flagged with the reader that fits,
+    the same way by the Python API, the command line and the server."""
+    import digitformer
+    from digitformer.apps.serve.app import create_app, load_models
+    from fastapi.testclient import TestClient
+
+    grid = make_grids(digits.images, digits.labels, 1, seed=0).images[0]
+    grid_picture = 255 - np.kron(grid, np.ones((3, 3), np.uint8))  # dark on white, 168x168
+    lone = 255 - np.kron(digits.images[0], np.ones((4, 4), np.uint8))
+    (on_digit,) = digitformer.load("digit").predict(grid_picture)
+    (on_grid,) = digitformer.load("grid").predict(lone)
+    (fits,) = digitformer.load("digit").predict(lone)
+    assert on_digit.looks_like == "grid" and "2x2 grid" in on_digit.warning
+    assert on_grid.looks_like == "digit" and "one digit" in on_grid.warning
+    assert fits.looks_like is None and fits.warning is None
+    Image.fromarray(lone).save(tmp_path / "lone.png")
+    code, _, err = run_predict(capsys, tmp_path / "lone.png", "--model", "grid")
+    assert code == 0 and "lone.png: looks like one digit" in err and "--model digit" in err
+    app = TestClient(create_app(load_models(["pretrained:grid"], "cpu")))
+    answer = app.post("/predict", content=(tmp_path / "lone.png").read_bytes(),
+                      headers={"content-type": "image/png"}).json()  # fmt: skip
+    assert answer["looks_like"] == "digit" and answer["warning"] == on_grid.warning

@@ -46,6 +46,8 @@ class Prediction:
     confidence: list[float]
     probabilities: list[list[float]]
     reason: str | None = None
+    warning: str | None = None  # the picture looks like what another reader reads...
+    looks_like: str | None = None  # ...and that reader's kind
 
     @property
     def low_confidence(self) -> bool:
@@ -59,6 +61,8 @@ class Prediction:
             "probabilities": self.probabilities,
             "low_confidence": self.low_confidence,
             "reason": self.reason,
+            "warning": self.warning,
+            "looks_like": self.looks_like,
         }
 
 
@@ -103,16 +107,22 @@ def predict_pictures(
     preprocess: bool = True,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    layouts: list[str] | None = None,
 ) -> Readings:
     """Grayscale pictures (H, W) in [0, 1] -> a Prediction for each that could be prepared (in
-    their order; digits None and the reason where there is nothing to read), their prepared
-    inputs (zeros for those), and one message per picture that could not be prepared."""
+    their order; digits None and the reason where there is nothing to read; a warning where
+    the picture's layout (`layouts`, found here when not given) is not what this reader
+    reads), their prepared inputs (zeros for those), and one message per picture that could
+    not be prepared."""
     kind = kind_of(model)
+    layouts = layouts if layouts is not None else [layout_of(p) for p in pictures]
     out = Readings()
-    for name, pixels in zip(names, pictures):
+    for name, pixels, layout in zip(names, pictures, layouts):
         try:
             out.inputs.append(kind.prepare(pixels, model, preprocess))
-            out.results.append(Prediction(name, None, [], []))
+            other = layout if layout != kind.name else None
+            warning = _mismatch(layout, kind.name)
+            out.results.append(Prediction(name, None, [], [], None, warning, other))
         except NoInk as exc:
             out.inputs.append(np.zeros(input_shape(model), np.uint8))
             out.results.append(Prediction(name, None, [], [], str(exc)))
@@ -165,9 +175,14 @@ def read_pictures(paths: Iterable[str]) -> tuple[list[np.ndarray], list[str], li
     return pictures, names, errors
 
 
-def _mismatch(name: str, layout: str, kind: str, auto: bool) -> str:
-    hint = "" if auto else f" (use --model {layout}, or --model auto)"
-    return f"{name}: looks like {LAYOUT_NAMES[layout]}, read as {READERS[kind].reads}{hint}"
+def _mismatch(layout: str, kind: str) -> str | None:
+    """What to say when a picture looks like what another reader reads (None: it does not)."""
+    if layout == kind:
+        return None
+    return (
+        f"looks like {LAYOUT_NAMES[layout]}, read as {READERS[kind].reads} (read it with the "
+        f"{layout} reader: --model {layout} or auto, ?kind={layout}, load('{layout}'))"
+    )
 
 
 def predict_paths(
@@ -199,11 +214,6 @@ def predict_paths(
             kinds = ["digit" if k == "number" else k for k in kinds]  # warned about below
         readers = {k: load_model(f"pretrained:{k}", dev)[0] for k in set(kinds)}
     out = Readings(errors=errors)
-    out.warnings = [
-        _mismatch(name, layout, kind, model == "auto")
-        for name, layout, kind in zip(names, layouts, kinds)
-        if kind != layout
-    ]
     found: dict[str, tuple[Prediction, np.ndarray]] = {}
     for kind, reader in readers.items():
         picked = [i for i, k in enumerate(kinds) if k == kind]
@@ -214,6 +224,7 @@ def predict_paths(
             preprocess,
             batch_size,
             dev,
+            [layouts[i] for i in picked],
         )
         out.errors += part.errors
         found |= {r.file: (r, image) for r, image in zip(part.results, part.inputs)}
@@ -221,4 +232,5 @@ def predict_paths(
         if name in found:
             out.results.append(found[name][0])
             out.inputs.append(found[name][1])
+    out.warnings = [f"{r.file}: {r.warning}" for r in out.results if r.warning]
     return out

@@ -51,6 +51,8 @@ class PredictResponse(BaseModel):
     probabilities: list[list[float]]
     low_confidence: bool = False  # some digit read with probability under LOW_CONFIDENCE
     reason: str | None = None
+    warning: str | None = None  # the picture looks like what another reader reads...
+    looks_like: str | None = None  # ...and that reader's kind (digit, grid or number)
     input: list[list[int]] | None = None  # the prepared model input, with attention
     attention: list[list[list[float]]] | None = None  # one map per digit, max 1
 
@@ -227,6 +229,8 @@ def _predict(chosen: Reader, pixels: np.ndarray, with_attention: bool) -> Predic
         probabilities=found.probabilities,
         low_confidence=found.low_confidence,
         reason=found.reason,
+        warning=found.warning,
+        looks_like=found.looks_like,
     )
     if with_attention and found.digits is not None:
         image = readings.inputs[0]
