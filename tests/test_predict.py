@@ -193,9 +193,10 @@ def test_every_surface_says_when_a_picture_is_for_another_reader(tmp_path, capsy
     """A 2x2 grid given to the digit reader, and a lone digit given to the grid reader (which
     would read it as four digits), are read as asked but flagged with the reader that fits,
     the same way by the Python API, the command line and the server."""
+    from fastapi.testclient import TestClient
+
     import digitformer
     from digitformer.apps.serve.app import create_app, load_models
-    from fastapi.testclient import TestClient
 
     grid = make_grids(digits.images, digits.labels, 1, seed=0).images[0]
     grid_picture = 255 - np.kron(grid, np.ones((3, 3), np.uint8))  # dark on white, 168x168
