@@ -81,9 +81,8 @@ def train(
     init_distributed(device, dist)
     try:
         task = task or build_task(settings, device)
-        return _train(
-            settings, task, logger, device, dist, resume=resume, force=force, on_epoch=on_epoch
-        )
+        run = _start(settings, task, logger, device, dist, resume=resume, force=force)
+        return _train(run, on_epoch)
     except RuntimeError as exc:
         if dist.active and ("Connection" in str(exc) or "timed out" in str(exc).lower()):
             raise DigitformerError(
@@ -127,18 +126,9 @@ class Run:
         return self.settings.epochs * self.task.steps_per_epoch()
 
 
-def _train(
-    settings: TrainSettings,
-    task: Task,
-    logger: Logger,
-    device: torch.device,
-    dist: Dist,
-    *,
-    resume: bool,
-    force: bool,
-    on_epoch: Callable[[int, dict], None] | None,
-) -> dict[str, Any]:
-    run = _start(settings, task, logger, device, dist, resume=resume, force=force)
+def _train(run: Run, on_epoch: Callable[[int, dict], None] | None) -> dict[str, Any]:
+    """The epochs left: train, then (rank 0) validate and save, then ask `on_epoch`."""
+    settings, dist = run.settings, run.dist
     for epoch in range(run.epoch, settings.epochs):
         torch.manual_seed(settings.seed * 1_000 + epoch)  # dropout: reproducible per epoch
         t0 = time.perf_counter()
