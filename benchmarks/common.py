@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from digitformer.inference.checkpoint import load_model
-from digitformer.utils.errors import DigitformerError
-from digitformer.utils.runtime import pick_device
 from digitformer.training.settings import resolve_settings
 from digitformer.training.tasks import build_task
 from digitformer.training.train import train
+from digitformer.utils.errors import DigitformerError
+from digitformer.utils.runtime import pick_device
 
 
 def machine() -> str:

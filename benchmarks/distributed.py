@@ -1,6 +1,6 @@
 """Training speed with one process and with several (torchrun, DDP), on this machine.
 
-    python benchmarks/distributed.py [--profile default] [--train-size 11000] [--json FILE]
+    python -m benchmarks.distributed [--profile default] [--train-size 11000] [--json FILE]
 
 Trains one epoch of the encoder-only profile in each layout (a warm-up epoch first) and reads
 the images/s each run recorded: on the CPU, 1 process of 2 threads against 2 processes of 1
@@ -20,9 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from benchmarks.common import machine
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
 

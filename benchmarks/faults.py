@@ -1,6 +1,6 @@
 """Faults a run and a server must survive, done for real: kill -9 during training, hostile uploads.
 
-    python benchmarks/faults.py [--kills 20] [--json benchmarks/results/faults.json]
+    python -m benchmarks.faults [--kills 20] [--json benchmarks/results/faults.json]
 
 1. Kills: a tiny training run (real MNIST subset from tests/data, 8 epochs, one thread) is
    started N times as its own process and killed with SIGKILL at a random moment; each is
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import random
 import shutil
 import signal
@@ -28,10 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import machine, write_json  # noqa: E402
+from benchmarks.common import machine, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data" / "mnist-subset"

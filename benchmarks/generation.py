@@ -1,6 +1,6 @@
 """Greedy generation speed of an encoder-decoder, with the key/value cache and without it.
 
-    python benchmarks/generation.py [--checkpoint RUN_DIR] [--grids 2000]
+    python -m benchmarks.generation [--checkpoint RUN_DIR] [--grids 2000]
 
 Timed twice: the whole model (encoder + decoding) and the decoding alone from a precomputed
 encoder memory, where the cache acts. Without a checkpoint, a freshly initialized model of
@@ -11,23 +11,17 @@ the same digits; the script checks that.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np
+import torch
+from benchmarks.common import machine
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common import machine  # noqa: E402
-from digitformer.inference.checkpoint import load_model  # noqa: E402
-from digitformer.data import load_split, make_grids  # noqa: E402
-from digitformer.models import build_model  # noqa: E402
-from digitformer.training.settings import resolve_settings  # noqa: E402
-from digitformer.utils.tensors import to_float  # noqa: E402
+from digitformer.data import load_split, make_grids
+from digitformer.inference.checkpoint import load_model
+from digitformer.models import build_model
+from digitformer.training.settings import resolve_settings
+from digitformer.utils.tensors import to_float
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """How fast does the numbers reader start to read? The first steps of the default model, variants.
 
-    python benchmarks/numbers_start.py scratch [--align] [--memory-pos] [--seconds 240]
-    python benchmarks/numbers_start.py vit [--memory-pos]
+    python -m benchmarks.numbers_start scratch [--align] [--memory-pos] [--seconds 240]
+    python -m benchmarks.numbers_start vit [--memory-pos]
 
 Trains the default numbers model (28x196 lines of 1 to 8 digits, d=128, 6 + 3 blocks) on
 20000 fixed numbers from the first 20000 training digits, batch 64, AdamW lr 1e-3, one thread,
@@ -15,24 +15,18 @@ default model has them now; without the flag they are removed).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchmarks.common import guard
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import guard  # noqa: E402
-from digitformer.inference.checkpoint import load_model  # noqa: E402
-from digitformer.data import load_split  # noqa: E402
-from digitformer.data.numbers import make_numbers  # noqa: E402
-from digitformer.models import Seq2Seq, Seq2SeqConfig  # noqa: E402
-from digitformer.training.settings import resolve_settings  # noqa: E402
-from digitformer.training.tasks import IGNORE, number_targets  # noqa: E402
+from digitformer.data import load_split
+from digitformer.data.numbers import make_numbers
+from digitformer.inference.checkpoint import load_model
+from digitformer.models import Seq2Seq, Seq2SeqConfig
+from digitformer.training.settings import resolve_settings
+from digitformer.training.tasks import IGNORE, number_targets
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Read whole handwritten numbers: the numbers encoder-decoder against the classic pipeline.
 
-    python benchmarks/read_numbers.py [--line .data/models/numbers-default] [--grid RUN]
+    python -m benchmarks.read_numbers [--line .data/models/numbers-default] [--grid RUN]
         [--digit pretrained:digit] [--count 5000] [--json benchmarks/results/read-numbers.json]
 
 Test numbers are drawn from MNIST's test digits only (`digitformer.data.numbers`, fixed seed
@@ -24,27 +24,22 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchmarks.common import guard, machine, write_json
 from PIL import Image
 from scipy import ndimage
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import guard, machine, write_json  # noqa: E402
-from digitformer.inference.checkpoint import load_model  # noqa: E402
-from digitformer.data import load_split  # noqa: E402
-from digitformer.data.numbers import Numbers, make_numbers  # noqa: E402
-from digitformer.utils.errors import DigitformerError  # noqa: E402
-from digitformer.inference.readers import token_strings  # noqa: E402
-from digitformer.models import input_shape, reader_kind  # noqa: E402
-from digitformer.inference.predict import predict_images, predict_pictures  # noqa: E402
+from digitformer.data import load_split
+from digitformer.data.numbers import Numbers, make_numbers
+from digitformer.inference import readers
+from digitformer.inference.checkpoint import load_model
+from digitformer.inference.predict import predict_pictures
+from digitformer.utils.errors import DigitformerError
 
 STRUCTURE = np.ones((3, 3), bool)  # 8-connected
 
@@ -131,12 +126,12 @@ def pipeline(numbers: Numbers, digit_model, layout: str) -> tuple[list[str], np.
         for rows, cols, mask in found:
             crops.append(to_mnist_box(image, rows, cols, mask))
             owners.append(i)
-    read = [""] * len(numbers)
+    texts = [""] * len(numbers)
     if crops:
-        digits, _ = predict_images(digit_model, "encoder-only", np.stack(crops), 512)
-        for owner, digit in zip(owners, digits[:, 0]):
-            read[owner] += str(int(digit))
-    return read, np.array(counts)
+        tokens, _ = readers.read(digit_model, np.stack(crops), 512)
+        for owner, digit in zip(owners, tokens[:, 0]):  # a digit is a sequence of one
+            texts[owner] += str(int(digit))
+    return texts, np.array(counts)
 
 
 def photograph(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -176,9 +171,9 @@ def evaluate_layout(layout: str, checkpoint: str | None, digit_model, args, test
     model = None
     if checkpoint:
         model, _ = load_model(checkpoint, "cpu")
-        if reader_kind(model) != "number":
+        if readers.kind_of(model).name != "number":
             raise DigitformerError(f"{checkpoint}: not a numbers model")
-        height, width = input_shape(model)
+        height, width = readers.input_shape(model)
     else:
         height = width = None
     numbers = make_numbers(
@@ -197,21 +192,21 @@ def evaluate_layout(layout: str, checkpoint: str | None, digit_model, args, test
     }
     if model is not None:
         start = time.perf_counter()
-        tokens, _ = predict_images(model, "encoder-decoder", numbers.images, 500)
+        tokens, _ = readers.read(model, numbers.images, 500)
         model_s = time.perf_counter() - start
-        read = token_strings(tokens)
-        result["model"] = scores(read, true, lengths, touching) | {"seconds": model_s}
+        read_model = readers.token_strings(tokens)
+        result["model"] = scores(read_model, true, lengths, touching) | {"seconds": model_s}
         if layout == "line" and args.photos:
             rng = np.random.default_rng(args.seed)
             n = min(args.photos, len(numbers))
             pictures = [photograph(numbers.images[i], rng) for i in range(n)]
             names = [str(i) for i in range(n)]
-            found, _, errors = predict_pictures(model, "encoder-decoder", pictures, names)
-            got = {int(p.file): p.digits or "" for p in found}
+            readings = predict_pictures(model, pictures, names)
+            got = {int(p.file): p.digits or "" for p in readings.results}
             read_photo = [got.get(i, "") for i in range(n)]
             result["photo"] = scores(read_photo, true[:n], lengths[:n], touching[:n]) | {
                 "count": n,
-                "unreadable": len(errors),
+                "unreadable": len(readings.errors),
             }
     return result
 
@@ -234,7 +229,7 @@ def main() -> None:
     digit_model, _ = load_model(args.digit, "cpu")
     result = {
         "machine": machine(),
-        "command": "python " + " ".join(sys.argv),
+        "command": " ".join(["python -m benchmarks.read_numbers", *sys.argv[1:]]),
         "line": evaluate_layout("line", args.line, digit_model, args, test),
         "grid": evaluate_layout("grid", args.grid, digit_model, args, test),
     }

@@ -1,14 +1,14 @@
 """Read MNIST test digits drawn as people's pictures: photos of paper, scans, pens, canvases.
 
-    python benchmarks/robustness.py [--digit pretrained:digit] [--grid pretrained:grid]
+    python -m benchmarks.robustness [--digit pretrained:digit] [--grid pretrained:grid]
         [--count 1000] [--json benchmarks/results/robustness.json] [--picture FILE.png]
 
 Each test digit is re-drawn as a pen stroke (upscaled, its edges made crisp) on a 256x256
 picture and put through one named condition; the conditions are made here, independently of
 the training augmentation. Every picture is read twice: with the preparation `predict` uses
-(`digitformer.inference.prepare`), and naively (grayscale, inverted when the paper is light, resized to
-28x28). Blank pictures under each condition check that nothing is read where nothing is
-written. Grids: four digits drawn the same way on a 512x512 picture, scored whole and per
+(`digitformer.inference.prepare`), and naively (grayscale, inverted when the paper is light,
+resized to 28x28). Blank pictures under each condition check that nothing is read where
+nothing is written. Grids: four digits drawn the same way on a 512x512 picture, scored whole and per
 digit. The thin pen traces the strokes' skeletons with scikit-image (`pip install
 "digitformer[bench]"`).
 """
@@ -17,25 +17,20 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from benchmarks.common import guard, machine, write_json
 from PIL import Image
 from scipy import ndimage
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import guard, machine, write_json  # noqa: E402
-from digitformer.inference.checkpoint import load_model  # noqa: E402
-from digitformer.data import load_split  # noqa: E402
-from digitformer.utils.errors import DigitformerError  # noqa: E402
-from digitformer.inference.predict import predict_images  # noqa: E402
-from digitformer.inference.prepare import NoInk, prepare  # noqa: E402
+from digitformer.data import load_split
+from digitformer.inference.checkpoint import load_model
+from digitformer.inference.prepare import NoInk, prepare
+from digitformer.inference.readers import read
+from digitformer.utils.errors import DigitformerError
 
 SIDE = 256
 
@@ -202,22 +197,22 @@ def prepared(pixels: np.ndarray, grid: bool) -> np.ndarray | None:
         return None
 
 
-def accuracy(model, model_type, inputs: list, labels: np.ndarray) -> tuple[float, float]:
+def accuracy(model, inputs: list, labels: np.ndarray) -> tuple[float, float]:
     """Share of pictures read whole, and of their digits read right; an input of None
     (nothing found) counts as wrong."""
     labels = labels.reshape(len(labels), -1)
     rows = [i for i, x in enumerate(inputs) if x is not None]
     right = np.zeros(labels.shape, bool)
     if rows:
-        digits, _ = predict_images(model, model_type, np.stack([inputs[i] for i in rows]))
+        digits, _ = read(model, np.stack([inputs[i] for i in rows]))
         right[rows] = digits.reshape(len(rows), -1) == labels[rows]
     return float(right.all(1).mean()), float(right.mean())
 
 
 def run(args) -> dict:
     test = load_split(args.data_dir, "test")
-    digit_model, digit_meta = load_model(args.digit) if args.count else (None, None)
-    grid_model = load_model(args.grid) if args.grid else None
+    digit_model = load_model(args.digit)[0] if args.count else None
+    grid_model = load_model(args.grid)[0] if args.grid else None
     order = np.random.default_rng(0).permutation(len(test))
     pick = order[: args.count]
     images, labels = test.images[pick], test.labels[pick]
@@ -238,21 +233,20 @@ def run(args) -> dict:
             off = [naive(p, 28) for p in pictures]
             blanks = [prepared(blank(name, rng), grid=False) for _ in range(args.blanks)]
             row = {
-                "digit_prepared": accuracy(digit_model, digit_meta["model_type"], on, labels)[0],
-                "digit_naive": accuracy(digit_model, digit_meta["model_type"], off, labels)[0],
+                "digit_prepared": accuracy(digit_model, on, labels)[0],
+                "digit_naive": accuracy(digit_model, off, labels)[0],
                 "blank_refused": sum(b is None for b in blanks) / len(blanks),
             }
         if grid_model is not None:
-            model, meta = grid_model
             n = args.grids
             quads = np.random.default_rng(2000 + c).integers(0, len(test), (n, 4))
             grids = [grid_picture(test.images[q], condition, rng) for q in quads]
             grid_labels = test.labels[quads]
             row["grid_prepared"], row["grid_digits_prepared"] = accuracy(
-                model, meta["model_type"], [prepared(g, grid=True) for g in grids], grid_labels
+                grid_model, [prepared(g, grid=True) for g in grids], grid_labels
             )
             row["grid_naive"], row["grid_digits_naive"] = accuracy(
-                model, meta["model_type"], [naive(g, 56) for g in grids], grid_labels
+                grid_model, [naive(g, 56) for g in grids], grid_labels
             )
         row["seconds"] = time.perf_counter() - t0
         rows[name] = row

@@ -1,7 +1,7 @@
 """Run a sweep, then train the default profile's model on the same budget, and compare them on
 the fixed validation split (the test set is never used for selection).
 
-    python benchmarks/sweep_vs_default.py --task encoder-only --space cpu --count 20
+    python -m benchmarks.sweep_vs_default --task encoder-only --space cpu --count 20
 
 The budget is the space's fixed settings (e.g. 3 epochs on 12000 digits): the default profile
 is trained with exactly those, so the only difference is what the sweep chose.
@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
+from benchmarks.common import machine
 
-from common import machine  # noqa: E402
-from digitformer.training import sweep  # noqa: E402
-from digitformer.training.settings import resolve_settings  # noqa: E402
-from digitformer.training.train import train  # noqa: E402
+from digitformer.training import sweep
+from digitformer.training.settings import resolve_settings
+from digitformer.training.train import train
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Training throughput of the default encoder-only model against a plain baseline; with
 --efficiency, how much of the machine training uses; with --inference, reading speed.
 
-    python benchmarks/throughput.py --steps 60
-    python benchmarks/throughput.py --efficiency --inference --json benchmarks/results/speed.json
+    python -m benchmarks.throughput --steps 60
+    python -m benchmarks.throughput --efficiency --inference --json benchmarks/results/speed.json
     (--profiles default,fast: the profiles --efficiency and --inference measure, of both tasks)
 
 ours:     attention through F.scaled_dot_product_attention; the whole training set in memory as a
@@ -24,25 +24,20 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
+import torch
+from benchmarks.common import guard, machine, write_json
+from torch.utils.data import DataLoader, Dataset
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from common import guard, machine, write_json  # noqa: E402
-from digitformer.data.augment import random_affine  # noqa: E402
-from digitformer.utils.errors import DigitformerError  # noqa: E402
-from digitformer.models import build_model  # noqa: E402
-from digitformer.models.layers import Attention  # noqa: E402
-from digitformer.training.settings import PROFILE_DIR, resolve_settings  # noqa: E402
-from digitformer.training.tasks import build_task  # noqa: E402
-from digitformer.training.train import make_optimizer  # noqa: E402
+from digitformer.data.augment import random_affine
+from digitformer.models import build_model
+from digitformer.models.layers import Attention
+from digitformer.training.settings import PROFILE_DIR, resolve_settings
+from digitformer.training.tasks import TASKS, build_task
+from digitformer.training.train import make_optimizer
+from digitformer.utils.errors import DigitformerError
 
 
 class HandAttention(Attention):
@@ -176,22 +171,23 @@ def inference(args) -> list[dict]:
     import numpy as np
 
     from digitformer.inference.export import export_model
+    from digitformer.inference.readers import input_shape
 
     rows = []
     folder = Path(tempfile.mkdtemp(prefix="digitformer-speed-"))
     for task_name, profile in task_profiles(args):
         settings = resolve_settings(task_name, profile, {}, env_file=None)
         torch.manual_seed(0)
-        model = build_model(task_name, settings.model).eval()
-        side = 28 if task_name == "encoder-only" else 56
-        readers = {"PyTorch eager": eager(model, task_name)}
-        script = export_model(model, task_name, "torchscript", folder / f"{task_name}.pt")
+        model = build_model(TASKS[task_name].kind.model_type, settings.model).eval()
+        shape = input_shape(model)
+        readers = {"PyTorch eager": lambda x, m=model: m.read(x)[0]}
+        script = export_model(model, "torchscript", folder / f"{task_name}.pt")
         traced = torch.jit.load(str(script))
         readers["TorchScript"] = lambda x, m=traced: first(m(x))
         try:
             import onnxruntime
 
-            onnx_file = export_model(model, task_name, "onnx", folder / f"{task_name}.onnx")
+            onnx_file = export_model(model, "onnx", folder / f"{task_name}.onnx")
             session = onnxruntime.InferenceSession(
                 str(onnx_file), providers=["CPUExecutionProvider"]
             )
@@ -201,7 +197,7 @@ def inference(args) -> list[dict]:
         except ImportError:
             print("onnxruntime is not installed: pip install 'digitformer[export]'")
         for batch in (1, 512):
-            images = torch.rand(batch, 1, side, side)
+            images = torch.rand(batch, 1, *shape)
             answers = {}
             for name, read in readers.items():
                 with torch.inference_mode():
@@ -222,7 +218,7 @@ def inference(args) -> list[dict]:
                 )
             reference = answers["PyTorch eager"]
             for name, answer in answers.items():
-                same = np.array_equal(picks(answer), picks(reference))
+                same = np.array_equal(answer.numpy(), reference.numpy())
                 assert same, f"{name} reads other digits than PyTorch eager"
     unit = {"encoder-only": "digits/s", "encoder-decoder": "grids/s"}
     print("| model | runtime | batch 1 | batch 512 |")
@@ -243,20 +239,9 @@ def inference(args) -> list[dict]:
     return rows
 
 
-def eager(model, task_name):
-    if task_name == "encoder-only":
-        return lambda x: model(x).softmax(-1)
-    return lambda x: model.generate_from_memory(model.encode(x), use_cache=True)[0]
-
-
 def first(output):
+    """The tokens read (B, S): an exported graph answers (tokens, probabilities)."""
     return output[0] if isinstance(output, tuple) else output
-
-
-def picks(answer: torch.Tensor):
-    """What was read: digits (B, 4) as they are, probabilities (B, 10) by their argmax."""
-    answer = answer.detach()
-    return (answer.argmax(-1) if answer.is_floating_point() else answer).numpy()
 
 
 def main() -> None:

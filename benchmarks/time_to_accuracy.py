@@ -1,7 +1,7 @@
 """Time to accuracy: train a profile from scratch with several seeds, against the default profile
 on the same machine in the same run.
 
-    python benchmarks/time_to_accuracy.py --profile fast --seeds 3 --json OUT.json
+    python -m benchmarks.time_to_accuracy --profile fast --seeds 3 --json OUT.json
 
 Per seed: the whole `train()` time (validation and checkpoints included; not the data loading
 before it nor the test evaluation after it), the test accuracy of the last epoch, and the first
@@ -17,18 +17,14 @@ epochs and scales the time to all its epochs (its epochs cost the same: same mod
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
+from benchmarks.common import guard, machine, timed_run, write_json
 
-from common import guard, machine, timed_run, write_json  # noqa: E402
-from digitformer.utils.errors import DigitformerError  # noqa: E402
-from digitformer.training.settings import resolve_settings  # noqa: E402
-from digitformer.training.tasks import TASKS  # noqa: E402
+from digitformer.training.settings import resolve_settings
+from digitformer.training.tasks import TASKS
+from digitformer.utils.errors import DigitformerError
 
 
 def first_epoch_at(history: list[dict], metric: str, target: float) -> int | None:

@@ -1,6 +1,6 @@
 """Train a profile from scratch, then score it on the test set: accuracy, wall time, speed.
 
-    python benchmarks/train_accuracy.py --task encoder-only --profile default
+    python -m benchmarks.train_accuracy --task encoder-only --profile default
 
 Prints a results-table row. The wall time counts the whole `train()` call (per-epoch
 validation and checkpoints included), not the data loading before it nor the test evaluation.
@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))
+from benchmarks.common import machine, timed_run, write_json
 
-from common import machine, timed_run, write_json  # noqa: E402
-from digitformer.inference.checkpoint import read_checkpoint  # noqa: E402
-from digitformer.inference.ensemble import Ensemble  # noqa: E402
-from digitformer.inference.readers import BY_TASK  # noqa: E402
-from digitformer.training.tasks import TASKS  # noqa: E402
+from digitformer.inference.checkpoint import read_checkpoint
+from digitformer.inference.ensemble import Ensemble
+from digitformer.inference.readers import BY_TASK
+from digitformer.training.tasks import TASKS
 
 
 def main() -> None:

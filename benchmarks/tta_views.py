@@ -1,6 +1,6 @@
 """Which test-time views help an encoder-decoder? Score sets of views on one split.
 
-    python benchmarks/tta_views.py RUN/last.safetensors --split val
+    python -m benchmarks.tta_views RUN/last.safetensors --split val
 
 Each view (each digit of a grid moved or turned on its own, as `--tta` does) is encoded
 once; every set of views is then decoded greedily with the views' probabilities averaged at
@@ -15,14 +15,13 @@ import time
 from pathlib import Path
 
 import torch
+from benchmarks.common import guard, machine, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import guard, machine, write_json  # noqa: E402
-from digitformer.inference.checkpoint import load_model  # noqa: E402
-from digitformer.inference.ensemble import decode_together, tta_views  # noqa: E402
-from digitformer.inference.readers import DIGIT_VIEWS as TTA_VIEWS  # noqa: E402
-from digitformer.training.tasks import task_for_checkpoint  # noqa: E402
-from digitformer.utils.tensors import to_float  # noqa: E402
+from digitformer.inference.checkpoint import load_model
+from digitformer.inference.ensemble import decode_together, tta_views
+from digitformer.inference.readers import DIGIT_VIEWS as TTA_VIEWS
+from digitformer.training.tasks import task_for_checkpoint
+from digitformer.utils.tensors import to_float
 
 # name -> (degrees, dx, dy), as TTA_VIEWS holds them
 ONE = [(1, 0), (-1, 0), (0, 1), (0, -1)]
@@ -52,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     model, meta = load_model(args.checkpoint, "cpu")
     if meta["model_type"] != "encoder-decoder":
-        sys.exit("error: benchmarks/tta_views.py reads encoder-decoder checkpoints")
+        sys.exit("error: benchmarks.tta_views reads encoder-decoder checkpoints")
     task = task_for_checkpoint(meta, torch.device("cpu"), split=args.split)
     data = task.eval_sets[args.split]
     images, labels = to_float(data.images), data.labels

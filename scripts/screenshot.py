@@ -1,6 +1,6 @@
 """Screenshot of the demo page with a prediction, for the README.
 
-    python docs/screenshot.py [CHECKPOINT ...] --out docs/demo.png
+    python -m scripts.screenshot [CHECKPOINT ...] --out docs/demo.png
 
 Serves the checkpoints (default: the bundled models) on a free local port, draws four digits on
 the page's canvas with the mouse in headless Chromium (Debian's, through Playwright), waits

@@ -1,6 +1,6 @@
 """Bundle a trained run into the package as a pretrained model, and measure it as stored.
 
-    python benchmarks/bundle_pretrained.py RUN --name digit --command "digitformer train ..."
+    python -m scripts.bundle_pretrained RUN --name digit --command "digitformer train ..."
 
 Writes src/digitformer/pretrained/NAME.safetensors (weights in fp16: half the size; the
 model computes in fp32 once loaded) and updates pretrained/report.json with the test results
@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import torch
+from benchmarks.common import guard, machine
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import guard, machine  # noqa: E402
-from digitformer.inference.checkpoint import PRETRAINED, PRETRAINED_DIR, read_checkpoint  # noqa: E402
-from digitformer.utils.errors import DigitformerError  # noqa: E402
-from digitformer.training.evaluate import evaluate_checkpoint  # noqa: E402
-from digitformer.utils.fileio import atomic_path  # noqa: E402
+from digitformer.inference.checkpoint import PRETRAINED, PRETRAINED_DIR, read_checkpoint
+from digitformer.inference.readers import READERS
+from digitformer.training.evaluate import evaluate_checkpoint
+from digitformer.utils.errors import DigitformerError
+from digitformer.utils.fileio import atomic_path
 
 REPORT = PRETRAINED_DIR / "report.json"
 KEPT = (
