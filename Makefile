@@ -43,15 +43,15 @@ train-encoder-decoder: data
 run: train-encoder-only train-encoder-decoder
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks docs
-	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/ruff check src tests benchmarks scripts docs
+	$(BIN)/ruff format --check src tests benchmarks scripts docs
 
 test: lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -q
 
 bench: data
-	$(BIN)/python benchmarks/train_accuracy.py --task encoder-only --profile default
-	$(BIN)/python benchmarks/train_accuracy.py --task encoder-decoder --profile default
+	$(BIN)/python -m benchmarks.train_accuracy --task encoder-only --profile default
+	$(BIN)/python -m benchmarks.train_accuracy --task encoder-decoder --profile default
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

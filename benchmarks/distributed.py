@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from benchmarks.common import machine
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]

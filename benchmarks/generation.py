@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 import torch
-from benchmarks.common import machine
 
+from benchmarks.common import machine
 from digitformer.data import load_split, make_grids
 from digitformer.inference.checkpoint import load_model
 from digitformer.models import build_model

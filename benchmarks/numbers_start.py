@@ -19,8 +19,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from benchmarks.common import guard
 
+from benchmarks.common import guard
 from digitformer.data import load_split
 from digitformer.data.numbers import make_numbers
 from digitformer.inference.checkpoint import load_model

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchmarks.common import guard, machine, write_json
 from PIL import Image
 from scipy import ndimage
 
+from benchmarks.common import guard, machine, write_json
 from digitformer.data import load_split
 from digitformer.data.numbers import Numbers, make_numbers
 from digitformer.inference import readers

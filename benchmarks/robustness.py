@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from benchmarks.common import guard, machine, write_json
 from PIL import Image
 from scipy import ndimage
 
+from benchmarks.common import guard, machine, write_json
 from digitformer.data import load_split
 from digitformer.inference.checkpoint import load_model
 from digitformer.inference.prepare import NoInk, prepare

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from benchmarks.common import machine
-
 from digitformer.training import sweep
 from digitformer.training.settings import resolve_settings
 from digitformer.training.train import train

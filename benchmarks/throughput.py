@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 import torch
-from benchmarks.common import guard, machine, write_json
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common import guard, machine, write_json
 from digitformer.data.augment import random_affine
 from digitformer.models import build_model
 from digitformer.models.layers import Attention

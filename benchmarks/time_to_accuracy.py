@@ -21,7 +21,6 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import guard, machine, timed_run, write_json
-
 from digitformer.training.settings import resolve_settings
 from digitformer.training.tasks import TASKS
 from digitformer.utils.errors import DigitformerError

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 from benchmarks.common import machine, timed_run, write_json
-
 from digitformer.inference.checkpoint import read_checkpoint
 from digitformer.inference.ensemble import Ensemble
 from digitformer.inference.readers import BY_TASK

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from benchmarks.common import guard, machine, write_json
 
+from benchmarks.common import guard, machine, write_json
 from digitformer.inference.checkpoint import load_model
 from digitformer.inference.ensemble import decode_together, tta_views
 from digitformer.inference.readers import DIGIT_VIEWS as TTA_VIEWS

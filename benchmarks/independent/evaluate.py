@@ -23,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
 from benchmarks.independent.numbers import (  # noqa: E402
     DIGIT_SETS,
     NUMBER_SETS,

@@ -30,6 +30,8 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image, ImageFilter
+
 from benchmarks.independent.digits import (
     DigitPool,
     PenWriter,
@@ -40,7 +42,6 @@ from benchmarks.independent.digits import (
     sklearn_digit_arrays,
     upscale,
 )
-from PIL import Image, ImageFilter
 
 NUMBER_SETS = ("mnist-layout", "mnist-photo", "writers", "pen", "long")
 DIGIT_SETS = ("digit-mnist-tight", "digit-writers-lowres", "digit-pen", "not-digit")

@@ -25,7 +25,7 @@ from digitformer.utils.errors import DigitformerError
 from digitformer.utils.tensors import to_float
 
 # Test-time views, (degrees, dx, dy) each: the digit itself, moved one pixel each way, and
-# turned 6 degrees each way (docs/results.md, "Test-time views").
+# turned 6 degrees each way (docs/reading-pictures.md, "Test-time views").
 DIGIT_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (6, 0, 0), (-6, 0, 0))
 # A number is moved as a whole, a pixel each way: turning a wide canvas would lift its ends.
 NUMBER_VIEWS = DIGIT_VIEWS[:5]
