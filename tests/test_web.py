@@ -108,6 +108,8 @@ def test_the_page_reads_uploads_and_drawings(browser, server, trained_runs, tmp_
     page = browser.new_page()
     page.goto(server)
     page.wait_for_function("document.getElementById('models').textContent.includes('encoder')")
+    assert page.is_checked("input[value=digit]")  # a newcomer's first drawing is one digit
+    page.check("input[value=grid]")  # nothing drawn yet: switching asks nothing
 
     # 1. an MNIST grid through the upload control: the page shows predict's answer, the ten
     # probabilities of every digit, and the picture in the pad
@@ -121,6 +123,7 @@ def test_the_page_reads_uploads_and_drawings(browser, server, trained_runs, tmp_
     # 2. strokes drawn with the mouse, one figure per quadrant, read as they are drawn (no
     # button): the page shows what the API answers for the same drawing exported as PNG
     page.click("#clear")
+    assert page.input_value("#upload") == ""  # Clear forgets the uploaded file too
     before = _count(page)
     _draw(
         page,
@@ -145,8 +148,12 @@ def test_the_page_reads_uploads_and_drawings(browser, server, trained_runs, tmp_
     assert page.inner_text("#digits").strip() == ""
     assert "no digit found in the bottom-right quadrant" in page.inner_text("#status")
 
-    # 4. single-digit mode reads one digit the same way; an empty pad is not sent at all
+    # 4. switching mode would erase the drawing: the page asks first; single-digit mode reads
+    # one digit the same way; an empty pad is not sent at all
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.check("input[value=digit]")
+    assert asked and "clears the pad" in asked[0]
     before = _count(page)
     page.click("#predict")
     assert "draw a digit first" in page.inner_text("#status") and _count(page) == before
