@@ -27,6 +27,7 @@ much thicker or thinner than MNIST's. So, in order:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,9 @@ from digitformer.errors import DigitformerError
 
 MAX_IMAGE_PIXELS = 5000 * 5000  # a small compressed file can claim a huge image
 WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the digit needs less
-BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
+MIN_WORK_SIZE = 56  # smaller ones (an 8x8 scan) are enlarged to it: room for a pen's edges
+READ_SIZE = 2 * WORK_SIZE  # read_gray decodes large files at no less than this (a grid's quads)
+BACKGROUND_SIZE = 16  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
 WEAK_SNR = 6.0  # ...and a faint stretch of stroke joined to a strong one, this many (see _strokes)
@@ -72,11 +75,19 @@ class Ink:
     mask: np.ndarray
 
 
-def read_gray(path, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def read_gray(
+    path,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    longest: int | None = READ_SIZE,
+) -> np.ndarray:
     """An image file or file object (first frame) -> float grayscale (H, W) in [0, 1].
 
     Every mode is scaled, not clipped: 16-bit and 32-bit grayscale by their range, float images
-    as they are; transparent areas read as white paper."""
+    as they are; transparent areas read as white paper. A picture more than twice `longest` on
+    its longest side is read reduced by a whole factor, to no less than `longest` (the
+    preparation reads at most WORK_SIZE of it; None: full size): a JPEG decodes at that size
+    (its DCT scaled, 2-8x faster), others are averaged over blocks."""
     name = name or str(path)
     try:
         with Image.open(path) as img:
@@ -85,7 +96,13 @@ def read_gray(path, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS)
                     f"{name}: image is {img.width}x{img.height}, over {max_pixels:,} pixels"
                 )
             img.seek(0)
+            factor = max(img.size) // longest if longest else 1
+            if factor >= 2 and img.format == "JPEG":
+                img.draft("L" if img.mode in ("L", "RGB") else img.mode, _scaled(img, factor))
             pixels = gray_pixels(img)
+            factor = max(pixels.shape) // longest if longest else 1
+            if factor >= 2:
+                pixels = np.asarray(Image.fromarray(pixels).reduce(factor), np.float32)
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,
@@ -99,6 +116,10 @@ def read_gray(path, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS)
     if pixels.size == 0:
         raise DigitformerError(f"{name}: empty image")
     return pixels
+
+
+def _scaled(img: Image.Image, factor: int) -> tuple[int, int]:
+    return -(-img.width // factor), -(-img.height // factor)
 
 
 def gray_pixels(img: Image.Image) -> np.ndarray:
@@ -126,8 +147,31 @@ def is_mnist_like(pixels: np.ndarray) -> bool:
 
 def find_ink(pixels: np.ndarray) -> Ink:
     """The strokes of a grayscale picture, light on black, with paper and lighting removed.
-    Raises NoInk when nothing stands out of the paper."""
-    x = _reduce(pixels, WORK_SIZE)
+    Raises NoInk when nothing stands out of the paper. The last few answers are kept: the
+    layout and the preparation of one picture both ask (`predict`)."""
+    x = _work_size(pixels)
+    key = (x.shape, x.tobytes())
+    with _CACHE_LOCK:
+        found = _CACHE.get(key)
+    if found is None:
+        try:
+            found = _find_ink(x)
+        except NoInk as error:
+            found = error
+        with _CACHE_LOCK:
+            _CACHE[key] = found
+            while len(_CACHE) > 4:
+                _CACHE.pop(next(iter(_CACHE)))
+    if isinstance(found, NoInk):
+        raise NoInk(*found.args)
+    return found
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _find_ink(x: np.ndarray) -> Ink:
     local = x - _background(x)
     # Polarity: the local background decides (a shadow over half the sheet fools the
     # picture's median), but a thick pen's blots can outnumber the paper in its windows and
@@ -138,10 +182,10 @@ def find_ink(pixels: np.ndarray) -> Ink:
     # dark strokes, and what is found is soft shading. Pen strokes have edges: when one
     # polarity finds none, the other is tried.
     try:
-        first = _strokes(-local if dark else local)
+        first, noise = _strokes(-local if dark else local)
     except NoInk as error:
         try:
-            first = _strokes(local if dark else -local)
+            first, noise = _strokes(local if dark else -local)
         except NoInk:
             raise error from None
         dark = not dark
@@ -150,37 +194,69 @@ def find_ink(pixels: np.ndarray) -> Ink:
     # wider than its strokes, and those are ink too), removes the strokes and keeps the paper,
     # its lighting and shadow edges more closely than the median could. Dark ink is then
     # measured against its paper (a shadow dims both), light ink (chalk, a screen) by its
-    # difference.
+    # difference. Beyond the picture's edge lies more paper (mode "nearest": a stroke cut by
+    # the frame is not taken for paper there).
     rows, cols = np.nonzero(first.mask)
     box = max(np.ptp(rows), np.ptp(cols)) + 1
     size = max(3, int(max(3 * stroke_width(first.mask), box / 2)) | 1)
     if dark:  # light falls on paper and ink alike: divide it out, as a scanner's flat field
         paper = ndimage.grey_closing(x, size=size, mode="nearest")
-        local = (paper - x) / np.maximum(paper, 0.1)
+        scale = np.maximum(paper, 0.1)
+        local = (paper - x) / scale
+        noise = noise / float(np.median(scale))
     else:
         local = x - ndimage.grey_opening(x, size=size, mode="nearest")
-    return _strokes(local)
+    return _strokes(local, noise)[0]
+
+
+def _work_size(pixels: np.ndarray) -> np.ndarray:
+    """The picture at the size it is prepared at: reduced to WORK_SIZE on its longest side,
+    or enlarged (bilinear) to MIN_WORK_SIZE when smaller."""
+    longest = max(pixels.shape)
+    if longest < MIN_WORK_SIZE:
+        h, w = pixels.shape
+        scale = MIN_WORK_SIZE / longest
+        return _resize(pixels, (max(1, round(h * scale)), max(1, round(w * scale))))
+    return _reduce(pixels, WORK_SIZE)
 
 
 def _dark_margin(contrast: np.ndarray) -> float:
     """> 0 when the strokes are dark: they leave a long negative tail in the contrast, light
     ones a positive one; paper and lighting vary slowly and leave neither."""
-    return float(-np.percentile(contrast, 0.5) - np.percentile(contrast, 99.5))
+    low, high = np.percentile(contrast, (0.5, 99.5))
+    return float(-low - high)
 
 
-def _strokes(contrast: np.ndarray) -> Ink:
-    """Ink from the local contrast of the strokes (positive where they are)."""
+def _paper_noise(contrast: np.ndarray) -> float:
+    """The paper's own noise (grain, sensor, JPEG), robustly, whatever share of the picture
+    the strokes cover (a digit cropped to its ink fills half its frame): the median absolute
+    deviation holds while strokes are a minority; the paper's spread below its own level (the
+    contrast's most common value: strokes lie only above it), as a normal's half, holds
+    while paper is the most common shade. The smaller of the two (ink only inflates them)."""
+    mad = float(np.median(np.abs(contrast - np.median(contrast))))
+    low, high = np.percentile(contrast, (0.5, 99.5))
+    if high <= low:
+        return 1.4826 * mad
+    hist, edges = np.histogram(contrast, bins=128, range=(float(low), float(high)))
+    mode = float(edges[int(np.argmax(hist)) + 1])  # the paper's level (upper edge of its bin)
+    below = mode - contrast[contrast <= mode]
+    return 1.4826 * min(mad, float(np.median(below)))
+
+
+def _strokes(contrast: np.ndarray, noise: float | None = None) -> tuple[Ink, float]:
+    """Ink from the local contrast of the strokes (positive where they are), and the paper's
+    noise (measured here, or as given: the smaller)."""
     ink = np.clip(contrast, 0, None)
     peak = float(np.percentile(ink, 99.7))
-    # The paper's own noise (grain, sensor, JPEG), robustly: strokes are a minority.
-    noise = 1.4826 * float(np.median(np.abs(contrast - np.median(contrast))))
+    measured = _paper_noise(contrast)
+    noise = measured if noise is None else min(noise, measured)
     if peak < max(MIN_CONTRAST, MIN_SNR * noise):
         raise NoInk("no digit found (nothing stands out of the background)")
     ink = np.clip(ink / peak, 0, 1)
     threshold = _otsu(ink)
     # A pen leaves edges; light and shadow do not: the contrast must rise at the marks' edges
     # by MIN_EDGE of its height a pixel or more (a shadow's penumbra is a slow ramp).
-    slope = np.hypot(*np.gradient(np.pad(ink, 1, mode="edge")))[1:-1, 1:-1]  # any size, 1xN too
+    slope = _slope(ink)
     mask = _drop_specks(_sharp_marks(ink > threshold, ink, slope))
     if not mask.any():
         raise NoInk("no digit found (only specks)")
@@ -192,10 +268,25 @@ def _strokes(contrast: np.ndarray) -> Ink:
     # mask (the pen's width, the layout of the marks) stays the strokes above the threshold.
     soft = np.clip((ink - threshold / 2) / (1 - threshold / 2), 0, 1)
     low = min(threshold, max(threshold / 2, WEAK_SNR * noise / peak))
-    pieces, _ = ndimage.label(ink > low, structure=np.ones((3, 3)))
-    joined = np.isin(pieces, np.unique(pieces[mask])) & (pieces > 0)
-    keep = ndimage.binary_dilation(joined | mask, iterations=1)
-    return Ink(np.where(keep, soft, 0.0).astype(np.float32), mask)
+    pieces, _ = ndimage.label(ink > low, structure=EIGHT)
+    joined = pieces[mask]
+    kept = np.zeros(pieces.max() + 1, bool)
+    kept[joined] = True
+    kept[0] = False
+    keep = ndimage.binary_dilation(kept[pieces] | mask, structure=EIGHT_CROSS)
+    return Ink(np.where(keep, soft, 0.0).astype(np.float32), mask), noise
+
+
+EIGHT = np.ones((3, 3), bool)
+EIGHT_CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+def _slope(ink: np.ndarray) -> np.ndarray:
+    """The contrast's rise a pixel (central differences, one-sided at the picture's edges)."""
+    if min(ink.shape) < 2:
+        return np.zeros_like(ink)
+    gy, gx = np.gradient(ink)
+    return np.hypot(gy, gx)
 
 
 def _reduce(pixels: np.ndarray, longest: int) -> np.ndarray:
@@ -209,17 +300,54 @@ def _reduce(pixels: np.ndarray, longest: int) -> np.ndarray:
     return np.asarray(img.resize(size, Image.BOX), dtype=np.float32)
 
 
+def _resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float picture to `shape` (rows, columns)."""
+    if pixels.shape == tuple(shape):
+        return pixels.astype(np.float32)
+    img = Image.fromarray(pixels.astype(np.float32))
+    return np.asarray(img.resize(shape[::-1], Image.BILINEAR), dtype=np.float32)
+
+
 def _background(x: np.ndarray) -> np.ndarray:
     """The paper and its lighting: a median over windows half the picture wide, where strokes
     are a minority, so it follows gradients and shadow edges but not the strokes. Computed on
-    a 64-pixel copy (lighting is smooth) and brought back to full size."""
+    a BACKGROUND_SIZE copy (lighting is smooth) and brought back to full size.
+
+    The picture is first framed by more of its paper, as wide as the windows: a digit cropped
+    tight to its ink (or a scan it fills) has its strokes at the frame, and a window there,
+    reflected or replicated, is mostly ink. The paper beyond the frame is the frame's own
+    border, with the strokes that cross it removed by a running median along it (half its
+    length: strokes cross a border in short runs), so lighting carries on beyond it."""
     small = _reduce(x, BACKGROUND_SIZE)
-    size = max(3, (min(small.shape) // 2) | 1)
-    background = ndimage.median_filter(small, size=size, mode="reflect")
-    if background.shape == x.shape:
-        return background
-    img = Image.fromarray(background)
-    return np.asarray(img.resize(x.shape[::-1], Image.BILINEAR), dtype=np.float32)
+    width = max(1, min(small.shape) // 2)  # half the picture: then the windows reach beyond it
+    framed = _frame_with_paper(small, width)
+    size = max(3, (min(framed.shape) // 2) | 1)
+    h, w = small.shape
+    inner = framed[
+        width - size // 2 : width + h + size // 2, width - size // 2 : width + w + size // 2
+    ]
+    windows = np.lib.stride_tricks.sliding_window_view(inner, (size, size))
+    background = np.median(windows.reshape(*windows.shape[:2], -1), axis=-1).astype(np.float32)
+    return _resize(background, x.shape)
+
+
+def _frame_with_paper(small: np.ndarray, width: int) -> np.ndarray:
+    """`small` framed by `width` pixels of its paper: its border's running median, carried on."""
+    h, w = small.shape
+    if h < 2 or w < 2:
+        ring = small.ravel()
+        paper = np.full_like(small, np.median(ring))
+        return np.pad(paper, width, mode="edge")
+    # the border, once round: top left to right, right down, bottom right to left, left up
+    ring = np.concatenate([small[0, :-1], small[:-1, -1], small[-1, :0:-1], small[:0:-1, 0]])
+    smooth = ndimage.median_filter(ring, size=max(3, (len(ring) // 2) | 1), mode="wrap")
+    edged = small.copy()
+    top, right, bottom = w - 1, w - 1 + h - 1, 2 * (w - 1) + h - 1
+    edged[0, :-1] = smooth[:top]
+    edged[:-1, -1] = smooth[top:right]
+    edged[-1, :0:-1] = smooth[right:bottom]
+    edged[:0:-1, 0] = smooth[bottom:]
+    return np.pad(edged, width, mode="edge")
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -237,27 +365,43 @@ def _sharp_marks(mask: np.ndarray, ink: np.ndarray, slope: np.ndarray) -> np.nda
     """Drop the soft marks beside the strokes (the rim of a shadow the background missed):
     those whose contrast rises at their edges by less than MIN_EDGE of their own height a
     pixel. All of them soft: the mask is kept, for the caller's test to refuse."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    labels, count = ndimage.label(mask, structure=EIGHT)
     if count <= 1:
         return mask
     index = np.arange(1, count + 1)
     height = ndimage.maximum(ink, labels, index)
-    edge = np.where(_boundary(mask), labels, 0)
-    rise = ndimage.labeled_comprehension(
-        slope, edge, index, lambda s: np.percentile(s, 75), float, 0.0
-    )
-    sharp = index[rise >= MIN_EDGE * np.maximum(height, 1e-6)]
-    return np.isin(labels, sharp) if len(sharp) else mask
+    edge = _boundary(mask)
+    rise = _labelled_percentile(slope[edge], labels[edge], count, 75)
+    sharp = np.zeros(count + 1, bool)
+    sharp[1:] = rise >= MIN_EDGE * np.maximum(height, 1e-6)
+    return sharp[labels] if sharp.any() else mask
+
+
+def _labelled_percentile(values, labels, count: int, q: float) -> np.ndarray:
+    """The q-th percentile (linear, as np.percentile) of `values` for each label 1..count
+    (0 where a label has none), all at once."""
+    order = np.lexsort((values, labels))
+    values, labels = values[order], labels[order]
+    n = np.bincount(labels, minlength=count + 1)[1:]
+    start = np.concatenate([[0], np.cumsum(n)[:-1]])
+    position = start + q / 100 * np.maximum(n - 1, 0)
+    lo = np.floor(position).astype(int)
+    hi = np.minimum(lo + 1, start + np.maximum(n - 1, 0))
+    if not len(values):
+        return np.zeros(count)
+    lo, hi = np.minimum(lo, len(values) - 1), np.minimum(hi, len(values) - 1)
+    out = values[lo] + (values[hi] - values[lo]) * (position - lo)
+    return np.where(n > 0, out, 0.0)
 
 
 def _drop_specks(mask: np.ndarray) -> np.ndarray:
     """Keep the digit's pieces: components of at least a tenth of the largest one's area."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    labels, count = ndimage.label(mask, structure=EIGHT)
     if count <= 1:
         return mask
-    areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    keep = np.flatnonzero(areas >= 0.1 * areas.max()) + 1
-    return np.isin(labels, keep)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    areas[0] = 0
+    return (areas >= 0.1 * areas.max())[labels] & mask
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
