@@ -40,14 +40,18 @@ MAX_IMAGE_PIXELS = 5000 * 5000  # a small compressed file can claim a huge image
 WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the digit needs less
 MIN_WORK_SIZE = 56  # smaller ones (an 8x8 scan) are enlarged to it: room for a pen's edges
 READ_SIZE = 2 * WORK_SIZE  # read_gray decodes large files at no less than this (a grid's quads)
-BACKGROUND_SIZE = 16  # the paper and its lighting are estimated at this size: they are smooth
+BACKGROUND_SIZE = 32  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
+INKY = 0.25  # strokes over this share of the picture: its noise is measured on the paper alone
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
 WEAK_SNR = 6.0  # ...and a faint stretch of stroke joined to a strong one, this many (see _strokes)
 MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
 TIE_BREAK = 0.02  # weight of the whole picture's polarity against the local one's (find_ink)
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
 THIN_PEN = 2.0  # MNIST's 5th percentile of stroke width: thinner pens are grown to 2.6
+
+
+NOTHING = "no digit found (nothing stands out of the background)"
 
 
 class TooLarge(DigitformerError):
@@ -171,8 +175,10 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _find_ink(x: np.ndarray) -> Ink:
-    local = x - _background(x)
+def _first_pass(x: np.ndarray, background: np.ndarray) -> tuple[Ink, float, bool]:
+    """The strokes against a first estimate of the paper, its noise, and whether they are
+    dark. Raises NoInk."""
+    local = x - background
     # Polarity: the local background decides (a shadow over half the sheet fools the
     # picture's median), but a thick pen's blots can outnumber the paper in its windows and
     # leave both tails alike: there the contrast with the picture's median, where strokes are
@@ -189,6 +195,23 @@ def _find_ink(x: np.ndarray) -> Ink:
         except NoInk:
             raise error from None
         dark = not dark
+    return first, noise, dark
+
+
+def _find_ink(x: np.ndarray) -> Ink:
+    # First pass: the paper from a median over windows half the picture wide; when nothing
+    # is found so, the strokes may fill the picture (cropped tight to its ink): then windows
+    # reaching beyond it, into a frame of its own paper.
+    # (Only then: what was found but soft, a shadow's rim, is no stroke cut by the frame.)
+    try:
+        first, noise, dark = _first_pass(x, _background(x))
+    except NoInk as error:
+        if error.args[0] != NOTHING:
+            raise
+        try:
+            first, noise, dark = _first_pass(x, _background(x, wide=True))
+        except NoInk:
+            raise error from None
     # Second pass, now that the pen's width is known: a closing (an opening for light ink)
     # three strokes wide, and at least half the digit wide (a thick pen fills loops into blots
     # wider than its strokes, and those are ink too), removes the strokes and keeps the paper,
@@ -227,20 +250,27 @@ def _dark_margin(contrast: np.ndarray) -> float:
     return float(-low - high)
 
 
-def _paper_noise(contrast: np.ndarray) -> float:
-    """The paper's own noise (grain, sensor, JPEG), robustly, whatever share of the picture
-    the strokes cover (a digit cropped to its ink fills half its frame): the median absolute
-    deviation holds while strokes are a minority; the paper's spread below its own level (the
-    contrast's most common value: strokes lie only above it), as a normal's half, holds
-    while paper is the most common shade. The smaller of the two (ink only inflates them)."""
-    mad = float(np.median(np.abs(contrast - np.median(contrast))))
+def _paper_noise(contrast: np.ndarray, share: float) -> float:
+    """The paper's own noise (grain, sensor, JPEG), robustly. While strokes are a minority
+    (`share`, the picture's share above Otsu's threshold, under INKY), the median absolute
+    deviation of the whole. A digit cropped to its ink fills half its frame, and that is then
+    the strokes' own contrast: strokes lie only above the paper's level, so the paper is found
+    at the contrast's most common value, its spread from the side below it, and then, clipped
+    of what lies more than 2.5 spreads above it, refined as the median absolute deviation of
+    the rest (never more than the whole's)."""
+    mad = 1.4826 * float(np.median(np.abs(contrast - np.median(contrast))))
     low, high = np.percentile(contrast, (0.5, 99.5))
-    if high <= low:
-        return 1.4826 * mad
+    if share < INKY or high <= low:
+        return mad
     hist, edges = np.histogram(contrast, bins=128, range=(float(low), float(high)))
-    mode = float(edges[int(np.argmax(hist)) + 1])  # the paper's level (upper edge of its bin)
-    below = mode - contrast[contrast <= mode]
-    return 1.4826 * min(mad, float(np.median(below)))
+    hist = ndimage.uniform_filter1d(hist.astype(np.float32), 5, mode="constant")
+    level = float(edges[int(np.argmax(hist)) + 1])  # the paper's level (its bin's upper edge)
+    noise = 1.4826 * float(np.median(level - contrast[contrast <= level]))
+    for _ in range(3):
+        paper = contrast[contrast <= level + 2.5 * noise]
+        level = float(np.median(paper))
+        noise = 1.4826 * float(np.median(np.abs(paper - level)))
+    return min(mad, noise)
 
 
 def _strokes(contrast: np.ndarray, noise: float | None = None) -> tuple[Ink, float]:
@@ -248,12 +278,14 @@ def _strokes(contrast: np.ndarray, noise: float | None = None) -> tuple[Ink, flo
     noise (measured here, or as given: the smaller)."""
     ink = np.clip(contrast, 0, None)
     peak = float(np.percentile(ink, 99.7))
-    measured = _paper_noise(contrast)
-    noise = measured if noise is None else min(noise, measured)
-    if peak < max(MIN_CONTRAST, MIN_SNR * noise):
-        raise NoInk("no digit found (nothing stands out of the background)")
+    if peak < MIN_CONTRAST:
+        raise NoInk(NOTHING)
     ink = np.clip(ink / peak, 0, 1)
     threshold = _otsu(ink)
+    measured = _paper_noise(contrast, float(np.mean(ink > threshold)))
+    noise = measured if noise is None else min(noise, measured)
+    if peak < MIN_SNR * noise:
+        raise NoInk(NOTHING)
     # A pen leaves edges; light and shadow do not: the contrast must rise at the marks' edges
     # by MIN_EDGE of its height a pixel or more (a shadow's penumbra is a slow ramp).
     slope = _slope(ink)
@@ -308,25 +340,25 @@ def _resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize(shape[::-1], Image.BILINEAR), dtype=np.float32)
 
 
-def _background(x: np.ndarray) -> np.ndarray:
+def _background(x: np.ndarray, wide: bool = False) -> np.ndarray:
     """The paper and its lighting: a median over windows half the picture wide, where strokes
     are a minority, so it follows gradients and shadow edges but not the strokes. Computed on
-    a BACKGROUND_SIZE copy (lighting is smooth) and brought back to full size.
+    a BACKGROUND_SIZE copy (lighting is smooth), every other window, and brought back to full
+    size. Beyond the picture's edges lies more of its paper (see `_frame_with_paper`).
 
-    The picture is first framed by more of its paper, as wide as the windows: a digit cropped
-    tight to its ink (or a scan it fills) has its strokes at the frame, and a window there,
-    reflected or replicated, is mostly ink. The paper beyond the frame is the frame's own
-    border, with the strokes that cross it removed by a running median along it (half its
-    length: strokes cross a border in short runs), so lighting carries on beyond it."""
-    small = _reduce(x, BACKGROUND_SIZE)
-    width = max(1, min(small.shape) // 2)  # half the picture: then the windows reach beyond it
-    framed = _frame_with_paper(small, width)
-    size = max(3, (min(framed.shape) // 2) | 1)
-    h, w = small.shape
-    inner = framed[
-        width - size // 2 : width + h + size // 2, width - size // 2 : width + w + size // 2
-    ]
-    windows = np.lib.stride_tricks.sliding_window_view(inner, (size, size))
+    `wide`: for strokes that fill their picture (a digit cropped tight to its ink, a scan it
+    fills), where even those windows are mostly ink: the picture is framed by half its size of
+    its paper and the windows are half the framed picture wide, so they reach beyond it."""
+    small = _reduce(x, BACKGROUND_SIZE // 2 if wide else BACKGROUND_SIZE)
+    if wide:
+        framed = _frame_with_paper(small, max(1, min(small.shape) // 2))
+        size = max(3, (min(framed.shape) // 2) | 1)
+        step = 1
+    else:
+        size = max(3, (min(small.shape) // 2) | 1)
+        framed = _frame_with_paper(small, size // 2)
+        step = 2 if min(small.shape) >= 16 else 1
+    windows = np.lib.stride_tricks.sliding_window_view(framed, (size, size))[::step, ::step]
     background = np.median(windows.reshape(*windows.shape[:2], -1), axis=-1).astype(np.float32)
     return _resize(background, x.shape)
 
