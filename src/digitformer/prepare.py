@@ -12,17 +12,26 @@ much thicker or thinner than MNIST's. So, in order:
    with the whole picture breaks near-ties: a thick pen can outnumber the paper locally);
    when that polarity finds no pen edges (a shadow over most of the sheet), the other;
 2. background: a median over windows half the picture wide (strokes are a minority there)
-   estimates the paper and its lighting; once the strokes' width is known, a closing three
-   strokes wide estimates it again, closer; it is subtracted (a gradient or a shadow goes);
+   estimates the paper and its lighting; beyond the picture's edges lies more of its paper
+   (its border's running median, carried on), not a mirror of the strokes: a digit cropped
+   tight to its ink, or a scan it fills, has strokes at the frame. Where even so nothing
+   stands out (strokes that fill the picture), the windows reach beyond it, into half its
+   size of that paper. Once the strokes' width is known, a closing three strokes wide
+   estimates it again, closer; it is subtracted (a gradient or a shadow goes);
 3. ink: Otsu's threshold on what is left, with hysteresis (a faint stretch of stroke joined to
    a strong one is kept, if it stands six times the paper's noise out of it); marks without a
    pen's sharp edges (a shadow's rim) and specks far smaller than the digit are dropped;
-   nothing that stands out of the paper by a real contrast and five times its noise, with
+   nothing that stands out of the paper by a real contrast and five times its noise (measured
+   on the paper alone when strokes cover over a quarter of the picture), with
    the sharp edges of a pen rather than the slow ramp of a shadow, means nothing to read
    (`NoInk`), never a guess;
 4. pen width: strokes far thinner than MNIST's (measured as 2 x area / boundary, scaled to
    the 20-pixel box; MNIST's median is 2.6 pixels) are grown to it;
 5. MNIST's own crop, scale and centring.
+
+Pictures are prepared at WORK_SIZE (reduced) or MIN_WORK_SIZE (tiny ones enlarged); `read_gray`
+decodes large JPEGs at a reduced size. The last few `find_ink` answers are kept (the layout and
+the preparation of one picture both need them).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ MAX_IMAGE_PIXELS = 5000 * 5000  # a small compressed file can claim a huge image
 WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the digit needs less
 MIN_WORK_SIZE = 56  # smaller ones (an 8x8 scan) are enlarged to it: room for a pen's edges
 READ_SIZE = 2 * WORK_SIZE  # read_gray decodes large files at no less than this (a grid's quads)
-BACKGROUND_SIZE = 32  # the paper and its lighting are estimated at this size: they are smooth
+BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 INKY = 0.25  # strokes over this share of the picture: its noise is measured on the paper alone
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
@@ -160,6 +169,7 @@ def find_ink(pixels: np.ndarray) -> Ink:
     if found is None:
         try:
             found = _find_ink(x)
+            found.image.flags.writeable = found.mask.flags.writeable = False  # shared answers
         except NoInk as error:
             found = error
         with _CACHE_LOCK:
@@ -343,13 +353,14 @@ def _resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _background(x: np.ndarray, wide: bool = False) -> np.ndarray:
     """The paper and its lighting: a median over windows half the picture wide, where strokes
     are a minority, so it follows gradients and shadow edges but not the strokes. Computed on
-    a BACKGROUND_SIZE copy (lighting is smooth), every other window, and brought back to full
-    size. Beyond the picture's edges lies more of its paper (see `_frame_with_paper`).
+    a BACKGROUND_SIZE copy (lighting is smooth; a quarter of it when wide), every other
+    window, and brought back to full size. Beyond the picture's edges lies more of its paper
+    (see `_frame_with_paper`).
 
     `wide`: for strokes that fill their picture (a digit cropped tight to its ink, a scan it
     fills), where even those windows are mostly ink: the picture is framed by half its size of
     its paper and the windows are half the framed picture wide, so they reach beyond it."""
-    small = _reduce(x, BACKGROUND_SIZE // 2 if wide else BACKGROUND_SIZE)
+    small = _reduce(x, BACKGROUND_SIZE // 4 if wide else BACKGROUND_SIZE)
     if wide:
         framed = _frame_with_paper(small, max(1, min(small.shape) // 2))
         size = max(3, (min(framed.shape) // 2) | 1)
@@ -357,7 +368,7 @@ def _background(x: np.ndarray, wide: bool = False) -> np.ndarray:
     else:
         size = max(3, (min(small.shape) // 2) | 1)
         framed = _frame_with_paper(small, size // 2)
-        step = 2 if min(small.shape) >= 16 else 1
+        step = 2 if min(small.shape) >= 32 else 1
     windows = np.lib.stride_tricks.sliding_window_view(framed, (size, size))[::step, ::step]
     background = np.median(windows.reshape(*windows.shape[:2], -1), axis=-1).astype(np.float32)
     return _resize(background, x.shape)
