@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 
 from digitformer.apps.cli import main
-from digitformer.apps.viz import attention, embeddings, training
-from digitformer.inference import attention as attention_maps
+from digitformer.apps.viz import embeddings, training
 from digitformer.apps.viz.run import VizOptions, visualize
+from digitformer.inference import attention as attention_maps
 from digitformer.models import build_model
 from digitformer.utils.errors import DigitformerError
 from helpers import TINY, data_of
