@@ -45,6 +45,7 @@ run: train-encoder-only train-encoder-decoder
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts docs
 	$(BIN)/ruff format --check src tests benchmarks scripts docs
+	$(BIN)/mypy  # the files in pyproject.toml's [tool.mypy]
 
 test: lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -q

@@ -1,10 +1,11 @@
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
-from digitformer.apps.cli import main
+from digitformer.apps.cli import COMMANDS, build_parser, main
 
 
 def run_cli(*args):
@@ -13,30 +14,62 @@ def run_cli(*args):
     )
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        [],
-        ["data"],
-        ["data", "fetch"],
-        ["train"],
-        ["eval"],
-        ["predict"],
-        ["export"],
-        ["viz"],
-        ["sweep"],
-        ["sweep", "create"],
-        ["sweep", "agent"],
-        ["sweep", "run"],
-        ["sweep", "best"],
-        ["serve"],
-    ],
-)
+def command_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every command and sub-command the parser knows, as argument lists: read from the
+    parser itself, so a command added to COMMANDS is checked without being listed here."""
+    yield list(path)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from command_paths(child, (*path, name))
+
+
+COMMAND_PATHS = list(command_paths(build_parser()))
+
+
+def test_the_walk_finds_every_registered_command():
+    names = {tuple(p) for p in COMMAND_PATHS}
+    assert {("models",), ("data", "numbers"), ("sweep", "best"), ("serve",)} <= names
+    assert len({p[0] for p in COMMAND_PATHS if p}) == len(COMMANDS)
+
+
+@pytest.mark.parametrize("args", COMMAND_PATHS, ids=lambda p: " ".join(p) or "digitformer")
 def test_help_explains_each_command(args, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*args, "--help"])
     assert exc.value.code == 0
-    assert "usage: digitformer" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {' '.join(['digitformer', *args])}")
+
+
+@pytest.mark.parametrize(
+    "module, args, line",
+    [
+        (
+            "optuna",
+            ["sweep", "best", "s"],
+            "sweeps need the sweep extra: pip install 'digitformer[sweep]'",
+        ),
+        ("optuna", ["sweep", "create", "--model", "encoder-only"], "sweeps need the sweep extra"),
+        ("optuna", ["sweep", "agent", "s", "--count", "1"], "sweeps need the sweep extra"),
+        ("matplotlib", ["viz", "x"], "pictures need the viz extra: pip install 'digitformer[viz]'"),
+        ("sklearn", ["viz", "x"], "pictures need the viz extra: pip install 'digitformer[viz]'"),
+        ("uvicorn", ["serve"], "serving needs the serve extra: pip install 'digitformer[serve]'"),
+    ],
+)
+def test_a_command_names_the_extra_it_is_missing(module, args, line, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in list(sys.modules):  # a module already imported would not be imported again
+        if name == module or name.startswith(f"{module}."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` raises ImportError
+    for name in ("digitformer.apps.viz.run", "digitformer.apps.serve.app"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"digitformer: error: {line}")
+    assert len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
 
 
 def test_serve_defaults_to_the_bundled_models_and_refuses_bad_input(tmp_path, monkeypatch, capsys):

@@ -105,9 +105,9 @@ def _classic_pickle(parts) -> bytes:
 
 
 def test_pypi_pickle_conversion_rebuilds_exact_uint8(rng):
-    split = lambda n: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))  # noqa: E731
+    split = lambda n: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
     (tr, trl), (va, val), (te, tel) = split(20), split(5), split(8)
-    as_float = lambda a: (a.reshape(len(a), -1) / 256).astype(np.float32)  # noqa: E731
+    as_float = lambda a: (a.reshape(len(a), -1) / 256).astype(np.float32)
     blob = _classic_pickle(((as_float(tr), trl), (as_float(va), val), (as_float(te), tel)))
     out = digits_from_pickle(blob)
     assert np.array_equal(out["train"].images, np.concatenate([tr, va]))  # train + valid, in order

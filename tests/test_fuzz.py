@@ -66,21 +66,67 @@ def test_any_image_bytes_read_or_fail_in_one_line(data):
     read_and_prepare(data)
 
 
+def picture_of(dtype, h: int, w: int, seed: int, ink: float) -> np.ndarray:
+    """A picture of that dtype whose every value a PNG holds exactly: uint8 0-255, uint16
+    0-65535, floats in 0-1 (multiples of 1/255, as an 8-bit PNG stores them) or bool; ink
+    (nonzero pixels) on about that fraction of it, light on dark."""
+    rng = np.random.default_rng(seed)
+    level = rng.random((h, w)) * (rng.random((h, w)) < ink)
+    if dtype is bool:
+        return level > 0
+    if dtype is np.uint16:
+        return np.round(level * 65535).astype(np.uint16)
+    eight = np.round(level * 255).astype(np.uint8)
+    return eight if dtype is np.uint8 else (eight / 255).astype(dtype)
+
+
+def png_equivalent(pixels: np.ndarray) -> bytes:
+    """The PNG of the same picture: 8-bit gray, 16-bit gray or 1-bit, as its dtype says."""
+    if pixels.dtype.kind == "f":
+        pixels = np.round(pixels * 255).astype(np.uint8)
+    return png_of(pixels)
+
+
+@pytest.fixture(scope="module")
+def digit_reader():
+    import digitformer
+
+    return digitformer.load("digit", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def png_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("pngs")
+
+
 @FUZZ
 @given(
-    st.sampled_from([np.uint8, np.uint16, np.float32, bool]),
+    st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, bool]),
     st.integers(1, 64),
     st.integers(1, 64),
     st.integers(0, 2**32 - 1),
+    st.sampled_from([0.0, 0.05, 0.3, 1.0]),
 )
-def test_any_picture_array_prepares_or_says_why(dtype, h, w, seed):
-    rng = np.random.default_rng(seed)
-    pixels = rng.random((h, w)).astype(np.float32)
-    if dtype is bool:
-        pixels = (pixels > 0.9).astype(np.float32)
-    read_and_prepare(png_of((pixels * 255).astype(np.uint8)))
+def test_any_picture_array_reads_as_its_png_does(digit_reader, png_dir, dtype, h, w, seed, ink):
+    """Each dtype through the reader's own array path (not through a PNG): the same
+    pixels, and the same reading, as the PNG of that picture."""
+    from digitformer.inference.reader import _pixels
+
+    pixels = picture_of(dtype, h, w, seed, ink)
+    assert pixels.dtype == np.dtype(dtype)
+    png = png_equivalent(pixels)
+    from_array = _pixels(pixels, "array")
+    assert from_array.dtype == np.float32 and from_array.shape == (h, w)
+    np.testing.assert_allclose(from_array, read_gray(io.BytesIO(png), name="png"), atol=1e-6)
+    path = png_dir / f"{seed}.png"
+    path.write_bytes(png)
+    array_reading, png_reading = digit_reader.predict([pixels, path])
+    assert array_reading.digits == png_reading.digits
+    assert array_reading.reason == png_reading.reason
+    np.testing.assert_allclose(array_reading.probabilities, png_reading.probabilities, atol=1e-5)
+    read_and_prepare(png)
     with contextlib.suppress(NoInk, DigitformerError):
-        prepare(pixels, grid=False)
+        prepare(from_array, grid=False)
 
 
 json_values = st.recursive(

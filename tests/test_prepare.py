@@ -220,7 +220,7 @@ def test_the_ink_layout_tells_a_grid_from_one_digit(digits):
     from digitformer.data import make_grids
     from digitformer.inference.prepare import layout_of
 
-    looks_like_grid = lambda p: layout_of(p) == "grid"  # noqa: E731
+    looks_like_grid = lambda p: layout_of(p) == "grid"
 
     grids = make_grids(digits.images, digits.labels, 10, seed=3).images
     as_pictures = [1 - g.astype(np.float32) / 255 for g in grids]  # dark ink on white

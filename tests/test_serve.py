@@ -5,13 +5,13 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from digitformer.apps.serve.app import create_app, load_models  # noqa: E402
-from digitformer.data.grids import make_grids  # noqa: E402
-from digitformer.data.mnist import load_split  # noqa: E402
-from digitformer.inference.checkpoint import load_model  # noqa: E402
-from helpers import read_files  # noqa: E402
+from digitformer.apps.serve.app import create_app, load_models
+from digitformer.data.grids import make_grids
+from digitformer.data.mnist import load_split
+from digitformer.inference.checkpoint import load_model
+from helpers import read_files
 
 
 @pytest.fixture(scope="module")

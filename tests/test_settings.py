@@ -87,13 +87,41 @@ def test_every_task_has_the_three_main_profiles():
         assert {f"{task}-{name}" for name in ("default", "original", "best")} <= names
 
 
-@pytest.mark.parametrize("path", PACKAGED, ids=lambda p: p.stem)
-def test_packaged_profiles_build_valid_models(path):
-    from digitformer.models import build_model
+def task_of(path: Path) -> str:
+    """The task a packaged profile's file name names: numbers-grid.yaml -> numbers."""
+    from digitformer.training.tasks import TASKS
 
-    task = "encoder-only" if path.stem.startswith("encoder-only-") else "encoder-decoder"
-    s = resolve_settings(task, str(path), {}, env_file=None)
-    build_model(task, s.model)
+    (task,) = [t for t in TASKS if path.stem.startswith(f"{t}-")]
+    return task
+
+
+def test_every_packaged_profile_names_a_task():
+    from digitformer.training.tasks import TASKS
+
+    assert {task_of(p) for p in PACKAGED} == set(TASKS)
+
+
+@pytest.mark.parametrize("path", PACKAGED, ids=lambda p: p.stem)
+def test_packaged_profiles_build_valid_models(path, mnist_dir):
+    """Each profile resolved as the task its file name names, by name as `train TASK --config
+    NAME` does, then that task built on it: the task's own checks of its settings and model
+    (the numbers task's end token, layout and grid size) run on every profile."""
+    import torch
+
+    from digitformer.inference.readers import input_shape
+    from digitformer.models import build_model
+    from digitformer.training.tasks import TASKS, build_task
+
+    task = task_of(path)
+    name = path.stem.removeprefix(f"{task}-")
+    s = resolve_settings(task, name, {}, env_file=None)
+    assert (s.task, s.profile) == (task, name)
+    model = build_model(TASKS[task].kind.model_type, s.model)
+    # The task's data as small as it goes: its checks, not its size, are under test here.
+    small = {"data_dir": str(mnist_dir), "val_size": 20, "val_grids": 4, "test_grids": 4}
+    built = build_task(resolve_settings(task, name, small, env_file=None), torch.device("cpu"))
+    assert built.model_type == TASKS[task].kind.model_type
+    assert tuple(built.eval_sets["val"].images.shape[1:]) == input_shape(model)
 
 
 @pytest.mark.parametrize(

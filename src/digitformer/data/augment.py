@@ -89,5 +89,5 @@ def random_stroke(images: torch.Tensor, generator: torch.Generator, p: float) ->
     thin = (u[:, 0] < p) & (u[:, 1] >= 0.5)
     dilated = F.max_pool2d(images, 3, stride=1, padding=1)
     eroded = -F.max_pool2d(F.pad(-images, (0, 1, 0, 1), value=0.0), 2, stride=1)
-    pick = lambda mask: mask.view(-1, 1, 1, 1)  # noqa: E731
+    pick = lambda mask: mask.view(-1, 1, 1, 1)
     return torch.where(pick(thick), dilated, torch.where(pick(thin), eroded, images))

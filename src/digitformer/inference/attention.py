@@ -10,6 +10,8 @@ head-averaged maps of every layer, with the residual path as identity (Abnar & Z
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ def rollout(weights: list[torch.Tensor]) -> torch.Tensor:
         a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype)  # the residual path
         a = a / a.sum(-1, keepdim=True)
         joint = a if joint is None else a @ joint
-    return joint
+    return cast(torch.Tensor, joint)  # weights: one or more layers'
 
 
 @torch.inference_mode()
@@ -46,7 +48,7 @@ def vit_maps(model: ViT, images: torch.Tensor, layer: int = 1) -> dict[str, np.n
     _, weights = model.forward_features(to_float(images), need_weights=True)
     w = weights[layer - 1]  # (B, h, 1+T, 1+T)
     side = model.cfg.image_size // model.cfg.patch_size
-    grid = lambda m: m.reshape(*m.shape[:-1], side, side).float().numpy()  # noqa: E731
+    grid = lambda m: m.reshape(*m.shape[:-1], side, side).float().numpy()
     return {
         "cls": grid(w[:, :, 0, 1:]),
         "received": grid(w[:, :, 1:, 1:].mean(2)),
@@ -68,7 +70,7 @@ def seq2seq_maps(model: Seq2Seq, images: torch.Tensor, layer: int = 1) -> dict[s
     inputs = to_float(images)
     _, enc = model.forward_features(inputs, need_weights=True)
     if cfg.attention == "quadrant":  # (B, 4, h, T/4, T/4): back to one S x S map per head
-        per_patch = lambda m: from_quadrants(m.transpose(-1, -2), side).transpose(1, 2)  # noqa: E731
+        per_patch = lambda m: from_quadrants(m.transpose(-1, -2), side).transpose(1, 2)
         received = per_patch(enc[layer - 1].mean(-2))  # (B, h, T)
         rolled = per_patch(rollout(enc).mean(-2).unsqueeze(-2))[:, 0]  # (B, T)
     else:

@@ -28,7 +28,7 @@ def tta_views(
     the same shape; the view (0, 0, 0) is the images themselves."""
     out = []
     for degrees, dx, dy in views:
-        move = lambda d, a=degrees, x=dx, y=dy: warp(d, a, 1.0, x, y)  # noqa: E731
+        move = lambda d, a=degrees, x=dx, y=dy: warp(d, a, 1.0, x, y)
         if (degrees, dx, dy) == (0, 0, 0):
             out.append(images)
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ class ReadingGraph(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.read(images, use_cache=False)
+        return cast(Any, self.model).read(images, use_cache=False)  # ViT.read or Seq2Seq.read
 
 
 OUTPUTS = ["digits", "probabilities"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ class Kind:
     views: tuple[tuple[int, int, int], ...]
     view_tile: int | None
     make_input: Callable[[np.ndarray, nn.Module, bool], np.ndarray]
-    looked: Callable[[nn.Module, torch.Tensor], np.ndarray]  # per digit read, where it looked
+    looked: Callable[[Any, torch.Tensor], np.ndarray]  # per digit read, where it looked
 
     @property
     def model_type(self) -> str:
@@ -69,7 +70,9 @@ def _number(pixels, model, preprocess):
     return prepare_number(pixels, *input_shape(model), preprocess)
 
 
-MODEL_TYPE = {model_class: name for name, (model_class, _) in MODEL_TYPES.items()}
+MODEL_TYPE: dict[type[nn.Module], str] = {
+    model_class: name for name, (model_class, _) in MODEL_TYPES.items()
+}
 READERS = {
     "digit": Kind(
         "digit", "encoder-only", ViT, "one digit", "accuracy", DIGIT_VIEWS, 28, _digit, digit_looked
@@ -121,7 +124,7 @@ def kind_of_checkpoint(meta: dict) -> Kind:
 
 def input_shape(model: nn.Module) -> tuple[int, int]:
     """The (height, width) of the images a model reads."""
-    cfg = model.cfg
+    cfg: Any = model.cfg
     return cfg.image_size, getattr(cfg, "width", cfg.image_size)
 
 
@@ -147,7 +150,7 @@ def read(
         raise DigitformerError("batch size must be at least 1")
     tokens, probs = [], []
     for batch in torch.from_numpy(images).split(batch_size):
-        t, p = model.read(to_float(batch.to(device)))
+        t, p = cast(Any, model).read(to_float(batch.to(device)))  # ViT.read or Seq2Seq.read
         tokens.append(t.cpu().numpy())
         probs.append(p.float().cpu().numpy())
     return np.concatenate(tokens), np.concatenate(probs)

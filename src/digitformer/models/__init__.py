@@ -4,7 +4,10 @@ from digitformer.models.config import NUM_CLASSES, Seq2SeqConfig, ViTConfig
 from digitformer.models.seq2seq import Seq2Seq
 from digitformer.models.vit import ViT
 
-MODEL_TYPES = {"encoder-only": (ViT, ViTConfig), "encoder-decoder": (Seq2Seq, Seq2SeqConfig)}
+MODEL_TYPES: dict[str, tuple[type[ViT] | type[Seq2Seq], type[ViTConfig] | type[Seq2SeqConfig]]] = {
+    "encoder-only": (ViT, ViTConfig),
+    "encoder-decoder": (Seq2Seq, Seq2SeqConfig),
+}
 
 
 def build_model(model_type: str, config: dict | None = None):

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from digitformer.models.layers import ACTIVATIONS, NORMS
 
 NUM_CLASSES = 10  # the digits 0-9: every head, loss and metric has ten classes
 # Fields older checkpoints stored that are no longer options, with the only value they took.
 FIXED_FIELDS = {"num_classes": NUM_CLASSES, "num_digits": 4}  # num_digits: now max_digits
-FIELD_KINDS = {"int": int, "float": (int, float), "str": str}  # what each field's type accepts
+FIELD_KINDS: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+}  # what each field's type accepts
 
 
 def _check_common(cfg) -> None:
@@ -30,6 +35,15 @@ def _check_common(cfg) -> None:
 
 
 class _Config:
+    if TYPE_CHECKING:  # what every config dataclass has (for the type checker only)
+        __dataclass_fields__: ClassVar[dict[str, Any]]
+        dim: int
+        heads: int
+        ff_dim: int
+        dropout: float
+        norm: str
+        activation: str
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -50,7 +64,7 @@ class _Config:
         for name, only in FIXED_FIELDS.items():
             if name in values and values.pop(name) != only:
                 raise ValueError(f"{name} can only be {only}")
-        kinds = {f.name: f.type for f in fields(cls)}
+        kinds: dict[str, Any] = {f.name: f.type for f in fields(cls)}  # types as strings
         unknown = set(values) - set(kinds)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,7 @@ class KVCache:
         """Keep the rows `index` (B',) of every cached tensor: beam search's parents."""
         for kv in (*self.self_attn, *self.cross_attn):
             if kv.k is not None:
-                kv.k, kv.v = kv.k[index], kv.v[index]
+                kv.k, kv.v = kv.k[index], cast(torch.Tensor, kv.v)[index]  # set with k
 
 
 class Attention(nn.Module):
@@ -138,12 +139,15 @@ class Attention(nn.Module):
         q = self._split(self.q(x))  # (B, h, Tq, d)
         cross = context is not None
         if cross and cache is not None and cache.k is not None:
-            k, v = cache.k, cache.v  # the memory was projected on the first step
+            k, v = cache.k, cast(torch.Tensor, cache.v)  # projected on the first step
         else:
             k, v = (self._split(t) for t in self.kv(context if cross else x).chunk(2, -1))
             if cache is not None:
                 if not cross and cache.k is not None:  # append this step's keys and values
-                    k, v = torch.cat([cache.k, k], 2), torch.cat([cache.v, v], 2)
+                    k, v = (
+                        torch.cat([cache.k, k], 2),
+                        torch.cat([cast(torch.Tensor, cache.v), v], 2),
+                    )
                 cache.k, cache.v = k, v
         mask = _causal_mask(q.shape[2], k.shape[2], q.device) if causal and not cross else None
         if allowed is not None:
@@ -239,10 +243,11 @@ class Block(nn.Module):
         if self.cross_attn is not None:
             if memory is None:
                 raise ValueError("a cross-attention block needs the encoder memory")
+            norm2 = cast(nn.LayerNorm, self.norm2)  # there with the cross-attention
             h, weights["cross"] = self.cross_attn(
-                self._norm_in(self.norm2, x), memory, cache=cross_cache, need_weights=need_weights
+                self._norm_in(norm2, x), memory, cache=cross_cache, need_weights=need_weights
             )
-            x = self._norm_out(self.norm2, x + self._drop(h))
+            x = self._norm_out(norm2, x + self._drop(h))
         h = self.ff(self._norm_in(self.norm3, x))
         x = self._norm_out(self.norm3, x + self._drop(h))
         return x, {kind: w for kind, w in weights.items() if w is not None}

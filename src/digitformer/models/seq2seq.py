@@ -19,6 +19,7 @@ S = cfg.steps decoding steps; V = cfg.vocab classes (10, or 11 with the end toke
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,9 @@ from torch import nn
 
 from digitformer.models.config import NUM_CLASSES, Seq2SeqConfig
 from digitformer.models.layers import Block, KVCache, PatchEmbed, drop_path_rates, init_weights
+
+if TYPE_CHECKING:
+    from digitformer.models.vit import ViT
 
 
 def to_quadrants(tokens: torch.Tensor, side: int) -> torch.Tensor:
@@ -162,11 +166,12 @@ class Seq2Seq(nn.Module):
         the T patch tokens with memory="patches" (with their own positions for numbers)."""
         tokens, _ = self.forward_features(images)
         if self.cfg.memory == "quadrants":
-            return quadrant_pool(tokens, self.cfg.patch_side) + self.mem_pos  # (B, 4, D)
+            mem_pos = cast(nn.Parameter, self.mem_pos)  # quadrants have their positions
+            return quadrant_pool(tokens, self.cfg.patch_side) + mem_pos  # (B, 4, D)
         return tokens if self.mem_pos is None else tokens + self.mem_pos  # (B, T, D)
 
     @torch.no_grad()
-    def init_encoder_from(self, vit: nn.Module) -> None:
+    def init_encoder_from(self, vit: ViT) -> None:
         """Start the encoder from a trained encoder-only ViT of the same layout: its patch
         embedding, blocks and final norm, and its patch positions repeated in every 28x28 tile
         of the image (in every quadrant of a 2x2 grid, exactly a ViT input; along a number's

@@ -7,6 +7,7 @@ import json
 
 from digitformer.apps.cli.common import key_values, tasks
 from digitformer.utils.defaults import SWEEP_DIR, SWEEP_STORAGE
+from digitformer.utils.errors import DigitformerError
 
 
 def register(sub, shared) -> None:
@@ -62,14 +63,26 @@ def register(sub, shared) -> None:
     p.set_defaults(func=cmd_sweep_best)
 
 
+def _sweeps():
+    """The sweep library, once Optuna (the sweep extra, not a core dependency) is there."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError as exc:
+        raise DigitformerError(
+            f"sweeps need the sweep extra: pip install 'digitformer[sweep]' ({exc})"
+        ) from None
+    from digitformer.training import sweep
+
+    return sweep
+
+
 def cmd_sweep_create(args) -> int:
     print(_create_study(args))
     return 0
 
 
 def _create_study(args) -> str:
-    from digitformer.training import sweep
-
+    sweep = _sweeps()
     return sweep.create(
         args.model,
         args.space,
@@ -81,8 +94,7 @@ def _create_study(args) -> str:
 
 
 def cmd_sweep_agent(args, name: str | None = None) -> int:
-    from digitformer.training import sweep
-
+    sweep = _sweeps()
     done = sweep.agent(
         name or args.name,
         args.count,
@@ -103,8 +115,7 @@ def cmd_sweep_run(args) -> int:
 
 
 def cmd_sweep_best(args) -> int:
-    from digitformer.training import sweep
-
+    sweep = _sweeps()
     rows, summary = sweep.best(args.name, args.storage, args.top)
     if args.out:
         sweep.write_profile(args.out, rows, summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from digitformer.apps.cli.common import computing, env_file
 from digitformer.apps.viz import PICTURES as VIZ_PICTURES
 from digitformer.utils.defaults import VIZ_DIR
+from digitformer.utils.errors import DigitformerError
 
 
 def register(sub, shared) -> None:
@@ -44,7 +45,15 @@ def register(sub, shared) -> None:
 
 
 def cmd_viz(args) -> int:
-    from digitformer.apps.viz.run import VizOptions, from_env, visualize
+    try:  # matplotlib and scikit-learn are the viz extra, not core dependencies
+        import matplotlib  # noqa: F401
+        import sklearn  # noqa: F401
+
+        from digitformer.apps.viz.run import VizOptions, from_env, visualize
+    except ImportError as exc:
+        raise DigitformerError(
+            f"pictures need the viz extra: pip install 'digitformer[viz]' ({exc})"
+        ) from None
 
     computing(args)
     checkpoint, samples = from_env(args.checkpoint, args.samples, env_file(args.env_file))
