@@ -25,15 +25,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-try:
-    from benchmarks.common import guard, machine, write_json
-except ImportError:  # run as a script: its folder is on the path
-    from common import guard, machine, write_json
-
-from digitformer.checkpoint import load_model
+from benchmarks.common import guard, machine, write_json
 from digitformer.data import load_split
-from digitformer.predict import predict_images
-from digitformer.prepare import NoInk, prepare
+from digitformer.inference import readers
+from digitformer.inference.checkpoint import load_model
+from digitformer.inference.prepare import NoInk, prepare
 
 SCALE = 4  # the digits are drawn at 4x their MNIST frame, 112x112
 
@@ -172,7 +168,7 @@ def run(args) -> dict:
 
     def read(pictures):
         inputs, found = prepared(pictures)
-        digits, _ = predict_images(model, meta["model_type"], inputs)
+        digits, _ = readers.read(model, inputs)
         return digits[:, 0], found
 
     test = load_split(args.data_dir, "test")

@@ -26,15 +26,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-try:
-    from benchmarks.common import guard, machine, write_json
-except ImportError:  # run as a script: its folder is on the path
-    from common import guard, machine, write_json
-
-from digitformer.checkpoint import load_model
+from benchmarks.common import guard, machine, write_json
 from digitformer.data import load_split
-from digitformer.predict import predict_images, predict_paths
-from digitformer.prepare import NoInk, layout_of, prepare, read_gray
+from digitformer.inference.checkpoint import load_model
+from digitformer.inference.predict import predict_paths
+from digitformer.inference.prepare import NoInk, layout_of, prepare, read_gray
+from digitformer.inference.readers import read
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -95,7 +92,7 @@ def read_all(files, model, meta, repeat):
         return np.stack(inputs), np.array(found)
 
     prep, (inputs, found) = best(repeat, prepare_all)
-    model_s, (digits, _) = best(repeat, lambda: predict_images(model, meta["model_type"], inputs))
+    model_s, (digits, _) = best(repeat, lambda: read(model, inputs))
     return decode, prep, model_s, digits[:, 0], found
 
 
