@@ -132,8 +132,8 @@ def predict_pictures(
     if readable:
         batch = np.stack([out.inputs[i] for i in readable])
         tokens, probs = read(model, batch, batch_size, device)
-        for row, digits in zip(readable, token_strings(tokens)):
-            _fill(out.results[row], digits, probs[readable.index(row)])
+        for k, (row, digits) in enumerate(zip(readable, token_strings(tokens))):
+            _fill(out.results[row], digits, probs[k])
     return out
 
 
