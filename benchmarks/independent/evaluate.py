@@ -64,7 +64,7 @@ def git_commit() -> str | None:
 def read_all(reader, images: list[np.ndarray]) -> list[tuple[str | None, str | None]]:
     """(digits or None, reason) per picture; a picture the reader refuses outright (raises)
     counts as refused."""
-    from digitformer.errors import DigitformerError
+    from digitformer.utils.errors import DigitformerError
 
     out = []
     for start in range(0, len(images), BATCH):
@@ -80,6 +80,25 @@ def read_all(reader, images: list[np.ndarray]) -> list[tuple[str | None, str | N
                 except DigitformerError as err:
                     out.append((None, f"error: {err}"))
     return out
+
+
+class InPieces:
+    """The number and digit readers reading each picture in pieces, as `Reader.predict` does."""
+
+    def __init__(self, number, digit) -> None:
+        self.number, self.digit = number, digit
+
+    def predict(self, images):
+        from digitformer.inference.pieces import read_in_pieces
+        from digitformer.inference.reader import _pixels
+        from digitformer.utils.errors import DigitformerError
+
+        names = [f"image {i}" for i in range(len(images))]
+        pictures = [_pixels(image, name) for image, name in zip(images, names)]
+        readings = read_in_pieces(self.number.model, self.digit.model, pictures, names)
+        if readings.errors:
+            raise DigitformerError(readings.errors[0])
+        return readings.results
 
 
 def crops(item: Item) -> list[np.ndarray]:
@@ -241,7 +260,13 @@ def table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reader", choices=["number", "digit", "both"], default="both")
+    parser.add_argument(
+        "--reader",
+        choices=["number", "digit", "both", "pieces"],
+        default="both",
+        help="pieces: the number reader against reading in pieces (digitformer.inference."
+        "pieces: cut at empty columns, lone digits by the digit reader), number sets only",
+    )
     parser.add_argument(
         "--count",
         type=int,
@@ -299,8 +324,14 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     whole = lambda reader, items: read_all(reader, [it.image for it in items])  # noqa: E731
-    if args.reader in ("number", "both"):
-        number = digitformer.load(number_src, device=args.device)
+    if args.reader == "pieces":
+        number = digitformer.load(number_src, device=args.device, pieces=False)
+        pieces = InPieces(number, digitformer.load(digit_src, device=args.device))
+        for name in NUMBER_SETS:
+            run(name, "number", number, suite[name], whole)
+            run(name, "pieces", pieces, suite[name], whole)
+    if args.reader in ("number", "both"):  # the sequence model alone, the whole picture at once
+        number = digitformer.load(number_src, device=args.device, pieces=False)
         for name in NUMBER_SETS:
             run(name, "number", number, suite[name], whole)
         for name in DIGIT_SETS:
@@ -312,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in NUMBER_SETS:
             run(name, "digit-by-digit", digit, suite[name], digit_by_digit)
     order = {n: i for i, n in enumerate(NUMBER_SETS + DIGIT_SETS)}
-    rank = {"number": 0, "digit-by-digit": 1, "digit": 2}
+    rank = {"number": 0, "pieces": 1, "digit-by-digit": 2, "digit": 3}
     results.sort(
         key=lambda r: (order[r["set"]] >= len(NUMBER_SETS), rank[r["reader"]], order[r["set"]])
     )

@@ -185,6 +185,18 @@ def _mismatch(layout: str, kind: str) -> str | None:
     )
 
 
+def _digit_model(model: nn.Module, loaded: dict[str, nn.Module], device) -> nn.Module | None:
+    """The digit reader that reads a numbers model's lone digits: the one loaded already, else
+    the bundled one (None for other models, or with none bundled)."""
+    if kind_of(model).name != "number":
+        return None
+    if "digit" in loaded:
+        return loaded["digit"]
+    if not (PRETRAINED_DIR / "digit.safetensors").is_file():
+        return None
+    return load_model("pretrained:digit", device)[0]
+
+
 def predict_paths(
     paths: Iterable[str],
     checkpoint: str | Path | None = None,
@@ -217,15 +229,15 @@ def predict_paths(
     found: dict[str, tuple[Prediction, np.ndarray]] = {}
     for kind, reader in readers.items():
         picked = [i for i, k in enumerate(kinds) if k == kind]
-        part = predict_pictures(
-            reader,
-            [pictures[i] for i in picked],
-            [names[i] for i in picked],
-            preprocess,
-            batch_size,
-            dev,
-            [layouts[i] for i in picked],
-        )
+        chosen = [pictures[i] for i in picked], [names[i] for i in picked]
+        helper = _digit_model(reader, readers, dev) if preprocess else None
+        if helper is not None:  # a number read in pieces, its lone digits by the digit reader
+            from digitformer.inference.pieces import read_in_pieces
+
+            part = read_in_pieces(reader, helper, *chosen, batch_size, dev)
+        else:
+            layouts_picked = [layouts[i] for i in picked]
+            part = predict_pictures(reader, *chosen, preprocess, batch_size, dev, layouts_picked)
         out.errors += part.errors
         found |= {r.file: (r, image) for r, image in zip(part.results, part.inputs)}
     for name in names:

@@ -26,6 +26,7 @@ from digitformer.inference.checkpoint import (
     read_meta,
     resolve_path,
 )
+from digitformer.inference.pieces import read_in_pieces
 from digitformer.inference.predict import Prediction, Readings, predict_pictures
 from digitformer.inference.prepare import gray_pixels, read_gray
 from digitformer.inference.readers import READERS, input_shape, kind_of, kind_of_checkpoint
@@ -48,8 +49,11 @@ class Reader:
         device: torch.device,
         source: str,
         name: str | None = None,
+        digits: torch.nn.Module | None = None,
     ):
         self.model, self.meta, self.device, self.source = model, meta, device, source
+        # a numbers reader with a digit model reads in pieces (digitformer.inference.pieces)
+        self.digits = digits
         self.model_type = meta["model_type"]
         self.kind = kind_of(model).name
         self.name = name or self.kind
@@ -74,10 +78,18 @@ class Reader:
         }
 
     def read_pictures(
-        self, pictures: list[np.ndarray], names: list[str], preprocess: bool = True
+        self,
+        pictures: list[np.ndarray],
+        names: list[str],
+        preprocess: bool = True,
+        batch_size: int = 256,
     ) -> Readings:
         """Grayscale pictures (H, W) in [0, 1] -> `Readings` (predictions and prepared inputs)."""
-        return predict_pictures(self.model, pictures, names, preprocess, device=self.device)
+        if self.digits is not None and preprocess:
+            return read_in_pieces(
+                self.model, self.digits, pictures, names, batch_size, device=self.device
+            )
+        return predict_pictures(self.model, pictures, names, preprocess, batch_size, self.device)
 
     def predict(
         self, images: Iterable, *, preprocess: bool = True, batch_size: int = 256
@@ -93,21 +105,30 @@ class Reader:
             name = str(item) if isinstance(item, (str, Path)) else f"image {i}"
             pictures.append(_pixels(item, name))
             names.append(name)
-        readings = predict_pictures(
-            self.model, pictures, names, preprocess, batch_size, self.device
-        )
+        readings = self.read_pictures(pictures, names, preprocess, batch_size)
         if readings.errors:
             raise DigitformerError(readings.errors[0])
         return readings.results
 
 
-def load(name: str | Path = "digit", device: str = "auto") -> Reader:
+def load(name: str | Path = "digit", device: str = "auto", pieces: bool = True) -> Reader:
     """A Reader: "digit", "grid" or "number" (the bundled models), or anything a command takes as a
-    checkpoint (a run folder, a .safetensors file, pretrained:NAME, hf://owner/repo)."""
+    checkpoint (a run folder, a .safetensors file, pretrained:NAME, hf://owner/repo). A numbers
+    reader reads in pieces, its lone digits by the bundled digit reader, unless `pieces` is
+    False (or no digit reader is bundled)."""
     source = f"pretrained:{name}" if str(name) in PRETRAINED else str(name)
     dev = pick_device(device)
     model, meta = load_model(source, dev)
-    return Reader(model, meta, dev, source)
+    digits = digit_helper(model, dev) if pieces else None
+    return Reader(model, meta, dev, source, digits=digits)
+
+
+def digit_helper(model: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
+    """For a numbers model: the bundled digit reader that reads its lone digits (None for other
+    models, or when none is bundled)."""
+    if kind_of(model).name != "number" or not (PRETRAINED_DIR / "digit.safetensors").is_file():
+        return None
+    return load_model("pretrained:digit", device)[0]
 
 
 def load_readers(sources: list[str], device: str | torch.device = "auto") -> dict[str, Reader]:
@@ -121,7 +142,7 @@ def load_readers(sources: list[str], device: str | torch.device = "auto") -> dic
         name = path.parent.name if path.stem in ("best", "last") else path.stem
         while name in readers:
             name += "+"
-        readers[name] = Reader(model, meta, dev, str(source), name)
+        readers[name] = Reader(model, meta, dev, str(source), name, digit_helper(model, dev))
     if not readers:
         raise DigitformerError("no checkpoint to serve")
     return readers

@@ -235,6 +235,8 @@ def _predict(chosen: Reader, pixels: np.ndarray, with_attention: bool) -> Predic
     if with_attention and found.digits is not None:
         image = readings.inputs[0]
         response.input = image.tolist()
-        maps = where_looked(chosen.model, torch.from_numpy(image[None]).to(chosen.device))
-        response.attention = maps[0, : len(found.digits)].tolist()
+        maps = where_looked(chosen.model, torch.from_numpy(image[None]).to(chosen.device))[0]
+        # read in pieces, a number can have more digits than the whole-canvas reading
+        maps = np.concatenate([maps, np.zeros((len(found.digits), *maps.shape[1:]))])
+        response.attention = maps[: len(found.digits)].tolist()
     return response

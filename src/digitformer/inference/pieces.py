@@ -1,0 +1,123 @@
+"""A written number read in pieces: cut where its digits stand apart, each lone digit read by the
+digit reader, each cluster of touching digits by the numbers model.
+
+    readings = read_in_pieces(number_model, digit_model, pictures, names)
+
+The digit reader is the better reader of one digit (it was trained on every kind of digit, the
+numbers model on numbers drawn by one generator), and a cut at an empty column is certain where
+the sequence model has to guess a number's length. What stays joined (digits whose strokes
+touch or overlap in their columns) is what the sequence model is for; and a number longer than
+its canvas is read a piece at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from digitformer.inference.predict import Prediction, Readings, predict_pictures
+from digitformer.inference.prepare import NoInk, TooWide, digit_height, find_ink
+from digitformer.inference.readers import READERS, input_shape
+
+SINGLE_WIDTH = 1.0  # a piece at most this many digit heights wide is one digit
+MIN_HEIGHT = 0.35  # a mark under this share of the digits' height is no digit (a dot, a dash)
+MARGIN = 0.3  # each piece is read on black this share of the digits' height around it
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One run of ink columns with empty columns either side: `image` float (h, w), light ink
+    on black with a margin; `single` when it is about one digit wide."""
+
+    image: np.ndarray
+    single: bool
+
+
+def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
+    """A grayscale picture of a number -> its pieces, left to right. Raises NoInk when there
+    is nothing to read."""
+    ink = find_ink(pixels)
+    height = digit_height(ink.mask)
+    columns = np.concatenate([[False], ink.mask.any(0), [False]]).astype(np.int8)
+    runs = np.flatnonzero(np.diff(columns)).reshape(-1, 2)  # (start, stop) of each ink run
+    margin = max(2, round(MARGIN * height))
+    pieces = []
+    for start, stop in runs:
+        rows = np.flatnonzero(ink.mask[:, start:stop].any(1))
+        if len(rows) == 0 or rows[-1] - rows[0] + 1 < MIN_HEIGHT * height:
+            continue
+        cut = ink.image[rows[0] : rows[-1] + 1, start:stop]
+        image = np.pad(cut, margin)
+        pieces.append(Piece(image, bool(stop - start <= SINGLE_WIDTH * height)))
+    if not pieces:
+        raise NoInk("no digit found (only marks much smaller than digits)")
+    return pieces
+
+
+def read_in_pieces(
+    number_model: nn.Module,
+    digit_model: nn.Module,
+    pictures: list[np.ndarray],
+    names: list[str],
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> Readings:
+    """Pictures of numbers -> one Prediction each (in order): the pieces' digits joined, with
+    a confidence each; digits None and a reason when nothing could be read or a piece could not
+    be; one error per picture a piece of which could not be prepared."""
+    out = Readings()
+    cut: list[list[Piece]] = []
+    for name, pixels in zip(names, pictures):
+        out.inputs.append(_whole(pixels, number_model))  # what --show and the page draw
+        try:
+            cut.append(cut_at_gaps(pixels))
+        except NoInk as exc:
+            cut.append([])
+            out.results.append(Prediction(name, None, [], [], str(exc)))
+            continue
+        out.results.append(Prediction(name, None, [], []))
+    read: dict[tuple[int, int], Prediction | None] = {}
+    for single, model, layout in ((True, digit_model, "digit"), (False, number_model, "number")):
+        owners = [(i, k) for i, p in enumerate(cut) for k, x in enumerate(p) if x.single == single]
+        labels = [f"{names[i]} piece {k + 1}" for i, k in owners]
+        part = predict_pictures(
+            model,
+            [cut[i][k].image for i, k in owners],
+            labels,
+            True,
+            batch_size,
+            device,
+            [layout] * len(owners),
+        )
+        by_label = {r.file: r for r in part.results}
+        read |= {owner: by_label.get(label) for owner, label in zip(owners, labels)}
+        out.errors += part.errors
+    for i, (result, pieces) in enumerate(zip(out.results, cut)):
+        if result.reason is None:
+            _join(result, [read[i, k] for k in range(len(pieces))])
+    return out
+
+
+def _whole(pixels: np.ndarray, number_model: nn.Module) -> np.ndarray:
+    """The whole number on the numbers model's canvas (zeros when it does not fit)."""
+    try:
+        return READERS["number"].prepare(pixels, number_model)
+    except (NoInk, TooWide):
+        return np.zeros(input_shape(number_model), np.uint8)
+
+
+def _join(result: Prediction, pieces: list) -> None:
+    missing = [p for p in pieces if p is None or p.digits is None]
+    if missing:
+        reasons = [p.reason for p in missing if p is not None and p.reason]
+        result.reason = (
+            f"a piece of the number could not be read ({reasons[0] if reasons else 'error'})"
+        )
+        return
+    read = [p for p in pieces if p is not None]
+    result.digits = "".join(p.digits or "" for p in read)
+    result.confidence = [c for p in read for c in p.confidence]
+    result.probabilities = [row for p in read for row in p.probabilities]

@@ -1,0 +1,54 @@
+"""A number read in pieces: cut at its empty columns, lone digits by the digit reader."""
+
+import numpy as np
+import pytest
+
+import digitformer
+from digitformer.data import load_split
+from digitformer.inference.pieces import cut_at_gaps, read_in_pieces
+from digitformer.inference.prepare import NoInk
+from helpers import SUBSET
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_split(SUBSET, "test")
+
+
+def line(images, gap: int) -> np.ndarray:
+    """Digits side by side, `gap` columns apart (negative: overlapping), dark on white, 2x."""
+    canvas = images[0].astype(np.int32)
+    for image in images[1:]:
+        if gap >= 0:
+            canvas = np.concatenate([canvas, np.zeros((28, gap), np.int32), image], 1)
+        else:
+            joined = np.concatenate([canvas, np.zeros((28, 28 + gap), np.int32)], 1)
+            joined[:, -28:] = np.maximum(joined[:, -28:], image)
+            canvas = joined
+    canvas = np.pad(canvas, 8)
+    return 1 - np.kron(canvas, np.ones((2, 2))).astype(np.float32) / 255
+
+
+def test_digits_apart_are_cut_one_each_and_touching_ones_stay_together(digits):
+    apart = cut_at_gaps(line(digits.images[:5], gap=6))
+    assert len(apart) == 5 and all(p.single for p in apart)
+    together = cut_at_gaps(line(digits.images[:3], gap=-16))
+    assert len(together) == 1 and not together[0].single
+    dot = line(digits.images[:2], gap=20)
+    dot[40:44, 118:122] = 0  # a dot between the digits: much smaller than a digit
+    assert len(cut_at_gaps(dot)) == 2
+    with pytest.raises(NoInk):
+        cut_at_gaps(np.ones((60, 200), np.float32))
+
+
+def test_a_line_longer_than_the_canvas_is_read_in_pieces_as_its_digits_are(digits):
+    """Twelve digits apart (a phone number) do not fit the 8-digit canvas, read whole; in
+    pieces each digit reads as the digit reader reads it alone, and the API does the same."""
+    number, digit = digitformer.load("number", pieces=False), digitformer.load("digit")
+    picture = line(digits.images[:12], gap=8)
+    (joined,) = read_in_pieces(number.model, digit.model, [picture], ["line"]).results
+    alone = digit.predict([line(digits.images[i : i + 1], gap=0) for i in range(12)])
+    assert joined.digits == "".join(r.digits for r in alone) and len(joined.confidence) == 12
+    assert digitformer.load("number").predict(picture)[0].digits == joined.digits
+    with pytest.raises(digitformer.utils.errors.DigitformerError, match="too wide"):
+        number.predict(picture)  # the sequence model alone cannot take it
