@@ -414,3 +414,25 @@ def test_a_blank_sheet_texture_shadow_or_noise_alone_is_refused_at_any_size(blan
         except NoInk:
             refused += 1
     assert refused >= 11, f"{refused} of 12 refused"
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_phone_photo_stored_sideways_is_read_upright(tmp_path, digits, orientation):
+    """Phones store a photo as the sensor saw it and an EXIF Orientation tag saying how to turn
+    it: every path that decodes a file (the CLI, the API, the server) reads it upright."""
+    import digitformer
+    from PIL import Image
+
+    turn = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
+            8: Image.Transpose.ROTATE_270}[orientation]  # fmt: skip
+    upright = Image.fromarray(255 - np.kron(digits.images[7], np.ones((6, 6), np.uint8)))
+    stored = upright.transpose(turn)  # what the sensor saw; the tag turns it back
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    stored.save(path, quality=92, exif=exif)
+    assert np.abs(read_gray(path) - np.asarray(upright, np.float32) / 255).mean() < 0.02
+    reader = digitformer.load("digit")
+    (from_file,) = reader.predict([path])
+    (from_pil,) = reader.predict([Image.open(path)])
+    assert from_file.digits == from_pil.digits == str(digits.labels[7])

@@ -12,6 +12,17 @@ from PIL import Image, UnidentifiedImageError
 from digitformer.utils.errors import DigitformerError
 
 MAX_IMAGE_PIXELS = 5000 * 5000  # a small compressed file can claim a huge image
+EXIF_ORIENTATION = 0x0112
+# The EXIF Orientation tag -> the turn that shows the picture upright (as ImageOps.exif_transpose)
+ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 READ_SIZE = 512  # large files are decoded at no less than this longest side (2 x WORK_SIZE)
 
 
@@ -40,6 +51,7 @@ def read_gray(
                     f"{name}: image is {img.width}x{img.height}, over {max_pixels:,} pixels"
                 )
             img.seek(0)
+            turn = ORIENTATION.get(img.getexif().get(EXIF_ORIENTATION, 1))
             factor = max(img.size) // longest if longest else 1
             if factor >= 2 and img.format == "JPEG":
                 img.draft("L" if img.mode in ("L", "RGB") else img.mode, _scaled(img, factor))
@@ -47,6 +59,8 @@ def read_gray(
             factor = max(pixels.shape) // longest if longest else 1
             if factor >= 2:
                 pixels = np.asarray(Image.fromarray(pixels).reduce(factor), np.float32)
+            if turn is not None:  # a phone stores a photo as its sensor saw it, and a tag
+                pixels = np.asarray(Image.fromarray(pixels).transpose(turn), np.float32)
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from digitformer.inference.checkpoint import (
     CHECKPOINT_FILES,
@@ -196,7 +196,7 @@ def _pixels(item, name: str) -> np.ndarray:
     if isinstance(item, (str, Path)):
         return read_gray(item, name)
     if isinstance(item, Image.Image):
-        return gray_pixels(item)
+        return gray_pixels(ImageOps.exif_transpose(item))  # upright, as its EXIF tag says
     values = np.asarray(item)
     if values.ndim == 3 and values.shape[-1] in (3, 4):
         values = values[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
