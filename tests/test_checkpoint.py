@@ -82,10 +82,26 @@ def test_a_small_file_declaring_a_huge_model_is_refused_before_allocating(tmp_pa
     huge = {**TINY["encoder-only"], "dim": 65536, "ff_dim": 262144, "heads": 1, "depth": 48}
     path = _with_meta(tmp_path, {"model_type": "encoder-only", "model_config": huge})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(DigitformerError, match="does not match its model"):
+    with pytest.raises(DigitformerError, match="dim must be at most 4096"):
         load_model(path)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 200_000  # far below the ~3 TB such a model would need
+
+
+@pytest.mark.parametrize("field", ["depth", "dim"])
+def test_a_declared_size_past_the_limits_is_refused_before_anything_is_built(tmp_path, field):
+    """A 4 KB file declaring depth 10^8 once grew without bound (the modules were built on the
+    meta device before the shapes were compared): now one line, at once, little memory."""
+    import resource
+    import time
+
+    crafted = {**TINY["encoder-only"], field: 100_000_000}
+    path = _with_meta(tmp_path, {"model_type": "encoder-only", "model_config": crafted})
+    before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(DigitformerError, match=f"{field} must be at most"):
+        load_model(path)
+    assert time.perf_counter() - t0 < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000
 
 
 @pytest.mark.parametrize(

@@ -153,3 +153,20 @@ def test_fetch_from_folder_then_train_and_eval(mnist_dir, tmp_path, capsys):
     assert result["model_type"] == "encoder-only" and result["count"] == 1000
     assert main(["eval", str(runs / "r"), "--data-dir", str(mnist_dir)]) == 0
     assert "confusion matrix" in capsys.readouterr().out
+
+
+def test_train_says_what_is_wrong_before_printing_its_settings(tmp_path, capsys, monkeypatch):
+    """A run folder already in use, or a model too large to build, is one line on standard
+    error, and nothing of the settings is printed first (or any data read)."""
+    from digitformer.apps.cli import main
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "last.safetensors").write_bytes(b"")
+    args = ["train", "encoder-only", "--name", "r", "--out-dir", str(tmp_path)]
+    assert main([*args, "--env-file", "none"]) == 1
+    out, err = capsys.readouterr()
+    assert "already holds a run" in err and "settings:" not in out
+    monkeypatch.setenv("DIGITFORMER_MODEL_DEPTH", "100000000")
+    assert main(["train", "encoder-only", "--name", "s", "--out-dir", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "depth must be at most 64" in err and "settings:" not in out

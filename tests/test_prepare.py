@@ -420,8 +420,9 @@ def test_a_blank_sheet_texture_shadow_or_noise_alone_is_refused_at_any_size(blan
 def test_a_phone_photo_stored_sideways_is_read_upright(tmp_path, digits, orientation):
     """Phones store a photo as the sensor saw it and an EXIF Orientation tag saying how to turn
     it: every path that decodes a file (the CLI, the API, the server) reads it upright."""
-    import digitformer
     from PIL import Image
+
+    import digitformer
 
     turn = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
             8: Image.Transpose.ROTATE_270}[orientation]  # fmt: skip

@@ -17,7 +17,27 @@ FIELD_KINDS: dict[str, type | tuple[type, ...]] = {
 }  # what each field's type accepts
 
 
+# The largest a field may be: far beyond any model of this project, and small enough that a
+# checkpoint, a profile or DIGITFORMER_MODEL_DEPTH=100000000 is refused before anything is
+# built (even on the meta device, 10^8 modules would fill the memory).
+LIMITS = {
+    "dim": 4096,
+    "heads": 64,
+    "ff_dim": 16384,
+    "depth": 64,
+    "enc_depth": 64,
+    "dec_depth": 64,
+    "image_size": 1024,
+    "image_width": 4096,
+    "stem": 1024,
+}
+
+
 def _check_common(cfg) -> None:
+    for name, most in LIMITS.items():
+        value = getattr(cfg, name, None)
+        if value is not None and value > most:
+            raise ValueError(f"{name} must be at most {most}, got {value}")
     if cfg.dim <= 0 or cfg.heads <= 0 or cfg.ff_dim <= 0:
         raise ValueError("dim, heads and ff_dim must be positive")
     if cfg.dim % cfg.heads:

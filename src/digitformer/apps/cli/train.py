@@ -83,7 +83,7 @@ def cmd_train(args) -> int:
 
     from digitformer.training.logger import export_wandb_env
     from digitformer.training.settings import resolve_settings
-    from digitformer.training.train import train
+    from digitformer.training.train import STATE_FILE, check_model_settings, run_folder, train
     from digitformer.utils.runtime import dist_env
 
     if args.nproc is not None:
@@ -99,6 +99,12 @@ def cmd_train(args) -> int:
     export_wandb_env(dotenv)
     if args.force and not args.resume:
         raise DigitformerError("--force goes with --resume")
+    check_model_settings(settings)  # mistakes first, before the settings fill the screen
+    folder = run_folder(settings)
+    if not args.resume and any((folder / f).exists() for f in (STATE_FILE, "last.safetensors")):
+        raise DigitformerError(
+            f"{folder} already holds a run: pass --resume to continue it, or --name NAME"
+        )
     if main_process:
         text = yaml.safe_dump(settings.to_dict(), sort_keys=False).strip()
         print("settings:\n  " + text.replace("\n", "\n  "))
