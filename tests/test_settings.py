@@ -139,3 +139,37 @@ def test_two_stage_recipes_name_a_reader_of_their_layout(reader, recipe):
     assert Path(s2s_settings.init_encoder) == Path(vit_settings.out_dir) / vit_settings.run
     vit = build_model("encoder-only", vit_settings.model)
     build_model("encoder-decoder", s2s_settings.model).init_encoder_from(vit)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'a: &a ["x", "x"]\nb: &b [*a, *a]\nc: [*b, *b]\n', "aliases"),  # a billion laughs
+        (b"epochs: 3  # caf\xe9\n", "not UTF-8"),  # latin-1
+        ("epochs: 3\n".encode("utf-16"), "not UTF-8"),
+        (b"model: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_a_hostile_or_foreign_profile_is_one_line(tmp_path, content, message):
+    profile = tmp_path / "p.yaml"
+    profile.write_bytes(content)
+    with pytest.raises(DigitformerError, match=message):
+        resolve_settings("encoder-only", str(profile), env_file=None)
+
+
+def test_a_dotenv_in_latin1_and_a_5000_digit_value_are_one_short_line(tmp_path, monkeypatch):
+    env = tmp_path / ".env"
+    env.write_bytes(b"EPOCHS=3 # caf\xe9\n")
+    with pytest.raises(DigitformerError, match="not UTF-8 text"):
+        resolve_settings("encoder-only", "default", env_file=env)
+    with pytest.raises(DigitformerError, match=r"\(5000 characters\)") as caught:
+        resolve_settings("encoder-only", "default", {"epochs": "9" * 5000}, env_file=None)
+    assert len(str(caught.value)) < 120
+
+
+def test_a_misspelled_setting_gets_the_nearest_name(monkeypatch):
+    with pytest.raises(DigitformerError, match="did you mean 'model.dim'"):
+        resolve_settings("encoder-only", "default", {"modle.dim": "64"}, env_file=None)
+    monkeypatch.setenv("DIGITFORMER_EPOCS", "3")
+    with pytest.raises(DigitformerError, match="did you mean DIGITFORMER_EPOCHS"):
+        resolve_settings("encoder-only", "default", env_file=None)

@@ -6,6 +6,7 @@ settings = resolve_settings("encoder-only", profile="default", overrides={"epoch
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -17,6 +18,7 @@ from dotenv import dotenv_values
 
 from digitformer.utils.defaults import DATA_DIR, ENV_FILE, RUNS_DIR
 from digitformer.utils.errors import DigitformerError
+from digitformer.utils.fileio import read_yaml
 
 PROFILE_DIR = Path(__file__).parents[1] / "profiles"
 
@@ -123,7 +125,8 @@ def parse_value(key: str, raw: Any) -> Any:
         if "float" in str(kind):
             return float(text)
     except ValueError:
-        raise DigitformerError(f"setting {key}: {raw!r} is not a valid {kind}") from None
+        shown = raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
+        raise DigitformerError(f"setting {key}: {shown!r} is not a valid {kind}") from None
     if key.startswith("model."):
         return yaml.safe_load(text)  # model fields: 128 -> int, 0.1 -> float, post -> str
     return text
@@ -141,7 +144,19 @@ def apply(values: dict[str, Any], updates: dict[str, Any], source: str) -> None:
         elif key in FIELD_TYPES:
             values[key] = parse_value(key, raw)
         else:
-            raise DigitformerError(f"{source}: unknown setting {key!r}")
+            near = nearest_setting(key)
+            hint = f"; did you mean {near!r}?" if near else ""
+            raise DigitformerError(f"{source}: unknown setting {key!r}{hint}")
+
+
+def nearest_setting(key: str) -> str | None:
+    """The setting a misspelled one most likely meant (None: none is close)."""
+    from digitformer.models import Seq2SeqConfig, ViTConfig  # only on a mistake: torch loads
+
+    model = {f.name for cls in (ViTConfig, Seq2SeqConfig) for f in fields(cls)}
+    known = [*FIELD_TYPES, *(f"model.{name}" for name in sorted(model))]
+    close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def profile_path(profile: str, task: str) -> Path:
@@ -161,10 +176,7 @@ def profile_path(profile: str, task: str) -> Path:
 
 
 def read_profile(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DigitformerError(f"{path}: not valid YAML ({exc})") from None
+    loaded = read_yaml(path, "profile") or {}
     if not isinstance(loaded, dict):
         raise DigitformerError(f"{path}: a profile must be a mapping of settings")
     return loaded
@@ -172,7 +184,11 @@ def read_profile(path: Path) -> dict[str, Any]:
 
 def env_settings(env_file: str | Path | None) -> dict[str, Any]:
     """Settings from .env (original keys and DIGITFORMER_*) and DIGITFORMER_* environment vars."""
-    file_values = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    try:
+        file_values = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    except UnicodeDecodeError as exc:
+        message = f"{env_file}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        raise DigitformerError(message) from None
     updates: dict[str, Any] = {}
     for key, value in file_values.items():
         if key in ENV_ALIASES and value is not None:
@@ -185,8 +201,13 @@ def env_settings(env_file: str | Path | None) -> dict[str, Any]:
             if name in FIELD_TYPES or name.startswith("model."):
                 updates[name] = value
             elif name.upper() not in ENV_NOT_SETTINGS:
+                near = nearest_setting(name)
+                hint = (
+                    f"; did you mean {ENV_PREFIX}{near.replace('.', '_').upper()}?" if near else ""
+                )
                 raise DigitformerError(
                     f"{key}: no such setting (DIGITFORMER_<SETTING>, e.g. DIGITFORMER_EPOCHS)"
+                    + hint
                 )
     return updates
 

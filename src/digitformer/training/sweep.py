@@ -26,7 +26,7 @@ from digitformer.training.settings import profile_path, read_profile, resolve_se
 from digitformer.training.tasks import TASKS
 from digitformer.utils.defaults import SWEEP_DIR, SWEEP_STORAGE
 from digitformer.utils.errors import DigitformerError
-from digitformer.utils.fileio import plain_name, write_text_atomic
+from digitformer.utils.fileio import plain_name, read_yaml, write_text_atomic
 
 SPACE_DIR = Path(__file__).parents[1] / "sweeps"  # package data: an installed wheel has them
 DEFAULT_STORAGE = SWEEP_STORAGE
@@ -119,10 +119,7 @@ def parse_space(spec: dict, source: str = "space") -> Space:
 
 
 def load_space(path: Path) -> tuple[Space, dict]:
-    try:
-        spec = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DigitformerError(f"{path}: cannot read the sweep space ({exc})") from None
+    spec = read_yaml(path, "sweep space")
     return parse_space(spec, str(path)), spec
 
 

@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from digitformer.utils.errors import DigitformerError
 
@@ -78,3 +79,34 @@ def plain_name(name: str, what: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
         raise DigitformerError(f"{what} {name!r} must be a plain folder name (no / or ..)")
     return name
+
+
+MAX_YAML_BYTES = 1 << 20  # a settings file or a search space is a few hundred bytes
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """A YAML file the user wrote (a profile, a sweep space), read safely: UTF-8, at most
+    MAX_YAML_BYTES, no aliases (an alias bomb expands to gigabytes; settings need none), and
+    nesting that would exhaust the parser is one line too."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DigitformerError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise DigitformerError(f"{path}: a {what} of {len(raw):,} bytes is not a {what}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DigitformerError(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise DigitformerError(f"{path}: YAML aliases (*name) are not allowed in a {what}")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())[:200]
+        raise DigitformerError(f"{path}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise DigitformerError(f"{path}: the {what} is nested too deeply") from None

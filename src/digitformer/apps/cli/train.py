@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 
 from digitformer.apps.cli.common import env_file, key_values, tasks
@@ -10,6 +12,21 @@ from digitformer.training.settings import TrainSettings
 from digitformer.utils.errors import DigitformerError
 
 FLAG_FIELDS = [f for f in fields(TrainSettings) if "flag" in f.metadata]
+
+
+def _number(kind: type) -> Callable[[str], object]:
+    """An argparse type that names a bad value briefly (never echoes 5000 digits back)."""
+
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            shown = text if len(text) <= 20 else f"{text[:12]}... ({len(text)} characters)"
+            noun = "whole number" if kind is int else "number"
+            raise argparse.ArgumentTypeError(f"not a {noun}: {shown!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def register(sub, shared) -> None:
@@ -53,7 +70,7 @@ def register(sub, shared) -> None:
         "each where there are GPUs)",
     )
     for f in FLAG_FIELDS:  # the plain settings flags, named, typed and explained by their field
-        kind = float if f.type == "float" else int if f.type == "int" else str
+        kind = _number(float) if f.type == "float" else _number(int) if f.type == "int" else str
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, help=f.metadata["flag"])
     p.add_argument(
         "--wandb",
