@@ -216,6 +216,27 @@ def test_predict_reads_standard_input_and_writes_csv(tmp_path, digits, tiny_chec
     assert row["file"] == "-" and len(row["digits"]) == 1 and row["reason"] == ""
 
 
+def test_standard_input_is_read_no_further_than_a_picture_and_csv_never_replaces_one(
+    tmp_path, digits, monkeypatch, capsys
+):
+    """An endless pipe to `predict -` is refused once past MAX_STDIN_BYTES (not held in
+    memory), and `--csv` naming one of the pictures is refused before anything is written."""
+    import sys
+
+    import digitformer.inference.predict as predict
+
+    monkeypatch.setattr(predict, "MAX_STDIN_BYTES", 1000)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"x" * 5000)))
+    assert main(["predict", "-"]) == 1
+    assert "standard input is over 1,000 bytes" in capsys.readouterr().err
+    picture = tmp_path / "x.png"
+    Image.fromarray(255 - digits.images[0]).save(picture)
+    before = picture.read_bytes()
+    assert main(["predict", str(picture), "--csv", str(picture)]) == 1
+    assert "is one of the pictures" in capsys.readouterr().err
+    assert picture.read_bytes() == before
+
+
 def test_the_ink_layout_tells_a_grid_from_one_digit(digits):
     from digitformer.data import make_grids
     from digitformer.inference.prepare import layout_of

@@ -132,6 +132,18 @@ def test_unknown_model_is_404(client):
     assert answer.status_code == 404 and "no model 'nope'" in answer.json()["error"]
 
 
+def test_every_error_is_one_json_shape(client):
+    """A route that is not there, a method it does not take, and JSON nested thousands deep:
+    each an {"error": ...} answer like the others, and the server stays up."""
+    missing, wrong_method = client.get("/nowhere"), client.get("/predict")
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+    deep = b'{"pixels": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    answer = client.post("/predict", content=deep, headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and "nested too deeply" in answer.json()["error"]
+    assert client.get("/health").status_code == 200
+
+
 @pytest.fixture(scope="module")
 def live_server(trained_runs):
     """The app behind a real uvicorn server on a free port (a thread of this process)."""

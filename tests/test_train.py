@@ -92,6 +92,20 @@ def test_existing_run_is_never_overwritten(mnist_dir, tmp_path):
     assert (tmp_path / "runs" / s.run / "last.safetensors").read_bytes() == before
 
 
+def test_a_second_training_into_a_run_in_progress_is_refused(mnist_dir, tmp_path):
+    """While one training holds its run folder, another into the same run is one line and
+    writes nothing; once the first ends (however it ends) the folder is free again."""
+    from digitformer.training.train import _claim, run_folder
+
+    s = settings_for("encoder-only", mnist_dir, tmp_path, epochs=1, train_size=300)
+    holder = _claim(run_folder(s))  # what a training in progress holds
+    with pytest.raises(DigitformerError, match="another training is running"):
+        train(s)
+    assert not (run_folder(s) / "last.safetensors").exists()
+    holder.close()  # the first training ended
+    assert train(s)["history"]
+
+
 def test_resume_without_a_run_is_a_clear_error(mnist_dir, tmp_path):
     s = settings_for("encoder-only", mnist_dir, tmp_path, epochs=1)
     with pytest.raises(DigitformerError, match="no run in .*start it without --resume"):

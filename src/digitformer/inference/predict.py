@@ -159,6 +159,18 @@ def looks_like_checkpoint(path: str) -> bool:
     return folder.is_dir() and any((folder / f).is_file() for f in CHECKPOINT_FILES)
 
 
+MAX_STDIN_BYTES = 64 * 1024 * 1024  # a picture from a pipe: a phone photo is ~5-15 MB
+
+
+def _stdin() -> io.BytesIO:
+    """Standard input as one picture's bytes, read no further than MAX_STDIN_BYTES: an endless
+    pipe is refused, not held."""
+    data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+    if len(data) > MAX_STDIN_BYTES:
+        raise DigitformerError(f"standard input is over {MAX_STDIN_BYTES:,} bytes: not a picture")
+    return io.BytesIO(data)
+
+
 def read_pictures(paths: Iterable[str]) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Image files and folders (and "-", standard input) -> grayscale pictures, their names,
     and one message per path that could not be read."""
@@ -167,7 +179,7 @@ def read_pictures(paths: Iterable[str]) -> tuple[list[np.ndarray], list[str], li
     many = len(files) > 50  # a folder of pictures: show progress (on standard error)
     for path in track(files, "reading pictures", disable=not many, transient=True, console=ERR):
         try:
-            source = io.BytesIO(sys.stdin.buffer.read()) if str(path) == STDIN else path
+            source = _stdin() if str(path) == STDIN else path
             pictures.append(read_gray(source, str(path)))
             names.append(str(path))
         except DigitformerError as exc:

@@ -6,6 +6,7 @@ digitformer train encoder-only --config default --epochs 3
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import shutil
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -82,7 +83,11 @@ def train(
     try:
         task = task or build_task(settings, device)
         run = _start(settings, task, logger, device, dist, resume=resume, force=force)
-        return _train(run, on_epoch)
+        try:
+            return _train(run, on_epoch)
+        finally:
+            if run.claim is not None:
+                run.claim.close()  # the run folder is free for the next training
     except RuntimeError as exc:
         if dist.active and ("Connection" in str(exc) or "timed out" in str(exc).lower()):
             raise DigitformerError(
@@ -115,6 +120,7 @@ class Run:
     step: int = 0
     history: list[dict] = field(default_factory=list)
     best: float = -1.0
+    claim: IO | None = None  # the locked claim on the folder while this process trains in it
 
     @property
     def served(self) -> nn.Module:
@@ -176,6 +182,7 @@ def _start(
         raise DigitformerError(
             f"{folder} already holds a run: pass --resume to continue it, or --name NAME"
         )
+    claim = _claim(folder) if dist.main else None
     model = _build(settings, task, init=not resume).to(device)
     averaged = weight_average(model, settings.ema)
     stepper = model
@@ -186,10 +193,27 @@ def _start(
     stepper = torch.compile(stepper) if settings.compile else stepper
     optimizer = make_optimizer(model, settings, fused=device.type == "cuda")
     run = Run(settings, task, logger, device, dist, folder, model, optimizer, averaged, stepper)
+    run.claim = claim
     if resume:
         _resume(run, force)
     _introduce(run)
     return run
+
+
+def _claim(folder: Path) -> IO:
+    """Claim the run folder for this training: a second training into it, while this one runs,
+    is refused (both would save, and only the last to finish would survive). The claim is an
+    advisory lock the system drops when the process ends, however it ends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    claim = open(folder / ".training.lock", "w")  # noqa: SIM115 (held for the whole run)
+    try:
+        fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        claim.close()
+        raise DigitformerError(
+            f"another training is running in {folder}: wait for it to end, or use --name NAME"
+        ) from None
+    return claim
 
 
 def _build(settings: TrainSettings, task: Task, init: bool) -> nn.Module:

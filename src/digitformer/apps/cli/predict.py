@@ -13,6 +13,7 @@ import numpy as np
 
 from digitformer.apps.cli.common import computing
 from digitformer.display.braille import render_numbers, render_samples, use_color
+from digitformer.utils.errors import DigitformerError
 from digitformer.utils.fileio import write_text_atomic
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ def register(sub, shared) -> None:
 def cmd_predict(args) -> int:
     from digitformer.inference.predict import looks_like_checkpoint, predict_paths
 
+    if args.csv and any(Path(args.csv).resolve() == Path(p).resolve() for p in args.paths):
+        raise DigitformerError(
+            f"--csv {args.csv} is one of the pictures to read: name another file"
+        )
     computing(args)
     paths, checkpoint = args.paths, None
     if len(paths) > 1 and looks_like_checkpoint(paths[0]):

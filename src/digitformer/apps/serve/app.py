@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digitformer.inference.checkpoint import PRETRAINED, PRETRAINED_DIR
 from digitformer.inference.prepare import TooLarge, read_gray
@@ -90,7 +91,8 @@ def create_app(models: dict[str, Reader], max_upload: int = MAX_UPLOAD_BYTES) ->
     )
 
     @app.exception_handler(HTTPException)
-    async def error_json(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # 404, 405 and the form parser's 400s too
+    async def error_json(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
@@ -203,6 +205,8 @@ def _pixels(body: bytes, ctype: str) -> np.ndarray:
 def _json_pixels(body: bytes) -> np.ndarray:
     try:
         pixels = Pixels.model_validate(json.loads(body)).pixels
+    except RecursionError:  # [[[[... thousands deep: no picture is nested so
+        raise HTTPException(422, "JSON body nested too deeply: send {'pixels': [[...]]}") from None
     except (ValueError, TypeError) as exc:
         raise HTTPException(422, f"JSON body must be {{'pixels': [[...], ...]}} ({exc})") from None
     rows = {len(row) for row in pixels}
