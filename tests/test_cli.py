@@ -103,7 +103,7 @@ def test_missing_checkpoint_is_one_line_and_nonzero():
 
 def test_bad_flag_exits_2_without_traceback():
     out = run_cli("train", "encoder-only", "--epochs", "many")
-    assert out.returncode == 2 and "Traceback" not in out.stderr and "invalid int" in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "not a whole number: 'many'" in out.stderr
 
 
 def test_train_without_data_says_how_to_fetch(tmp_path):
@@ -170,3 +170,19 @@ def test_train_says_what_is_wrong_before_printing_its_settings(tmp_path, capsys,
     assert main(["train", "encoder-only", "--name", "s", "--out-dir", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
     assert "depth must be at most 64" in err and "settings:" not in out
+
+
+def test_the_cli_offers_exactly_the_registered_tasks_without_importing_torch():
+    """The parser takes the task names from the packaged profiles, so that `--help` and a
+    mistyped flag answer before torch loads; they must be the training registry's."""
+    import subprocess
+    import sys
+
+    from digitformer.apps.cli.common import tasks
+    from digitformer.training.tasks import TASKS
+
+    assert sorted(tasks()) == sorted(TASKS)
+    probe = "import sys; from digitformer.apps.cli import build_parser; build_parser(); "
+    probe += "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

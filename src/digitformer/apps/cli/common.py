@@ -60,8 +60,9 @@ def key_values(items: list[str]) -> dict[str, str]:
 
 
 def tasks() -> list[str]:
-    """The task names, from the one registry (imported late: torch must start after main()
-    has set its thread environment)."""
-    from digitformer.training.tasks import TASKS
+    """The task names, from the packaged profiles (every task has a `<task>-default.yaml`):
+    building the parser must not import torch, which the training registry does
+    (tests/test_cli.py checks that the two agree)."""
+    from digitformer.training.settings import PROFILE_DIR
 
-    return list(TASKS)
+    return sorted(p.name.removesuffix("-default.yaml") for p in PROFILE_DIR.glob("*-default.yaml"))
