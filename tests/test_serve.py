@@ -227,3 +227,29 @@ def test_every_error_is_json_and_curl_uploads_work(client, test_grids):
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert answer.status_code == 200 and len(answer.json()["digits"]) == 4
+
+
+def test_serve_refuses_a_busy_port_and_answers_only_its_own_names(monkeypatch, capsys):
+    """`serve` on a port another server holds says so before pointing anyone at it; started,
+    it names each model and answers only Host headers that are its own (DNS rebinding)."""
+    import socket
+
+    import uvicorn
+
+    from digitformer.apps.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+    out, err = capsys.readouterr()
+    assert "cannot serve on 127.0.0.1" in err and "open http" not in out
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    assert main(["serve", "pretrained:digit", "--port", str(port)]) == 0
+    assert (
+        "serving digit (digit reader, encoder-only) from pretrained:digit"
+        in capsys.readouterr().out
+    )
+    client = TestClient(started["app"], base_url=f"http://127.0.0.1:{port}")
+    assert client.get("/health").status_code == 200
+    assert client.get("/health", headers={"host": "evil.example"}).status_code == 400

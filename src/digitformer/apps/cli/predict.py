@@ -50,7 +50,9 @@ def register(sub, shared) -> None:
         action="store_false",
         help="use images as they are (they must be 28x28, or 56x56 for grids)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="pictures read at once (default: 256)"
+    )
     p.set_defaults(func=cmd_predict)
 
 

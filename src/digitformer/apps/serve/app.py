@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from digitformer.inference.checkpoint import PRETRAINED, PRETRAINED_DIR
 from digitformer.inference.prepare import TooLarge, read_gray
@@ -81,7 +82,12 @@ def load_models(paths: list[str], device: torch.device) -> dict[str, Reader]:
     return load_readers(paths, device)
 
 
-def create_app(models: dict[str, Reader], max_upload: int = MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(
+    models: dict[str, Reader],
+    max_upload: int = MAX_UPLOAD_BYTES,
+    hosts: list[str] | None = None,
+) -> FastAPI:
+    """The app over `models`; `hosts`: the only Host headers it answers (None: any)."""
     decoders = asyncio.Semaphore(DECODERS)
     app = FastAPI(
         title="digitformer",
@@ -89,6 +95,9 @@ def create_app(models: dict[str, Reader], max_upload: int = MAX_UPLOAD_BYTES) ->
         "of a 2x2 grid, or a whole number of any length (encoder-decoders). POST /predict "
         "with ?kind=digit|grid|number or ?model=NAME from /models.",
     )
+
+    if hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
 
     @app.exception_handler(HTTPException)
     @app.exception_handler(StarletteHTTPException)  # 404, 405 and the form parser's 400s too
