@@ -22,7 +22,7 @@ from digitformer.inference.predict import Prediction, Readings, predict_pictures
 from digitformer.inference.prepare import NoInk, TooWide, digit_height, find_ink
 from digitformer.inference.readers import READERS, input_shape
 
-SINGLE_WIDTH = 1.0  # a piece at most this many digit heights wide is one digit
+SINGLE_WIDTH = 1.0  # a piece at most as wide as it is tall (times this) is one digit
 MIN_HEIGHT = 0.35  # a mark under this share of the digits' height is no digit (a dot, a dash)
 MARGIN = 0.3  # each piece is read on black this share of the digits' height around it
 
@@ -51,7 +51,9 @@ def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
             continue
         cut = ink.image[rows[0] : rows[-1] + 1, start:stop]
         image = np.pad(cut, margin)
-        pieces.append(Piece(image, bool(stop - start <= SINGLE_WIDTH * height)))
+        # one digit is about as wide as it is tall: its own height, not the line's (an 8 of two
+        # loops is two marks half as tall, and would make the line's digits look half-sized)
+        pieces.append(Piece(image, bool(stop - start <= SINGLE_WIDTH * cut.shape[0])))
     if not pieces:
         raise NoInk("no digit found (only marks much smaller than digits)")
     return pieces

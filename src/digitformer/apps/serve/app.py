@@ -82,6 +82,23 @@ def load_models(paths: list[str], device: torch.device) -> dict[str, Reader]:
     return load_readers(paths, device)
 
 
+def _errors_as_json(app: FastAPI) -> None:
+    """Every error the app answers is {"error": "..."}: its own, Starlette's (404, 405, the
+    form parser's 400s) and the request validation's."""
+
+    @app.exception_handler(HTTPException)
+    @app.exception_handler(StarletteHTTPException)
+    async def error_json(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_json(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse({"error": problems or "invalid request"}, status_code=422)
+
+
 def create_app(
     models: dict[str, Reader],
     max_upload: int = MAX_UPLOAD_BYTES,
@@ -99,17 +116,7 @@ def create_app(
     if hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
 
-    @app.exception_handler(HTTPException)
-    @app.exception_handler(StarletteHTTPException)  # 404, 405 and the form parser's 400s too
-    async def error_json(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_json(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
-        )
-        return JSONResponse({"error": problems or "invalid request"}, status_code=422)
+    _errors_as_json(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
