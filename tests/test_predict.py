@@ -214,3 +214,28 @@ def test_every_surface_says_when_a_picture_is_for_another_reader(tmp_path, capsy
     answer = app.post("/predict", content=(tmp_path / "lone.png").read_bytes(),
                       headers={"content-type": "image/png"}).json()  # fmt: skip
     assert answer["looks_like"] == "digit" and answer["warning"] == on_grid.warning
+
+
+def test_a_folder_is_read_a_chunk_at_a_time_with_the_same_answers(tmp_path, capsys, digits,
+                                                                   monkeypatch):  # fmt: skip
+    """predict decodes, prepares and reads a folder in chunks (memory that of one chunk, not
+    of the folder): chunks of two give exactly what one chunk of everything gives, in order,
+    each picture by the reader its layout calls for."""
+    import digitformer.inference.predict as predict
+
+    grid = make_grids(digits.images, digits.labels, 1, seed=1).images[0]
+    pictures = [digits.images[i] for i in range(4)] + [grid]
+    for i, image in enumerate(pictures):
+        big = np.kron(image, np.ones((3, 3), np.uint8))
+        Image.fromarray(255 - big).save(tmp_path / f"p{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"not a picture")
+    _, whole, _ = run_predict(capsys, tmp_path, "--model", "auto", "--json")
+    monkeypatch.setattr(predict, "CHUNK", 2)
+    code, chunked, err = run_predict(capsys, tmp_path, "--model", "auto", "--json")
+    assert code == 1 and "broken.png: cannot read image" in err
+    rows, alone = [[json.loads(line) for line in out.splitlines()] for out in (chunked, whole)]
+    assert [r["file"] for r in rows] == [r["file"] for r in alone] and len(rows) == 5
+    assert [r["digits"] for r in rows] == [r["digits"] for r in alone]
+    for a, b in zip(rows, alone):  # the same reading; batches of another size round apart
+        np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-6)
+    assert len(rows[-1]["digits"]) == 4  # the grid, read as a grid

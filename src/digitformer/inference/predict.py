@@ -171,13 +171,11 @@ def _stdin() -> io.BytesIO:
     return io.BytesIO(data)
 
 
-def read_pictures(paths: Iterable[str]) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """Image files and folders (and "-", standard input) -> grayscale pictures, their names,
-    and one message per path that could not be read."""
-    files, errors = find_images(paths)
-    pictures, names = [], []
-    many = len(files) > 50  # a folder of pictures: show progress (on standard error)
-    for path in track(files, "reading pictures", disable=not many, transient=True, console=ERR):
+def read_files(files: list[Path]) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Image files (and "-", standard input) -> grayscale pictures, their names, and one
+    message per file that could not be read."""
+    pictures, names, errors = [], [], []
+    for path in files:
         try:
             source = _stdin() if str(path) == STDIN else path
             pictures.append(read_gray(source, str(path)))
@@ -226,24 +224,56 @@ def predict_paths(
     if model not in CHOICES:
         raise DigitformerError(f"--model must be one of {', '.join(CHOICES)}, got {model!r}")
     dev = pick_device(device)
-    pictures, names, errors = read_pictures(paths)
-    layouts = [layout_of(p) for p in pictures]  # what each picture looks like
+    files, errors = find_images(paths)
+    models: dict[str, nn.Module] = {}
     if checkpoint is not None:
         loaded = load_model(checkpoint, dev)[0]
-        kinds = [kind_of(loaded).name] * len(names)
-        readers = {kinds[0]: loaded} if kinds else {}
+        models[kind_of(loaded).name] = loaded
+    out = Readings(errors=errors)
+    chunks = [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
+    many = len(files) > 50  # a folder of pictures: show progress (on standard error)
+    for chunk in track(chunks, "reading pictures", disable=not many, transient=True, console=ERR):
+        # a chunk at a time: memory stays that of one chunk, however large the folder
+        _read_chunk(chunk, model, checkpoint is not None, models, preprocess, batch_size, dev, out)
+    out.warnings = [f"{r.file}: {r.warning}" for r in out.results if r.warning]
+    return out
+
+
+CHUNK = 256  # pictures decoded, prepared and read together by `predict_paths`
+
+
+def _read_chunk(
+    files: list[Path],
+    model: str,
+    fixed: bool,
+    models: dict[str, nn.Module],
+    preprocess: bool,
+    batch_size: int,
+    dev: torch.device,
+    out: Readings,
+) -> None:
+    """Read `files` into `out`: each by the reader its layout calls for (`model` "auto"), by
+    the bundled reader `model`, or by the one checkpoint in `models` (`fixed`); readers are
+    loaded the first time a chunk needs them."""
+    pictures, names, errors = read_files(files)
+    out.errors += errors
+    layouts = [layout_of(p) for p in pictures]  # what each picture looks like
+    if fixed:
+        kinds = [next(iter(models))] * len(names)
     else:
         kinds = layouts if model == "auto" else [model] * len(names)
         if model == "auto" and not (PRETRAINED_DIR / "number.safetensors").is_file():
-            kinds = ["digit" if k == "number" else k for k in kinds]  # warned about below
-        readers = {k: load_model(f"pretrained:{k}", dev)[0] for k in set(kinds)}
-    out = Readings(errors=errors)
+            kinds = ["digit" if k == "number" else k for k in kinds]  # warned about
+        for kind in set(kinds) - set(models):
+            models[kind] = load_model(f"pretrained:{kind}", dev)[0]
     found: dict[str, tuple[Prediction, np.ndarray]] = {}
-    for kind, reader in readers.items():
+    for kind in set(kinds):
+        reader = models[kind]
         picked = [i for i, k in enumerate(kinds) if k == kind]
         chosen = [pictures[i] for i in picked], [names[i] for i in picked]
-        helper = _digit_model(reader, readers, dev) if preprocess else None
+        helper = _digit_model(reader, models, dev) if preprocess else None
         if helper is not None:  # a number read in pieces, its lone digits by the digit reader
+            models.setdefault("digit", helper)  # loaded once for the whole folder
             from digitformer.inference.pieces import read_in_pieces
 
             part = read_in_pieces(reader, helper, *chosen, batch_size, dev)
@@ -256,5 +286,3 @@ def predict_paths(
         if name in found:
             out.results.append(found[name][0])
             out.inputs.append(found[name][1])
-    out.warnings = [f"{r.file}: {r.warning}" for r in out.results if r.warning]
-    return out
