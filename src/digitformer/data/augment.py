@@ -91,3 +91,46 @@ def random_stroke(images: torch.Tensor, generator: torch.Generator, p: float) ->
     eroded = -F.max_pool2d(F.pad(-images, (0, 1, 0, 1), value=0.0), 2, stride=1)
     pick = lambda mask: mask.view(-1, 1, 1, 1)
     return torch.where(pick(thick), dilated, torch.where(pick(thin), eroded, images))
+
+
+def two_loop_eights(zeros: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Eights written as two loops, one above the other, from pairs of 0s: (M, 2, 1, 28, 28)
+    zeros in [0, 1] -> (M, 1, 28, 28). Each loop is a 0 squeezed to about half a digit's height
+    (the top one a little smaller), the two touching or up to two pixels apart, the strokes
+    thickened back: the 8 that people draw as two circles, which MNIST's writers seldom did."""
+    m = zeros.shape[0]
+    u = torch.rand(m, 2, 4, generator=generator)
+    sx = 0.5 + 0.2 * u[..., 0]  # (M, 2): top, bottom
+    sy = (0.42 + 0.1 * u[..., 1]) * torch.tensor([0.9, 1.0])
+    gap = -1 + 3 * u[:, 0, 2]  # pixels between the loops
+    heights = 20 * sy  # MNIST's digits are about 20 pixels tall
+    top = 14 - (heights.sum(1) + gap) / 2 + heights[:, 0] / 2
+    centre_y = torch.stack([top, top + heights.sum(1) / 2 + gap], 1)
+    centre_x = 14 + 3 * (u[..., 3] - 0.5)
+    ty, tx = (centre_y - 14) * 2 / 28, (centre_x - 14) * 2 / 28
+    zero = torch.zeros_like(sx)
+    theta = torch.stack(
+        [torch.stack([1 / sx, zero, -tx / sx], -1), torch.stack([zero, 1 / sy, -ty / sy], -1)], -2
+    )  # (M, 2, 2, 3): output -> input coordinates
+    loops = zeros.reshape(m * 2, 1, 28, 28)
+    grid = F.affine_grid(theta.reshape(m * 2, 2, 3).to(loops), list(loops.shape), align_corners=False)
+    drawn = F.grid_sample(loops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # squeezed, a stroke is about half as thick: a pixel more on each side
+    return F.max_pool2d(drawn.view(m, 2, 1, 28, 28).amax(1), 3, stride=1, padding=1)
+
+
+def random_blur(images: torch.Tensor, generator: torch.Generator, p: float) -> torch.Tensor:
+    """A share p of images (N, 1, H, W) in [0, 1] out of focus: a Gaussian blur of 0.5 to 1.1
+    pixels (one per batch), each blurred image brought back to its own brightest ink (as a
+    picture's preparation does)."""
+    if p <= 0:
+        return images
+    sigma = 0.5 + 0.6 * float(torch.rand(1, generator=generator))
+    x = torch.arange(-2, 3, dtype=torch.float32)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    row = (kernel / kernel.sum()).view(1, 1, 1, 5).to(images)
+    blurred = F.conv2d(F.conv2d(images, row, padding=(0, 2)), row.mT, padding=(2, 0))
+    peak = images.amax((2, 3), keepdim=True)
+    blurred = blurred * peak / blurred.amax((2, 3), keepdim=True).clamp(min=1e-6)
+    chosen = (torch.rand(images.shape[0], generator=generator) < p).view(-1, 1, 1, 1)
+    return torch.where(chosen.to(images.device), blurred, images)

@@ -9,8 +9,9 @@ numbers every epoch at almost no cost (`draw_numbers`, in torch; `make_numbers` 
 fixed sets in NumPy). Strokes that overlap keep the brighter ink, as on paper.
 
 - line: 1 to max_digits digits, left to right, each number with its own height (14 to 22
-  pixels, around MNIST's 20), slant and vertical jitter; gaps from overlapping strokes to wide
-  spaces; a line too long for the canvas is shrunk to fit; a random horizontal offset.
+  pixels, around MNIST's 20) and slant, each digit with its own size (up to +-25%), slant and
+  place on a drifting baseline; gaps from overlapping strokes to very wide spaces; a line too
+  long for the canvas is shrunk to fit; a random horizontal offset.
 - grid: R x C cells of 28 pixels (R, C from 1 to 3) at a random place on the canvas, each cell
   written with probability 0.7 (at least one); read row by row, blanks skipped.
 """
@@ -67,25 +68,56 @@ def _uniform(gen: torch.Generator, low: float, high: float, *shape: int) -> torc
     return low + (high - low) * torch.rand(*shape, generator=gen)
 
 
+def _gaps(gen: torch.Generator, b: int, n: int) -> torch.Tensor:
+    """Gaps between neighbours in units of the number's height: a quarter overlapping or
+    touching (-0.2 to 0), most a normal space (0 to 0.45), some wide (0.45 to 1), a few very
+    wide (1 to 2): at height 20, -4 to 40 pixels."""
+    kind = torch.bucketize(torch.rand(b, n, generator=gen), torch.tensor([0.25, 0.8, 0.95]))
+    low = torch.tensor([-0.2, 0.0, 0.45, 1.0])[kind]
+    high = torch.tensor([0.0, 0.45, 1.0, 2.0])[kind]
+    return low + (high - low) * torch.rand(b, n, generator=gen)
+
+
+def _baseline(gen: torch.Generator, b: int, n: int) -> torch.Tensor:
+    """(B, N) offsets of each digit from a straight line, in [-1, 1]: a third flat, a third a
+    smooth wave, a third a random walk (a line that drifts as a hand does)."""
+    kind = torch.randint(0, 3, (b, 1), generator=gen)
+    phase = _uniform(gen, 0, 2 * torch.pi, b, 1)
+    period = _uniform(gen, 3, 10, b, 1)  # digits per wave
+    wave = torch.sin(phase + 2 * torch.pi * torch.arange(n) / period)
+    walk = torch.cumsum(_uniform(gen, -0.5, 0.5, b, n), 1)
+    walk = walk - walk.mean(1, keepdim=True)
+    walk = walk / walk.abs().amax(1, keepdim=True).clamp(min=1.0)
+    return torch.where(kind == 0, 0.0, torch.where(kind == 1, wave, walk))
+
+
 def _line_plan(boxes: torch.Tensor, lengths: torch.Tensor, gen, height: int, width: int):
-    """Where each digit of each line goes: centres (B, N, 2), scales (B, N), slants (B, N)."""
+    """Where each digit of each line goes: centres (B, N, 2), scales (B, N), slants (B, N).
+
+    Per number: a height (14 to 22 pixels), a slant, a spread of digit sizes (each digit up to
+    +-25% around the height), digits standing on one baseline or centred on one line, and a
+    line that drifts (`_baseline`, up to +-1.5 pixels at height 20). Per digit: its size, a
+    little slant of its own, and the gap before it (`_gaps`)."""
     b, n, _ = boxes.shape
     present = torch.arange(n) < lengths[:, None]  # (B, N)
     box_w, box_h = boxes[..., 2] - boxes[..., 0] + 1, boxes[..., 3] - boxes[..., 1] + 1
     h0 = _uniform(gen, 14, 22, b, 1)  # the number's height
-    h = h0 * _uniform(gen, 0.9, 1.1, b, n)  # each digit a little different
+    spread = _uniform(gen, 0.0, 0.25, b, 1)  # how much this hand's digits differ in size
+    h = h0 * (1 + spread * _uniform(gen, -1, 1, b, n))
     scale = h / box_h
-    slant = _uniform(gen, -0.25, 0.25, b, 1).expand(b, n)  # x shift per pixel up
+    slant = _uniform(gen, -0.3, 0.3, b, 1) + _uniform(gen, -0.06, 0.06, b, n)  # x per pixel up
     w = box_w * scale + slant.abs() * h  # the width a slanted digit takes
-    gap = h0 * _uniform(gen, -0.15, 0.4, b, n)  # -3 (overlap) to 8 pixels at height 20
+    gap = h0 * _gaps(gen, b, n)
     gap[:, 0] = 0
     w, gap = w * present, gap * present
     total = (w + gap).sum(1, keepdim=True)
     fit = ((width - 4) / total).clamp(max=1.0)  # shrink a line too long for the canvas
-    scale, w, gap, h, total = scale * fit, w * fit, gap * fit, h * fit, total * fit
+    scale, w, gap, h, h0, total = (t * fit for t in (scale, w, gap, h, h0, total))
     left = 2 + torch.rand(b, 1, generator=gen) * (width - 4 - total)
     cx = left + (w + gap).cumsum(1) - w / 2
-    cy = height / 2 + _uniform(gen, -1.5, 1.5, b, 1) + _uniform(gen, -1.5, 1.5, b, n)
+    line = height / 2 + _uniform(gen, -1.5, 1.5, b, 1) + 0.075 * h0 * _baseline(gen, b, n)
+    on_baseline = torch.rand(b, 1, generator=gen) < 0.5  # small digits sit on the line
+    cy = torch.where(on_baseline, line + (h0 - h) / 2, line)
     cy = cy.clamp(h / 2 + 0.5, height - h / 2 - 0.5)
     return torch.stack([cx, cy], -1), scale, slant, present
 
@@ -127,26 +159,38 @@ def place(
     centred on its centre (x, y), scaled and slanted; absent slots left out.
 
     For each canvas pixel (x, y) a digit is sampled at
-        u = bx + ((x - cx) - slant * (y - cy)) / scale,   v = by + (y - cy) / scale
-    (bx, by: its ink box's centre), the whole batch in one `grid_sample`."""
+        u = bx + ((x - cx) + slant * (y - cy)) / scale,   v = by + (y - cy) / scale
+    (bx, by: its ink box's centre; slant leans the top to the right): an affine map, so the
+    whole batch is one `affine_grid` and one `grid_sample`."""
     b, n = present.shape
-    ys = torch.arange(height, dtype=torch.float32).view(1, 1, height, 1) + 0.5
-    xs = torch.arange(width, dtype=torch.float32).view(1, 1, 1, width) + 0.5
-    dev = sources.device
-    centres, scale, slant, boxes = (t.to(dev) for t in (centres, scale, slant, boxes))
-    ys, xs = ys.to(dev), xs.to(dev)
-    cx, cy = centres[..., 0, None, None], centres[..., 1, None, None]  # (B, N, 1, 1)
-    s, k = scale[..., None, None], slant[..., None, None]
-    bx = ((boxes[..., 0] + boxes[..., 2]) / 2 + 0.5)[..., None, None]
-    by = ((boxes[..., 1] + boxes[..., 3]) / 2 + 0.5)[..., None, None]
-    dy = ys - cy  # (B, N, H, 1)
-    u = bx + ((xs - cx) + k * dy) / s  # (B, N, H, W): slant leans the top to the right
-    v = (by + dy / s).expand_as(u)
     size = sources.shape[-1]
-    grid = torch.stack([u, v], -1) / size * 2 - 1  # pixel -> [-1, 1] (align_corners=False)
+    dev = sources.device
+    centres, s, k, boxes = (t.to(dev).float() for t in (centres, scale, slant, boxes))
+    cx, cy = centres[..., 0], centres[..., 1]  # (B, N)
+    bx = (boxes[..., 0] + boxes[..., 2]) / 2 + 0.5
+    by = (boxes[..., 1] + boxes[..., 3]) / 2 + 0.5
+    # the map in affine_grid's [-1, 1] coordinates (align_corners=False): x = (xn + 1) W / 2
+    zero = torch.zeros_like(s)
+    theta = torch.stack(
+        [
+            torch.stack(
+                [
+                    width / (size * s),
+                    k * height / (size * s),
+                    2 / size * (bx + (width / 2 - cx + k * (height / 2 - cy)) / s) - 1,
+                ],
+                -1,
+            ),
+            torch.stack(
+                [zero, height / (size * s), 2 / size * (by + (height / 2 - cy) / s) - 1], -1
+            ),
+        ],
+        -2,
+    )  # (B, N, 2, 3)
+    grid = F.affine_grid(theta.view(b * n, 2, 3), [b * n, 1, height, width], align_corners=False)
     drawn = F.grid_sample(
         sources.reshape(b * n, 1, size, size),
-        grid.reshape(b * n, height, width, 2),
+        grid,
         mode="bilinear",
         padding_mode="zeros",
         align_corners=False,

@@ -56,6 +56,8 @@ class TrainSettings:
     aug_elastic: float = 0.0  # elastic distortion, deviation in pixels; 0: none
     aug_elastic_sigma: float = 4.0  # smoothness of the elastic field, pixels
     aug_stroke: float = 0.0  # share of images drawn with a thicker or thinner pen
+    aug_blur: float = 0.0  # numbers: share of numbers out of focus
+    aug_eights: float = 0.0  # numbers: share of 8s written as two loops (made from two 0s)
     train_size: int | None = None  # training digits to use (None: all but the validation split)
     val_size: int = 5000  # digits held out of the training set for validation
     train_grids: int = 60000  # encoder-decoder and numbers: fresh training images per epoch
@@ -266,6 +268,8 @@ def validate(s: TrainSettings) -> None:
         (s.aug_elastic >= 0, "aug_elastic must be >= 0"),
         (s.aug_elastic_sigma > 0, "aug_elastic_sigma must be positive"),
         (0 <= s.aug_stroke <= 1, "aug_stroke must be in [0, 1]"),
+        (0 <= s.aug_blur <= 1, "aug_blur must be in [0, 1]"),
+        (0 <= s.aug_eights <= 1, "aug_eights must be in [0, 1]"),
         (0 <= s.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (s.optimizer in ("adamw", "muon"), "optimizer must be adamw or muon"),
         (0 <= s.ema < 1, "ema (the average's decay per step) must be in [0, 1)"),

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import track
 from torch import nn
 
-from digitformer.data.augment import random_affine, random_stroke
+from digitformer.data.augment import random_affine, random_blur, random_stroke, two_loop_eights
 from digitformer.data.grids import draw_picks, make_grids, tile_2x2
 from digitformer.data.mnist import Digits, load_split
 from digitformer.data.numbers import END, LAYOUTS, Numbers, draw_numbers, ink_boxes, make_numbers
@@ -288,7 +288,7 @@ class NumbersTask(Task):
         if cfg.max_digits < self.slots:
             raise ValueError("a grid holds up to 9 digits: model.max_digits must be at least 9")
         self.height, self.width, self.steps = cfg.image_size, cfg.width, cfg.steps
-        self.train_boxes = ink_boxes(self.train_images.cpu().numpy())
+        self.zeros = torch.nonzero(self.train_labels.cpu() == 0).flatten()  # two-loop 8s
         self.add_eval_set("val", self._eval_set(self.val_digits, settings.val_grids, VAL_GRID_SEED))
         if test is not None:
             self.add_eval_set("test", self._eval_set(test, settings.test_grids, settings.test_seed))
@@ -324,25 +324,37 @@ class NumbersTask(Task):
         for idx in picks.split(self.settings.batch_size):
             flat = idx.reshape(-1)
             on_device = flat.to(self.device)
-            sources = self._augment_digits(to_float(self.train_images[on_device]), gen)
+            labels = self.train_labels[on_device]
+            sources = self._augment_digits(to_float(self.train_images[on_device]), labels, gen)
             images, digits, lengths = draw_numbers(
                 sources[:, 0],
-                self.train_labels[on_device],
-                self.train_boxes[flat],
+                labels,
+                ink_boxes(sources[:, 0].cpu() * 255),  # after the pen, the rotation, the 8s
                 torch.arange(len(flat)).view(idx.shape),
                 gen,
                 layout=self.layout,
                 height=self.height,
                 width=self.width,
             )
+            if self.settings.augment:
+                images = random_blur(images, gen, self.settings.aug_blur)
             yield images, number_targets(digits, lengths, self.steps)
 
-    def _augment_digits(self, digits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """The pen and a small rotation of each digit before it is placed (its placement
-        brings the scale, slant and position; shifting it here would move it off its box)."""
+    def _augment_digits(
+        self, digits: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        """A share of the 8s replaced by two loops, then the pen and a small rotation of each
+        digit before it is placed (its placement brings the scale, slant and position;
+        shifting it here would move it off its box)."""
         s = self.settings
         if not s.augment:
             return digits
+        chosen = torch.rand(len(labels), generator=gen) < s.aug_eights
+        eights = torch.nonzero((labels.cpu() == 8) & chosen).flatten()
+        if len(eights):
+            pairs = torch.randint(0, len(self.zeros), (2 * len(eights),), generator=gen)
+            zeros = to_float(self.train_images[self.zeros[pairs].to(self.device)])
+            digits[eights.to(self.device)] = two_loop_eights(zeros.view(-1, 2, 1, 28, 28), gen)
         digits = random_stroke(digits, gen, s.aug_stroke)
         return random_affine(
             digits, gen, 0.0, s.aug_rotate, 0.0, s.aug_elastic, s.aug_elastic_sigma
