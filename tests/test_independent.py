@@ -138,10 +138,12 @@ def test_digit_sets(suite):
 
 def test_scoring_and_crops(suite):
     items = suite["pen"][:4]
-    reads = [(items[0].label, None), (None, "nothing"), (items[2].label + "1", None)]
-    reads.append((items[3].label, None))
+    reads = [(items[0].label, None, True), (None, "nothing", False)]
+    reads += [(items[2].label + "1", None, True), (items[3].label, None, False)]
     r = score("pen", "number", items, reads, 0.0)
     assert r["accuracy"] == 0.5 and r["refused"] == 0.25 and r["wrong_length"] == 0.25
+    # the flag caught the one wrong reading, and flagged one of the two right ones
+    assert r["flag_catches"] == [1.0, 1] and r["flag_false_alarms"] == [0.5, 2]
     assert "pen" in table([r])
     pieces = crops(items[1])
     assert len(pieces) == items[1].length and all(p.size for p in pieces)

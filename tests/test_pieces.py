@@ -30,8 +30,20 @@ def line(images, gap: int) -> np.ndarray:
 
 
 def test_digits_apart_are_cut_one_each_and_touching_ones_stay_together(digits):
-    apart = cut_at_gaps(line(digits.images[:5], gap=6))
+    picture = line(digits.images[:5], gap=6)
+    apart = cut_at_gaps(picture)
     assert len(apart) == 5 and all(p.single for p in apart)
+    # each piece's columns in the picture (to the 2 pixels of finding ink on a smaller copy):
+    # together they hold all the dark ink, each some, and blank paper lies between neighbours
+    dark = (picture < 0.2).any(0)
+    covered = np.zeros_like(dark)
+    for piece, after in zip(apart, apart[1:] + [None]):
+        left, right = piece.columns
+        covered[left - 2 : right + 2] = True
+        assert dark[left:right].any()
+        if after is not None:
+            assert picture[:, right + 2 : after.columns[0] - 2].min() > 0.5
+    assert not (dark & ~covered).any()
     together = cut_at_gaps(line(digits.images[:3], gap=-16))
     assert len(together) == 1 and not together[0].single
     dot = line(digits.images[:2], gap=20)
@@ -49,6 +61,11 @@ def test_a_line_longer_than_the_canvas_is_read_in_pieces_as_its_digits_are(digit
     (joined,) = read_in_pieces(number.model, digit.model, [picture], ["line"]).results
     alone = digit.predict([line(digits.images[i : i + 1], gap=0) for i in range(12)])
     assert joined.digits == "".join(r.digits for r in alone) and len(joined.confidence) == 12
+    # each digit's place: twelve spans left to right, each on the ink of its own digit
+    assert len(joined.spans) == 12
+    assert all(a < b <= c for (a, b), (c, _) in zip(joined.spans, joined.spans[1:]))
+    assert all((picture[:, a:b] < 0.5).any() for a, b in joined.spans)
+    assert joined.number_confidence == pytest.approx(np.prod(joined.confidence))
     assert digitformer.load("number").predict(picture)[0].digits == joined.digits
     with pytest.raises(digitformer.utils.errors.DigitformerError, match="too wide"):
         number.predict(picture)  # the sequence model alone cannot take it

@@ -214,6 +214,7 @@ def test_predict_reads_standard_input_and_writes_csv(tmp_path, digits, tiny_chec
     assert result.returncode == 0, result.stderr
     (row,) = list(csv.DictReader(out.open()))
     assert row["file"] == "-" and len(row["digits"]) == 1 and row["reason"] == ""
+    assert float(row["number_confidence"]) == pytest.approx(float(row["confidence"]), abs=1e-4)
 
 
 def test_standard_input_is_read_no_further_than_a_picture_and_csv_never_replaces_one(

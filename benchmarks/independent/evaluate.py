@@ -61,9 +61,9 @@ def git_commit() -> str | None:
         return None
 
 
-def read_all(reader, images: list[np.ndarray]) -> list[tuple[str | None, str | None]]:
-    """(digits or None, reason) per picture; a picture the reader refuses outright (raises)
-    counts as refused."""
+def read_all(reader, images: list[np.ndarray]) -> list[tuple[str | None, str | None, bool]]:
+    """(digits or None, reason, flagged low-confidence) per picture; a picture the reader
+    refuses outright (raises) counts as refused."""
     from digitformer.utils.errors import DigitformerError
 
     out = []
@@ -71,14 +71,14 @@ def read_all(reader, images: list[np.ndarray]) -> list[tuple[str | None, str | N
         chunk = images[start : start + BATCH]
         try:
             results = reader.predict(chunk)
-            out += [(r.digits, r.reason) for r in results]
+            out += [(r.digits, r.reason, r.low_confidence) for r in results]
         except DigitformerError:
             for image in chunk:  # find the one it refuses, read the others
                 try:
                     r = reader.predict([image])[0]
-                    out.append((r.digits, r.reason))
+                    out.append((r.digits, r.reason, r.low_confidence))
                 except DigitformerError as err:
-                    out.append((None, f"error: {err}"))
+                    out.append((None, f"error: {err}", False))
     return out
 
 
@@ -122,7 +122,7 @@ def crops(item: Item) -> list[np.ndarray]:
     return pieces
 
 
-def digit_by_digit(reader, items: list[Item]) -> list[tuple[str | None, str | None]]:
+def digit_by_digit(reader, items: list[Item]) -> list[tuple[str | None, str | None, bool]]:
     pieces, owner = [], []
     for i, item in enumerate(items):
         for piece in crops(item):
@@ -130,14 +130,16 @@ def digit_by_digit(reader, items: list[Item]) -> list[tuple[str | None, str | No
             owner.append(i)
     reads = read_all(reader, pieces)
     joined: list[list] = [[] for _ in items]
-    for i, (digits, _) in zip(owner, reads):
+    flagged = [False] * len(items)
+    for i, (digits, _, low) in zip(owner, reads):
         joined[i].append(digits)
+        flagged[i] |= low
     out = []
-    for parts in joined:
+    for parts, low in zip(joined, flagged):
         if any(p is None for p in parts):
-            out.append((None, "a digit was refused"))
+            out.append((None, "a digit was refused", False))
         else:
-            out.append(("".join(parts), None))
+            out.append(("".join(parts), None, low))
     return out
 
 
@@ -148,12 +150,13 @@ def _share(flags) -> float | None:
 
 def score(set_name: str, reader_name: str, items: list[Item], reads, seconds: float) -> dict:
     rows = []
-    for item, (digits, reason) in zip(items, reads):
+    for item, (digits, reason, *flag) in zip(items, reads):
         rows.append(
             {
                 "label": item.label,
                 "read": digits,
                 "reason": reason,
+                "flagged": bool(flag and flag[0]),
                 "length": item.length,
                 "touching": item.touching,
                 "ink_touching": item.ink_touching,
@@ -181,6 +184,12 @@ def score(set_name: str, reader_name: str, items: list[Item], reads, seconds: fl
         touching = [r["correct"] for r in rows if r["touching"]]
         apart = [r["correct"] for r in rows if not r["touching"]]
         result["touching"] = [_share(touching), len(touching)]
+        # the doubtful flag (low_confidence): the share of wrong readings it catches, and of
+        # right ones it flags needlessly
+        wrong = [r["flagged"] for r in rows if r["read"] is not None and not r["correct"]]
+        right = [r["flagged"] for r in rows if r["correct"]]
+        result["flag_catches"] = [_share(wrong), len(wrong)]
+        result["flag_false_alarms"] = [_share(right), len(right)]
         result["apart"] = [_share(apart), len(apart)]
         ink = [r["correct"] for r in rows if r["ink_touching"]]
         result["ink_touching"] = [_share(ink), len(ink)]
@@ -228,7 +237,7 @@ def _pct(x) -> str:
 
 def table(results: list[dict]) -> str:
     head = ["set", "reader", "n", "acc"] + [f"L{k}" for k in range(1, MAX_LEN + 1)]
-    head += ["touch", "apart", "wrongLen", "refused"]
+    head += ["touch", "apart", "wrongLen", "refused", "flag:wrong", "flag:right"]
     lines = []
     for r in results:
         by_len = r.get("by_length", {})
@@ -241,6 +250,7 @@ def table(results: list[dict]) -> str:
         else:
             cells += ["", "", ""]
         cells.append(_pct(r["refused"]))
+        cells += [_pct(r[k][0]) if k in r else "" for k in ("flag_catches", "flag_false_alarms")]
         lines.append(cells)
     widths = [max(len(c) for c in col) for col in zip(head, *lines)]
     fmt = lambda cells: (

@@ -113,7 +113,9 @@ def two_loop_eights(zeros: torch.Tensor, generator: torch.Generator) -> torch.Te
         [torch.stack([1 / sx, zero, -tx / sx], -1), torch.stack([zero, 1 / sy, -ty / sy], -1)], -2
     )  # (M, 2, 2, 3): output -> input coordinates
     loops = zeros.reshape(m * 2, 1, 28, 28)
-    grid = F.affine_grid(theta.reshape(m * 2, 2, 3).to(loops), list(loops.shape), align_corners=False)
+    grid = F.affine_grid(
+        theta.reshape(m * 2, 2, 3).to(loops), list(loops.shape), align_corners=False
+    )
     drawn = F.grid_sample(loops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # squeezed, a stroke is about half as thick: a pixel more on each side
     return F.max_pool2d(drawn.view(m, 2, 1, 28, 28).amax(1), 3, stride=1, padding=1)

@@ -30,10 +30,12 @@ MARGIN = 0.3  # each piece is read on black this share of the digits' height aro
 @dataclass(frozen=True)
 class Piece:
     """One run of ink columns with empty columns either side: `image` float (h, w), light ink
-    on black with a margin; `single` when it is about one digit wide."""
+    on black with a margin; `single` when it is about one digit wide; `columns` its [left,
+    right) in the picture."""
 
     image: np.ndarray
     single: bool
+    columns: tuple[int, int] = (0, 0)
 
 
 def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
@@ -44,6 +46,7 @@ def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
     columns = np.concatenate([[False], ink.mask.any(0), [False]]).astype(np.int8)
     runs = np.flatnonzero(np.diff(columns)).reshape(-1, 2)  # (start, stop) of each ink run
     margin = max(2, round(MARGIN * height))
+    to_picture = pixels.shape[1] / ink.mask.shape[1]  # find_ink works on large pictures reduced
     pieces = []
     for start, stop in runs:
         rows = np.flatnonzero(ink.mask[:, start:stop].any(1))
@@ -53,7 +56,9 @@ def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
         image = np.pad(cut, margin)
         # one digit is about as wide as it is tall: its own height, not the line's (an 8 of two
         # loops is two marks half as tall, and would make the line's digits look half-sized)
-        pieces.append(Piece(image, bool(stop - start <= SINGLE_WIDTH * cut.shape[0])))
+        single = bool(stop - start <= SINGLE_WIDTH * cut.shape[0])
+        columns = (round(start * to_picture), round(stop * to_picture))
+        pieces.append(Piece(image, single, columns))
     if not pieces:
         raise NoInk("no digit found (only marks much smaller than digits)")
     return pieces
@@ -99,7 +104,7 @@ def read_in_pieces(
         out.errors += part.errors
     for i, (result, pieces) in enumerate(zip(out.results, cut)):
         if result.reason is None:
-            _join(result, [read[i, k] for k in range(len(pieces))])
+            _join(result, [read[i, k] for k in range(len(pieces))], pieces)
     return out
 
 
@@ -111,7 +116,7 @@ def _whole(pixels: np.ndarray, number_model: nn.Module) -> np.ndarray:
         return np.zeros(input_shape(number_model), np.uint8)
 
 
-def _join(result: Prediction, pieces: list) -> None:
+def _join(result: Prediction, pieces: list, cut: list[Piece]) -> None:
     missing = [p for p in pieces if p is None or p.digits is None]
     if missing:
         reasons = [p.reason for p in missing if p is not None and p.reason]
@@ -123,3 +128,10 @@ def _join(result: Prediction, pieces: list) -> None:
     result.digits = "".join(p.digits or "" for p in read)
     result.confidence = [c for p in read for c in p.confidence]
     result.probabilities = [row for p in read for row in p.probabilities]
+    result.spans = [span for p, c in zip(read, cut) for span in _shares(c.columns, len(p.digits))]
+
+
+def _shares(columns: tuple[int, int], count: int) -> list[list[int]]:
+    """A piece's columns split evenly among the `count` digits read in it."""
+    edges = np.linspace(columns[0], columns[1], count + 1).round().astype(int)
+    return [[int(a), int(b)] for a, b in zip(edges, edges[1:])]

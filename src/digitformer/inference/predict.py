@@ -48,10 +48,18 @@ class Prediction:
     reason: str | None = None
     warning: str | None = None  # the picture looks like what another reader reads...
     looks_like: str | None = None  # ...and that reader's kind
+    # per digit, the columns [left, right) of the picture it was read from (numbers read in
+    # pieces: a lone digit's own columns, a share of its cluster's for touching digits)
+    spans: list[list[int]] = field(default_factory=list)
 
     @property
     def low_confidence(self) -> bool:
         return any(c < LOW_CONFIDENCE for c in self.confidence)
+
+    @property
+    def number_confidence(self) -> float | None:
+        """The probability of the whole reading: the product of its digits'."""
+        return float(np.prod(self.confidence)) if self.digits is not None else None
 
     def to_dict(self) -> dict:
         return {
@@ -59,7 +67,9 @@ class Prediction:
             "digits": self.digits,
             "confidence": self.confidence,
             "probabilities": self.probabilities,
+            "number_confidence": self.number_confidence,
             "low_confidence": self.low_confidence,
+            "spans": self.spans,
             "reason": self.reason,
             "warning": self.warning,
             "looks_like": self.looks_like,

@@ -86,13 +86,18 @@ def cmd_predict(args) -> int:
 
 
 def write_csv(results: list[Prediction], path: str | Path) -> None:
-    """One row per picture: file, digits, confidence per digit, low_confidence, reason."""
+    """One row per picture: file, digits, confidence per digit, the whole number's confidence,
+    low_confidence, reason, and each digit's columns in the picture (`left-right`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["file", "digits", "confidence", "low_confidence", "reason"])
+    header = ["file", "digits", "confidence", "number_confidence", "low_confidence", "reason"]
+    writer.writerow([*header, "spans"])
     for r in results:
         confidence = " ".join(f"{c:.4f}" for c in r.confidence)
-        writer.writerow([r.file, r.digits or "", confidence, r.low_confidence, r.reason or ""])
+        whole = "" if r.number_confidence is None else f"{r.number_confidence:.4f}"
+        spans = " ".join(f"{a}-{b}" for a, b in r.spans)
+        row = [r.file, r.digits or "", confidence, whole, r.low_confidence, r.reason or ""]
+        writer.writerow([*row, spans])
     write_text_atomic(path, buffer.getvalue())
 
 
