@@ -290,3 +290,59 @@ def test_wrong_models_for_the_numbers_task_are_clear_errors(tmp_path):
     reader = Seq2Seq(Seq2SeqConfig(image_size=28, image_width=84, memory="patches", ending="end"))
     with pytest.raises(ValueError, match="dim"):
         reader.init_encoder_from(ViT(ViTConfig(patch_size=7, dim=64, depth=6)))
+
+
+def test_lines_vary_per_digit_as_hands_do():
+    """Within a number, digits differ in height (up to +-25%) and stand on a drifting line;
+    gaps run from overlapping to wider than a digit is tall."""
+    pool = planted()
+    pool.images[pool.images > 0] = 250  # all blocks alike: their sizes show the layout's
+    lines = make_numbers(pool.images, pool.labels, 400, seed=2, max_digits=4)
+    ratios, gaps, tops = [], [], []
+    for image in lines.images:
+        marks, count = ndimage.label(image > 125)
+        if count < 3:
+            continue
+        boxes = sorted(ndimage.find_objects(marks), key=lambda b: b[1].start)
+        heights = [b[0].stop - b[0].start for b in boxes]
+        ratios.append(max(heights) / min(heights))
+        gaps += [
+            (b.start - a.stop) / np.median(heights) for (_, a), (_, b) in zip(boxes, boxes[1:])
+        ]
+        tops.append(np.ptp([b[0].start for b in boxes]))
+    ratios, gaps = np.array(ratios), np.array(gaps)
+    assert len(ratios) > 100
+    assert (ratios > 1.3).mean() > 0.04 and ratios.max() < 1.8  # own sizes, within +-25%
+    assert (gaps > 1.0).mean() > 0.02 and (gaps < 0).mean() > 0.01  # wide, and overlapping
+    assert np.mean(np.array(tops) >= 3) > 0.2  # the digits' tops do not line up
+
+
+def test_two_loop_eights_are_two_closed_loops_one_above_the_other(mnist_dir):
+    from digitformer.data.augment import two_loop_eights
+    from digitformer.utils.tensors import to_float
+
+    digits = load_split(mnist_dir, "train")
+    zeros = to_float(torch.from_numpy(digits.images[digits.labels == 0][:40]))
+    eights = two_loop_eights(zeros.view(20, 2, 1, 28, 28), torch.Generator().manual_seed(0))
+    assert eights.shape == (20, 1, 28, 28) and eights.max() <= 1.0
+    two_holes = 0
+    for image in eights[:, 0].numpy():
+        ink = image > 0.3
+        holes, count = ndimage.label(ndimage.binary_fill_holes(ink) & ~ink)
+        if count >= 2:  # where the loops meet can close a third, small hole
+            rows = sorted((b[0].start, b[0].stop) for b in ndimage.find_objects(holes))
+            two_holes += rows[0][1] <= rows[-1][0] + 1  # stacked, not side by side
+    assert two_holes >= 12  # most (a thick 0 of MNIST can lose its hole when squeezed)
+
+
+def test_blur_softens_a_share_of_numbers_and_keeps_their_brightest_ink():
+    from digitformer.data.augment import random_blur
+
+    images = torch.zeros(64, 1, 28, 56)
+    images[:, :, 10:18, 20:22] = 1.0
+    out = random_blur(images, torch.Generator().manual_seed(0), 0.5)
+    blurred = (out != images).flatten(1).any(1)
+    assert 0.25 < blurred.float().mean() < 0.75
+    assert torch.allclose(out.amax((1, 2, 3)), torch.ones(64))
+    assert (out[blurred][:, :, 10:18, 19] > 0).all()  # ink spread to its neighbours
+    assert torch.equal(random_blur(images, torch.Generator(), 0.0), images)
