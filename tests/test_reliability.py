@@ -261,3 +261,110 @@ def test_files_are_written_with_the_users_umask(tmp_path):
 
     write_text_atomic(tmp_path / "f.txt", "x")
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK
+
+
+def _small_disk(limit: int):
+    """A child process whose files cannot grow past `limit` bytes (ulimit -f): a full disk as
+    a writer meets it (EFBIG; Python ignores SIGXFSZ)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.parametrize("fmt", ["torchscript"])
+def test_an_export_to_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, fmt):
+    out = tmp_path / "model.pt"
+    result = subprocess.run(
+        [sys.executable, "-m", "digitformer", "export", "pretrained:digit", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_small_disk(100_000),
+    )
+    assert result.returncode == 1, result.stderr  # not 134 (an abort with a native stack)
+    assert result.stderr.count("\n") == 1 and "File too large" in result.stderr
+    assert str(out) in result.stderr and ".tmp" not in result.stderr  # the user's path
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_saved_to_a_full_disk_names_it_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "last.safetensors"
+    target.write_bytes(b"the previous checkpoint")
+    code = (
+        "import torch, sys\n"
+        "from digitformer.inference.checkpoint import save_checkpoint\n"
+        "try:\n"
+        f"    save_checkpoint({str(target)!r}, torch.nn.Linear(500, 500), {{}})\n"
+        "except OSError as exc:\n"
+        "    print(exc.filename, exc.strerror or exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_small_disk(100_000),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(str(target))
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]
+
+
+def test_error_lines_are_short_and_keep_no_password(capsys, monkeypatch):
+    from digitformer.apps import cli
+
+    def fail(_args):
+        raise DigitformerError(
+            "cannot open postgresql://sweeper:hunter2@db:5432/studies: " + "key, " * 2000
+        )
+
+    monkeypatch.setattr(cli.models, "cmd_models", fail)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 400
+    assert "hunter2" not in err and "sweeper:***@db" in err and "more characters" in err
+
+
+def test_ink_only_in_the_alpha_channel_is_read(tmp_path):
+    """White strokes on a clear background: every pixel white, only the opacity draws."""
+    from PIL import Image
+
+    from digitformer.data import load_split
+    from digitformer.inference.pictures import read_gray
+    from helpers import SUBSET
+
+    digit = load_split(SUBSET, "test").images[0]
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[..., 3] = digit
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    pixels = read_gray(tmp_path / "alpha.png")
+    np.testing.assert_allclose(pixels, 1 - digit / 255, atol=1 / 255)  # dark ink on paper
+    rgba[..., :3] = 0  # black ink in the alpha: composited on white, as before
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "black.png")
+    np.testing.assert_allclose(read_gray(tmp_path / "black.png"), 1 - digit / 255, atol=2 / 255)
+
+
+def test_one_channel_arrays_and_names_that_are_not_utf8(tmp_path, capsys):
+    import json
+
+    import digitformer
+    from digitformer.data import load_split
+    from helpers import SUBSET
+
+    digit = load_split(SUBSET, "test").images[0]
+    reader = digitformer.load("digit")
+    assert reader.predict(digit[..., None])[0].digits == reader.predict(digit)[0].digits
+    with pytest.raises(DigitformerError, match=r"\(H, W, 1\)"):
+        reader.predict(np.zeros((28, 28, 2), np.uint8))
+    from PIL import Image
+
+    name = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name: a lone surrogate in Python
+    Image.fromarray(digit).save(tmp_path / name)
+    assert main(["predict", str(tmp_path / name), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["file"].endswith("caf\\xe9.png")
+    row["file"].encode("utf-8")  # valid text: no lone surrogate
+    assert main(["predict", str(tmp_path / name)]) == 0  # the table prints it too
+    assert "caf\\xe9.png" in capsys.readouterr().out

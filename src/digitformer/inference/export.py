@@ -12,6 +12,7 @@ first 10).
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -66,7 +67,9 @@ def export_model(model: nn.Module, fmt: str | None, out: str | Path) -> Path:
         warnings.simplefilter("ignore")  # exporter chatter about tracing; failures still raise
         if fmt == "torchscript":
             traced = torch.jit.trace(module, example)
-            traced.save(str(tmp))
+            buffer = io.BytesIO()  # written by Python: a full disk is an OSError, not an abort
+            torch.jit.save(traced, buffer)
+            tmp.write_bytes(buffer.getvalue())
         else:
             _export_onnx(module, example, outputs, tmp)
     return out

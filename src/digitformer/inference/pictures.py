@@ -93,5 +93,9 @@ def gray_pixels(img: Image.Image) -> np.ndarray:
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         img = img.convert("RGBA")
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img)  # transparent areas read as paper
+        gray = np.asarray(Image.alpha_composite(white, img).convert("L"), np.float32) / 255
+        alpha = np.asarray(img.getchannel("A"), np.float32) / 255
+        if np.ptp(gray) < 1 / 255 and np.ptp(alpha) >= 1 / 255:
+            return 1 - alpha  # ink drawn only in the alpha channel (white on clear): its opacity
+        return gray  # transparent areas read as paper
     return np.asarray(img.convert("L"), dtype=np.float32) / 255.0

@@ -26,6 +26,7 @@ from digitformer.inference.checkpoint import CHECKPOINT_FILES, PRETRAINED_DIR, l
 from digitformer.inference.prepare import NoInk, layout_of, read_gray
 from digitformer.inference.readers import READERS, input_shape, kind_of, read, token_strings
 from digitformer.utils.errors import DigitformerError
+from digitformer.utils.fileio import printable
 from digitformer.utils.runtime import pick_device
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -63,7 +64,7 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return {
-            "file": self.file,
+            "file": printable(self.file),
             "digits": self.digits,
             "confidence": self.confidence,
             "probabilities": self.probabilities,

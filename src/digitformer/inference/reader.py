@@ -198,12 +198,15 @@ def _pixels(item, name: str) -> np.ndarray:
     if isinstance(item, Image.Image):
         return gray_pixels(ImageOps.exif_transpose(item))  # upright, as its EXIF tag says
     values = np.asarray(item)
+    if values.ndim == 3 and values.shape[-1] == 1:  # one channel: (H, W, 1)
+        values = values[..., 0]
     if values.ndim == 3 and values.shape[-1] in (3, 4):
+        dtype = values.dtype
         values = values[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        values = values.astype(item.dtype) if np.issubdtype(item.dtype, np.integer) else values
+        values = values.astype(dtype) if np.issubdtype(dtype, np.integer) else values
     if values.ndim != 2 or values.size == 0:
         raise DigitformerError(
-            f"{name}: an array picture is (H, W) or (H, W, 3), got {values.shape}"
+            f"{name}: an array picture is (H, W), (H, W, 1) or (H, W, 3), got {values.shape}"
         )
     if values.dtype == np.uint8:
         return values.astype(np.float32) / 255

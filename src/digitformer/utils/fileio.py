@@ -8,11 +8,14 @@ power cut. Files get the permissions the user's umask gives new files (mkstemp's
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from safetensors import SafetensorError
 
 from digitformer.utils.errors import DigitformerError
 
@@ -21,7 +24,9 @@ TMP_SUFFIX = ".tmp"
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; publish it as `final` only if the block succeeds."""
+    """Yield a temporary path beside `final`; publish it as `final` only if the block succeeds.
+    A write that fails (a full disk) raises an OSError naming `final`, not the temporary file,
+    and leaves `final` as it was."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent)
@@ -33,6 +38,12 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~UMASK)
         os.replace(tmp_path, final)
         _sync(final.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from exc
+    except SafetensorError as exc:  # its writer's OS errors come as text
+        full = "No space left" in str(exc)
+        code, text = (errno.ENOSPC, "No space left on device") if full else (errno.EIO, str(exc))
+        raise OSError(code, text, str(final)) from exc
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -79,6 +90,12 @@ def plain_name(name: str, what: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
         raise DigitformerError(f"{what} {name!r} must be a plain folder name (no / or ..)")
     return name
+
+
+def printable(name: str) -> str:
+    """A file name as text any reader takes: the bytes of a name that is not UTF-8 (which
+    Python keeps as lone surrogates, invalid in JSON and UTF-8) written as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 MAX_YAML_BYTES = 1 << 20  # a settings file or a search space is a few hundred bytes

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from digitformer import __version__
@@ -78,10 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+MAX_ERROR = 300  # characters of an error line; the rest is cut (a list of 400 state-dict keys)
+SECRET = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")  # the password in user:password@host
+
+
 def _one_line(exc: Exception) -> str:
+    """An error as one line: on one line, no password of a storage URL, at most MAX_ERROR
+    characters."""
     if isinstance(exc, OSError) and not isinstance(exc, DigitformerError):
         where = f": {exc.filename}" if exc.filename else ""
         text = f"{exc.strerror or exc}{where}"  # e.g. "No space left on device: run/last..."
     else:
         text = str(exc)
-    return " ".join(text.split())
+    text = SECRET.sub(r"\1***@", " ".join(text.split()))
+    if len(text) > MAX_ERROR:
+        text = f"{text[: MAX_ERROR - 40]}... ({len(text) - MAX_ERROR + 40:,} more characters)"
+    return text

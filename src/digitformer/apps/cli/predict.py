@@ -14,7 +14,7 @@ import numpy as np
 from digitformer.apps.cli.common import computing
 from digitformer.display.braille import render_numbers, render_samples, use_color
 from digitformer.utils.errors import DigitformerError
-from digitformer.utils.fileio import write_text_atomic
+from digitformer.utils.fileio import printable, write_text_atomic
 
 if TYPE_CHECKING:
     from digitformer.inference.predict import Prediction
@@ -96,7 +96,8 @@ def write_csv(results: list[Prediction], path: str | Path) -> None:
         confidence = " ".join(f"{c:.4f}" for c in r.confidence)
         whole = "" if r.number_confidence is None else f"{r.number_confidence:.4f}"
         spans = " ".join(f"{a}-{b}" for a, b in r.spans)
-        row = [r.file, r.digits or "", confidence, whole, r.low_confidence, r.reason or ""]
+        row = [printable(r.file), r.digits or "", confidence, whole, r.low_confidence]
+        row.append(r.reason or "")
         writer.writerow([*row, spans])
     write_text_atomic(path, buffer.getvalue())
 
@@ -105,15 +106,16 @@ def format_table(results: list[Prediction], inputs: list[np.ndarray] | None = No
     """One row per file: digits and the confidence of each (flagged when low, or the reason
     when there was nothing to read); with `inputs`, each prepared image drawn in Braille
     under its row (`predict --show`)."""
-    width = max([len(r.file) for r in results] + [4])
+    names = [printable(r.file) for r in results]
+    width = max([len(n) for n in names] + [4])
     lines = [f"{'file':<{width}}  digits  confidence"]
     for i, result in enumerate(results):
         if result.digits is None:
-            lines.append(f"{result.file:<{width}}  {'-':<6}  {result.reason}")
+            lines.append(f"{names[i]:<{width}}  {'-':<6}  {result.reason}")
             continue
         confidence = " ".join(f"{c:.3f}" for c in result.confidence)
         flag = "  (low confidence)" if result.low_confidence else ""
-        lines.append(f"{result.file:<{width}}  {result.digits:<6}  {confidence}{flag}")
+        lines.append(f"{names[i]:<{width}}  {result.digits:<6}  {confidence}{flag}")
         if inputs is not None:
             image = inputs[i]
             if image.shape in ((28, 28), (56, 56)):
