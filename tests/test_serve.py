@@ -256,3 +256,63 @@ def test_serve_refuses_a_busy_port_and_answers_only_its_own_names(monkeypatch, c
     client = TestClient(started["app"], base_url=f"http://127.0.0.1:{port}")
     assert client.get("/health").status_code == 200
     assert client.get("/health", headers={"host": "evil.example"}).status_code == 400
+
+
+def test_an_overloaded_server_refuses_early_with_retry_after(trained_runs, test_grids):
+    """Twenty pictures at once to a server that runs 4 and queues none: the first are read,
+    the rest refused at once with 503, Retry-After and a JSON error, and /health answers."""
+    import asyncio
+
+    import httpx
+
+    from digitformer.apps.serve.app import DECODERS
+
+    app = create_app(load_models([trained_runs["encoder-only"]], "cpu"), max_waiting=0)
+    _, test = test_grids
+    body = png(test.images[0])
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            sent = [
+                client.post("/predict", content=body, headers={"content-type": "image/png"})
+                for _ in range(20)
+            ]
+            answers = await asyncio.gather(*sent)
+            return answers, await client.get("/health")
+
+    answers, health = asyncio.run(burst())
+    codes = [a.status_code for a in answers]
+    assert set(codes) == {200, 503} and DECODERS <= codes.count(200) < 20
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers["retry-after"].isdigit() and "busy" in refused.json()["error"]
+    assert len({a.json()["digits"] for a in answers if a.status_code == 200}) == 1
+    assert health.status_code == 200
+
+
+def test_a_client_that_leaves_mid_upload_is_no_error_in_the_log(client, caplog):
+    """Half a picture, then the connection drops: the server notes nothing at ERROR."""
+    import asyncio
+
+    messages = [
+        {"type": "http.request", "body": b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        "headers": [(b"host", b"t"), (b"content-type", b"image/png")],
+    }  # fmt: skip
+    with caplog.at_level("ERROR"):
+        asyncio.run(client.app(scope, receive, send))
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert sent[0]["status"] == 400

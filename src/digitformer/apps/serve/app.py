@@ -10,6 +10,7 @@ them. GET /health, GET /models, GET / (the page), GET /docs (the generated OpenA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -24,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from digitformer.inference.checkpoint import PRETRAINED, PRETRAINED_DIR
 from digitformer.inference.prepare import TooLarge, read_gray
@@ -36,6 +38,8 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 MAX_PIXELS_SIDE = 1024
 MAX_UPLOAD_PIXELS = 4096 * 4096  # what an upload may declare (a phone photo is ~12M)
 DECODERS = 4  # images decoded at once: bounds the memory that concurrent requests can take
+MAX_WAITING = 32  # predictions queued behind those: more are refused at once (503), not kept
+RETRY_AFTER = "2"  # seconds a refused client is told to wait: about the queue's time on 2 cores
 PAGE = Path(__file__).with_name("index.html")
 
 
@@ -92,7 +96,7 @@ def _errors_as_json(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     @app.exception_handler(StarletteHTTPException)
     async def error_json(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_json(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -106,9 +110,13 @@ def create_app(
     models: dict[str, Reader],
     max_upload: int = MAX_UPLOAD_BYTES,
     hosts: list[str] | None = None,
+    max_waiting: int = MAX_WAITING,
 ) -> FastAPI:
-    """The app over `models`; `hosts`: the only Host headers it answers (None: any)."""
-    decoders = asyncio.Semaphore(DECODERS)
+    """The app over `models`; `hosts`: the only Host headers it answers (None: any). At most
+    DECODERS predictions run at once and `max_waiting` wait; past that a prediction is refused
+    with 503 and Retry-After, so that an overloaded server answers early and /health stays
+    quick rather than every request waiting longer."""
+    gate = Gate(DECODERS, max_waiting)
     app = FastAPI(
         title="digitformer",
         description="Read handwritten digits: one digit (encoder-only ViT), the four digits "
@@ -133,22 +141,10 @@ def create_app(
     def list_models() -> list[dict]:
         return [m.describe() for m in models.values()]
 
-    body_schema = {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            }
-        },
-        "application/json": {"schema": Pixels.model_json_schema()},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-    }
-
     @app.post(
         "/predict",
         response_model=PredictResponse,
-        openapi_extra={"requestBody": {"required": True, "content": body_schema}},
+        openapi_extra={"requestBody": {"required": True, "content": BODY_SCHEMA}},
         responses={400: {}, 404: {}, 413: {}, 415: {}, 422: {}},
     )
     async def predict(
@@ -160,12 +156,47 @@ def create_app(
         attention: bool = Query(False, description="also return the attention map per digit"),
     ) -> PredictResponse:
         chosen = _choose(models, model, kind)
-        body, ctype = await _read_body(request, max_upload)
-        async with decoders:  # decoding and reading run off the event loop, a few at once
-            pixels = await run_in_threadpool(_pixels, body, ctype)
-            return await run_in_threadpool(_predict, chosen, pixels, attention)
+        async with gate.admit():
+            body, ctype = await _read_body(request, max_upload)
+            async with gate.running:  # decoding and reading run off the event loop, a few at once
+                pixels = await run_in_threadpool(_pixels, body, ctype)
+                return await run_in_threadpool(_predict, chosen, pixels, attention)
 
     return app
+
+
+BODY_SCHEMA = {  # what /predict takes, for the OpenAPI page
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    },
+    "application/json": {"schema": Pixels.model_json_schema()},
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+}
+
+
+class Gate:
+    """Admission to the readers: `running` at once, `waiting` more queued behind them; past
+    that a request is refused at once with 503 and Retry-After."""
+
+    def __init__(self, running: int, waiting: int) -> None:
+        self.running = asyncio.Semaphore(running)
+        self.limit, self.count = running + waiting, 0
+
+    @contextlib.asynccontextmanager
+    async def admit(self):
+        if self.count >= self.limit:
+            raise HTTPException(
+                503, "busy: too many pictures waiting; try again", {"Retry-After": RETRY_AFTER}
+            )
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
 
 
 def _choose(models: dict[str, Reader], name: str | None, kind: str | None) -> Reader:
@@ -186,11 +217,14 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, str]:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"request body over {limit:,} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body over {limit:,} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"request body over {limit:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left mid-upload: nothing to answer, nothing to log
+        raise HTTPException(400, "the client disconnected during the upload") from None
     body = b"".join(chunks)
     if not body:
         raise HTTPException(400, "empty request body: send an image or JSON pixels")
