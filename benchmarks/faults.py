@@ -9,6 +9,10 @@
 2. Uploads, against `digitformer serve` in its own process: an 800 MB chunked upload, and 16
    concurrent small PNGs each declaring 5000x5000 pixels, while /health is polled. Reports
    the answers, the bytes the server took, its peak memory and the slowest /health.
+3. Load (`--only load` runs just this): the bundled models served, 300 photographed digits
+   (400x400 JPEGs) posted by 300 clients at once, twice, while /health is polled. Reports the
+   answers (200 read, 503 refused with Retry-After), how many were read right, the
+   throughput, p50/p95 of the answered requests, peak memory and the slowest /health.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import random
 import shutil
 import signal
@@ -234,18 +239,117 @@ def uploads(work: Path) -> dict:
     return results
 
 
+def photo_jpeg(digit, seed: int) -> bytes:
+    """A digit as a 400x400 photo: dark ink on grey paper with a lighting gradient and noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ink = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BILINEAR), np.float32) / 255
+    paper = np.full((400, 400), 200.0) + np.linspace(-25, 25, 400)[None, :]
+    paper[60:340, 60:340] -= 150 * ink
+    paper += rng.normal(0, 4, paper.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def load(rounds: int = 2, clients: int = 300) -> dict:
+    """The bundled models under `clients` concurrent predictions, `rounds` times."""
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+
+    from digitformer.data import load_split
+
+    test = load_split(SUBSET, "test")
+    port = free_port()
+    server = digitformer("serve", "--port", str(port))
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    stop, worst = threading.Event(), []
+    watcher = threading.Thread(target=health_watch, args=(port, stop, worst), daemon=True)
+    watcher.start()
+    rows: list = []
+
+    def post(i: int) -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict?kind=digit",
+            data=photo_jpeg(test.images[i % len(test)], i),
+            headers={"Content-Type": "image/jpeg"},
+        )
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:
+                digits = json.loads(answer.read())["digits"]
+                rows.append(
+                    (200, time.perf_counter() - t0, digits == str(test.labels[i % len(test)]), None)
+                )
+        except urllib.error.HTTPError as exc:
+            rows.append((exc.code, time.perf_counter() - t0, False, exc.headers.get("Retry-After")))
+        except OSError:
+            rows.append((0, time.perf_counter() - t0, False, None))
+
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        threads = [threading.Thread(target=post, args=(r * clients + i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    wall = time.perf_counter() - t_start
+    stop.set()
+    watcher.join()
+    answered = [t for code, t, _, _ in rows if code == 200]
+    result = {
+        "requests": len(rows),
+        "read": len(answered),
+        "read_right": sum(ok for *_, ok, _ in rows),
+        "refused_503": sum(code == 503 for code, *_ in rows),
+        "refused_with_retry_after": sum(code == 503 and ra is not None for code, *_, ra in rows),
+        "failed": sum(code not in (200, 503) for code, *_ in rows),
+        "wall_s": round(wall, 1),
+        "read_per_s": round(len(answered) / wall, 1),
+        "p50_s": round(float(np.percentile(answered, 50)), 2) if answered else None,
+        "p95_s": round(float(np.percentile(answered, 95)), 2) if answered else None,
+        "peak_rss_mib": rss_kib(server.pid, "VmHWM") / 1024,
+        "slowest_health_s": round(max(worst), 2) if worst else None,
+        "alive": server.poll() is None,
+    }
+    server.terminate()
+    server.wait(timeout=30)
+    print(
+        f"load: {result['requests']} requests, {result['read']} read ({result['read_right']} "
+        f"right), {result['refused_503']} refused 503, {result['failed']} failed; "
+        f"{result['read_per_s']} read/s, p50 {result['p50_s']} s, p95 {result['p95_s']} s; "
+        f"peak {result['peak_rss_mib']:.0f} MiB; slowest /health {result['slowest_health_s']} s",
+        flush=True,
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", choices=["load"], help="run only this part")
     args = parser.parse_args()
+    if args.only == "load":
+        write_json(args.json, {"load": load(), "machine": machine()})
+        return
     work = Path(tempfile.mkdtemp(prefix="digitformer-faults-"))
     try:
         shutil.copytree(SUBSET, work / "data")
         result = {
             "kills": kills(work, args.kills, random.Random(args.seed)),
             "uploads": uploads(work),
+            "load": load(),
             "machine": machine(),
         }
     finally:

@@ -274,3 +274,27 @@ def test_a_study_name_never_leads_out_of_the_trials_folder(tmp_path, space_file,
     assert main(["sweep", "agent", name, "--count", "1", *out]) == 1
     assert "plain folder name" in capsys.readouterr().err
     assert not (tmp_path / "trials").exists() and not (tmp_path / "etc").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test asks for the trial itself
+def test_a_trial_whose_agent_died_is_not_running_forever(
+    data_dir, space_file, tmp_path, monkeypatch
+):
+    """An agent killed with -9 leaves its trial RUNNING with a last heartbeat; once the grace
+    period passes, `sweep best` counts it failed (and queues its retry), as an agent would."""
+    import time
+
+    monkeypatch.setattr(sweep, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(sweep, "GRACE_S", 1)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    fixed = [x for kv in [*FIXED, f"data_dir={data_dir}"] for x in ("--set", kv)]
+    args = ["--model", "encoder-only", "--space", str(space_file), *fixed, "--storage", storage]
+    out = ["--out-dir", str(tmp_path / "trials")]
+    assert main(["sweep", "run", *args, "--name", "s", "--count", "1", *out, "--seed", "0"]) == 0
+    study = optuna.load_study(study_name="s", storage=sweep._storage(storage))
+    dead = study.ask()  # what a killed agent leaves: a running trial, heard from once
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+    rows, summary = sweep.best("s", storage)
+    assert "running" not in summary["trials"] and summary["trials"]["fail"] == 1
+    assert study.get_trials()[dead.number].state.name == "FAIL"

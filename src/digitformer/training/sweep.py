@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,11 +176,13 @@ def _optuna():
     return optuna
 
 
+HEARTBEAT_S = 30  # a running trial's agent says it is alive this often...
+GRACE_S = 120  # ...and a trial not heard from for this long is failed (its agent died)
+
+
 def _storage(url: str):
     """SQLite (the default, its folder made) or any SQLAlchemy URL, e.g. postgresql://...
     Heartbeats mark a trial whose agent died as failed, and it is retried once."""
-    import warnings
-
     optuna = _optuna()
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
@@ -190,8 +193,8 @@ def _storage(url: str):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url,
-                heartbeat_interval=30,
-                grace_period=120,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=1
                 ),
@@ -359,6 +362,11 @@ def best(name: str, storage: str = DEFAULT_STORAGE, top: int = 5) -> tuple[list[
     """The top trials (rows for a table) and the best trial's full profile (YAML-ready)."""
     optuna = _optuna()
     study = load(name, storage)
+    # a trial whose agent was killed (kill -9, a lost machine) is failed now, as the next
+    # agent would: not "running" forever
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
         raise DigitformerError(f"study {name!r} has no completed trial yet")
