@@ -368,3 +368,24 @@ def test_one_channel_arrays_and_names_that_are_not_utf8(tmp_path, capsys):
     row["file"].encode("utf-8")  # valid text: no lone surrogate
     assert main(["predict", str(tmp_path / name)]) == 0  # the table prints it too
     assert "caf\\xe9.png" in capsys.readouterr().out
+
+
+def test_a_photo_taken_in_a_dim_room_is_read_and_dim_blank_paper_is_not():
+    """Paper at 40 and ink at 15 of 255 (a tenth of the range): brightened as a camera would,
+    the digits read; the same dim paper with nothing on it is still blank."""
+    import digitformer
+    from digitformer.data import load_split
+    from helpers import SUBSET
+
+    digits = load_split(SUBSET, "test")
+    reader = digitformer.load("digit")
+    rng = np.random.default_rng(0)
+    dim, blank = [], []
+    for image in digits.images[:8]:
+        photo = np.full((144, 144), 40.0)
+        photo[16:128, 16:128] -= 25 * np.kron(image, np.ones((4, 4))) / 255
+        dim.append(np.clip(photo + rng.normal(0, 1, photo.shape), 0, 255).round().astype(np.uint8))
+        blank.append(np.clip(40 + rng.normal(0, 1.5, photo.shape), 0, 255).round().astype(np.uint8))
+    read = [r.digits for r in reader.predict(dim)]
+    assert read == [str(label) for label in digits.labels[:8]]
+    assert all(r.digits is None for r in reader.predict(blank))

@@ -20,6 +20,7 @@ MIN_WORK_SIZE = 56  # smaller ones (an 8x8 scan) are enlarged to it: room for a 
 BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 INKY = 0.25  # strokes over this share of the picture: its noise is measured on the paper alone
+UNDEREXPOSED = 0.5  # a picture whose brightest paper is darker than this is brightened first
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
 WEAK_SNR = 6.0  # ...and a faint stretch of stroke joined to a strong one, this many (see _strokes)
 MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
@@ -94,7 +95,17 @@ def _first_pass(x: np.ndarray, background: np.ndarray) -> tuple[Ink, float, bool
     return first, noise, dark
 
 
+def _exposed(x: np.ndarray) -> np.ndarray:
+    """An underexposed picture (its brightest paper under UNDEREXPOSED: a photo in a dim room)
+    brightened until its brightest part is white, as a camera's auto-exposure would; any
+    other picture as it is. Contrast is then judged as in a well-lit one (the noise and edge
+    tests still hold: brightening scales them alike)."""
+    bright = float(np.percentile(x, 99.5))
+    return x / max(bright, 1 / 255) if bright < UNDEREXPOSED else x
+
+
 def _find_ink(x: np.ndarray) -> Ink:
+    x = np.clip(_exposed(x), 0, 1)
     # First pass: the paper from a median over windows half the picture wide; when nothing
     # is found so, the strokes may fill the picture (cropped tight to its ink): then windows
     # reaching beyond it, into a frame of its own paper.
