@@ -239,3 +239,13 @@ def test_hdbscan_without_structure_hands_over_to_kmeans():
     points = np.random.default_rng(0).normal(0, 1, (12, 8))  # HDBSCAN calls all of it noise
     clusters, used = embeddings.cluster(points, "hdbscan")
     assert used == "K-Means (k=10)" and len(set(clusters)) == 10
+
+
+def test_viz_with_no_checkpoint_draws_the_bundled_digit_vit(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("MODEL_PATH", "MODEL_TYPE", "NUM_SAMPLES"):
+        monkeypatch.delenv(name, raising=False)
+    data = ["--data-dir", data_of(runs["encoder-only"])]
+    argv = ["viz", "--only", "braille", "--samples", "4", "--split", "test", "--out", "pics"]
+    assert main([*argv, *data]) == 0
+    assert "encoder_only" in capsys.readouterr().out  # the bundled ViT's pictures

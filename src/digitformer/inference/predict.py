@@ -63,12 +63,13 @@ class Prediction:
         return float(np.prod(self.confidence)) if self.digits is not None else None
 
     def to_dict(self) -> dict:
-        return {
+        whole = self.number_confidence
+        return {  # probabilities to 4 decimals: what a reader can tell apart
             "file": printable(self.file),
             "digits": self.digits,
-            "confidence": self.confidence,
-            "probabilities": self.probabilities,
-            "number_confidence": self.number_confidence,
+            "confidence": [round(c, 4) for c in self.confidence],
+            "probabilities": [[round(p, 4) for p in row] for row in self.probabilities],
+            "number_confidence": None if whole is None else round(whole, 4),
             "low_confidence": self.low_confidence,
             "spans": self.spans,
             "reason": self.reason,

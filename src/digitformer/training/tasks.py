@@ -425,4 +425,6 @@ def task_for_checkpoint(
         raise DigitformerError(message) from None
     settings.data_dir = DATA_DIR if data_dir is None else data_dir
     settings.out_dir = settings.init_encoder = ""
+    if split == "test":  # the validation split is not read: any data folder with a test split
+        settings.val_size, settings.val_grids = min(settings.val_size, 500), 100
     return build_task(settings, device, with_test=split == "test")

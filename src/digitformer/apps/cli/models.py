@@ -13,8 +13,8 @@ def register(sub, shared) -> None:
         parents=[shared["json"]],
         help="list the bundled models and the runs in .data/models",
         description="The models every command can take as a checkpoint: the bundled ones "
-        "(pretrained:digit, pretrained:grid) with their test accuracy, and the training runs "
-        "in RUNS_DIR with their best validation score.",
+        "(pretrained:digit, pretrained:grid, pretrained:number) with their test accuracy, "
+        "and the training runs in RUNS_DIR with their best validation score.",
     )
     p.add_argument("--runs-dir", default=RUNS_DIR, help=f"default: {RUNS_DIR}")
     p.set_defaults(func=cmd_models)

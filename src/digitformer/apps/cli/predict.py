@@ -24,6 +24,7 @@ def register(sub, shared) -> None:
     p = sub.add_parser(
         "predict",
         parents=[shared[k] for k in ("device", "threads")],
+        usage="digitformer predict [options] [CHECKPOINT] IMAGE_OR_DIR [IMAGE_OR_DIR ...]",
         help="read digits from your own images",
         description="Read one digit, the four digits of a 2x2 grid, or a number of any "
         "length, in PNG, JPEG, BMP, "
@@ -33,7 +34,12 @@ def register(sub, shared) -> None:
         "reported one line each; the others are still read; the exit status is 1 if any "
         "file failed. A path of - reads one image from standard input.",
     )
-    p.add_argument("paths", nargs="+", metavar="[CHECKPOINT] IMAGE_OR_DIR")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a checkpoint first (optional), then pictures, folders, or - for standard input",
+    )
     p.add_argument(
         "--model",
         choices=("digit", "grid", "number", "auto"),

@@ -19,7 +19,11 @@ def register(sub, shared) -> None:
         "The original's MODEL_PATH, MODEL_TYPE and NUM_SAMPLES variables are honoured "
         "(environment or .env); flags win.",
     )
-    p.add_argument("checkpoint", nargs="?", help="run folder or checkpoint (default: MODEL_PATH)")
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="run folder or checkpoint (default: MODEL_PATH, else the bundled pretrained:digit)",
+    )
     p.add_argument(
         "--samples",
         type=int,

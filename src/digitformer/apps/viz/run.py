@@ -158,14 +158,15 @@ def from_env(
 ) -> tuple[str, int | None]:
     """The checkpoint and sample count to draw, the flags filled in from the original's
     MODEL_PATH, MODEL_TYPE and NUM_SAMPLES (environment, else .env). MODEL_TYPE, when set,
-    must match the checkpoint that MODEL_PATH names."""
+    must match the checkpoint that MODEL_PATH names. With neither a checkpoint nor MODEL_PATH,
+    the bundled model of MODEL_TYPE (the digit ViT when that is unset too)."""
     from dotenv import dotenv_values
 
     file_values = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
     env = {**file_values, **os.environ}
-    path = checkpoint or env.get("MODEL_PATH")
-    if not path:
-        raise DigitformerError("give a checkpoint (or set MODEL_PATH)")
+    wanted_type = env.get("MODEL_TYPE")
+    bundled = "pretrained:grid" if wanted_type in ("encoder-decoder", "encoder_decoder") else None
+    path = checkpoint or env.get("MODEL_PATH") or bundled or "pretrained:digit"
     if samples is None and env.get("NUM_SAMPLES"):
         try:
             samples = int(env["NUM_SAMPLES"])
@@ -173,7 +174,6 @@ def from_env(
             raise DigitformerError(
                 f"NUM_SAMPLES must be a number, got {env['NUM_SAMPLES']!r}"
             ) from None
-    wanted_type = env.get("MODEL_TYPE")
     if wanted_type and not checkpoint:
         actual = read_checkpoint(path)[1]["model_type"]
         if wanted_type.replace("_", "-") != actual:
