@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+import pytest
 
 from digitformer.display.braille import GREEN, RED, braille, digit_box, render_samples, use_color
 
@@ -50,3 +51,18 @@ def test_color_only_on_a_terminal_without_no_color(monkeypatch):
     assert not use_color(io.StringIO())  # ...a pipe or file does not
     monkeypatch.setenv("NO_COLOR", "1")
     assert not use_color(Terminal())  # and NO_COLOR turns it off even on a terminal
+
+
+@pytest.mark.parametrize("columns", [40, 80, 200])
+def test_samples_fit_the_terminal_they_are_drawn_in(monkeypatch, columns):
+    """However wide the terminal, no line of the training display is wider (until one
+    sample alone is wider than it)."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    digits = np.random.default_rng(0).integers(0, 256, (10, 28, 28)).astype(np.uint8)
+    grids = np.random.default_rng(1).integers(0, 256, (10, 56, 56)).astype(np.uint8)
+    for images, preds in ((digits, np.arange(10)), (grids, np.zeros((10, 4), int))):
+        text = render_samples(images, None, preds)
+        widest = max(len(line) for line in text.splitlines())
+        one = max(len(line) for line in render_samples(images[:1], None, preds[:1]).splitlines())
+        assert widest <= max(columns, one), (columns, widest)
+        assert widest > columns - one - 4  # and as many as fit

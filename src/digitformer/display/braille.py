@@ -7,6 +7,7 @@ digit at a box's top-left and the predicted one at its bottom-right (green right
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -54,19 +55,23 @@ def render_samples(
     images: np.ndarray,
     labels: np.ndarray | None,
     preds: np.ndarray,
-    per_row: int = 5,
+    per_row: int | None = None,
     color: bool = False,
 ) -> str:
     """Single digits (N, 28, 28) with digits (N,) or 2x2 grids (N, 56, 56) with (N, 4).
 
-    Each grid is drawn as its four digit boxes, two above two; samples sit side by side.
-    Without labels only the predictions are marked.
+    Each grid is drawn as its four digit boxes, two above two; samples sit side by side, as
+    many as the terminal is wide (`per_row`: that many). Without labels only the predictions
+    are marked.
     """
     preds = preds.reshape(len(images), -1)
     labels = None if labels is None else labels.reshape(len(images), -1)
     per_sample = preds.shape[1]
     side = 2 if per_sample == 4 else 1
     d = images.shape[1] // side  # one digit's size in pixels
+    if per_row is None:  # a box is d/2 Braille cells and its border wide; samples 4 apart
+        sample = side * (-(-d // 2) + 2) + side - 1
+        per_row = max(1, (shutil.get_terminal_size().columns + 4) // (sample + 4))
     blocks = []
     for start in range(0, len(images), per_row):
         chunk = range(start, min(start + per_row, len(images)))
