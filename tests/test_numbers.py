@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
@@ -346,3 +347,37 @@ def test_blur_softens_a_share_of_numbers_and_keeps_their_brightest_ink():
     assert torch.allclose(out.amax((1, 2, 3)), torch.ones(64))
     assert (out[blurred][:, :, 10:18, 19] > 0).all()  # ink spread to its neighbours
     assert torch.equal(random_blur(images, torch.Generator(), 0.0), images)
+
+
+def test_placing_a_digit_samples_it_where_the_layout_says():
+    """`place` (one affine_grid) against the map it stands for, pixel by pixel:
+    u = bx + ((x - cx) + slant (y - cy)) / scale, v = by + (y - cy) / scale, pixel centres."""
+    from digitformer.data.numbers import place
+
+    gen = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 28, 28, generator=gen)
+    boxes = torch.tensor([4.0, 3.0, 22.0, 25.0]).expand(2, 3, 4)
+    centres = torch.tensor([[[20.0, 14.0], [50.0, 13.0], [80.0, 15.5]]]).expand(2, 3, 2)
+    scale, slant = (
+        torch.tensor([[0.7, 0.9, 1.1]]).expand(2, 3),
+        torch.tensor([[0.0, 0.2, -0.3]]).expand(2, 3),
+    )
+    present = torch.tensor([[True, True, True], [True, False, True]])
+    out = place(src, boxes, centres, scale, slant, present, 28, 100)
+    ys, xs = torch.meshgrid(torch.arange(28) + 0.5, torch.arange(100) + 0.5, indexing="ij")
+    for b in range(2):
+        want = torch.zeros(28, 100)
+        for n in range(3):
+            if not present[b, n]:
+                continue
+            cx, cy = centres[b, n]
+            bx, by = (
+                (boxes[b, n, 0] + boxes[b, n, 2]) / 2 + 0.5,
+                (boxes[b, n, 1] + boxes[b, n, 3]) / 2 + 0.5,
+            )
+            u = bx + ((xs - cx) + slant[b, n] * (ys - cy)) / scale[b, n]
+            v = by + (ys - cy) / scale[b, n]
+            grid = torch.stack([u, v], -1)[None] / 28 * 2 - 1
+            drawn = F.grid_sample(src[b, n][None, None], grid, align_corners=False)[0, 0]
+            want = torch.maximum(want, drawn)
+        torch.testing.assert_close(out[b], want, atol=1e-4, rtol=0)

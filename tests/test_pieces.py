@@ -33,16 +33,17 @@ def test_digits_apart_are_cut_one_each_and_touching_ones_stay_together(digits):
     picture = line(digits.images[:5], gap=6)
     apart = cut_at_gaps(picture)
     assert len(apart) == 5 and all(p.single for p in apart)
-    # each piece's columns in the picture (to the 2 pixels of finding ink on a smaller copy):
+    # each piece's span, as shares of the width (to 2 pixels: ink is found on a smaller copy):
     # together they hold all the dark ink, each some, and blank paper lies between neighbours
     dark = (picture < 0.2).any(0)
     covered = np.zeros_like(dark)
-    for piece, after in zip(apart, apart[1:] + [None]):
-        left, right = piece.columns
-        covered[left - 2 : right + 2] = True
+    columns = [(round(a * picture.shape[1]), round(b * picture.shape[1])) for a, b in
+               (p.span for p in apart)]  # fmt: skip
+    for (left, right), after in zip(columns, columns[1:] + [None]):
+        covered[max(0, left - 2) : right + 2] = True
         assert dark[left:right].any()
         if after is not None:
-            assert picture[:, right + 2 : after.columns[0] - 2].min() > 0.5
+            assert picture[:, right + 2 : after[0] - 2].min() > 0.5
     assert not (dark & ~covered).any()
     together = cut_at_gaps(line(digits.images[:3], gap=-16))
     assert len(together) == 1 and not together[0].single
@@ -62,9 +63,12 @@ def test_a_line_longer_than_the_canvas_is_read_in_pieces_as_its_digits_are(digit
     alone = digit.predict([line(digits.images[i : i + 1], gap=0) for i in range(12)])
     assert joined.digits == "".join(r.digits for r in alone) and len(joined.confidence) == 12
     # each digit's place: twelve spans left to right, each on the ink of its own digit
-    assert len(joined.spans) == 12
+    assert len(joined.spans) == 12 and joined.spans[0][0] >= 0 and joined.spans[-1][1] <= 1
     assert all(a < b <= c for (a, b), (c, _) in zip(joined.spans, joined.spans[1:]))
-    assert all((picture[:, a:b] < 0.5).any() for a, b in joined.spans)
+    width = picture.shape[1]
+    assert all(
+        (picture[:, round(a * width) : round(b * width)] < 0.5).any() for a, b in joined.spans
+    )
     assert joined.number_confidence == pytest.approx(np.prod(joined.confidence))
     assert digitformer.load("number").predict(picture)[0].digits == joined.digits
     with pytest.raises(digitformer.utils.errors.DigitformerError, match="too wide"):

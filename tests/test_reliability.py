@@ -389,3 +389,8 @@ def test_a_photo_taken_in_a_dim_room_is_read_and_dim_blank_paper_is_not():
     read = [r.digits for r in reader.predict(dim)]
     assert read == [str(label) for label in digits.labels[:8]]
     assert all(r.digits is None for r in reader.predict(blank))
+    # a frame nearly black (paper 3 of 255) with JPEG-like noise: never brightened into ink
+    for seed in range(4):
+        noise = np.random.default_rng(seed).normal(3, 1, (144, 144))
+        frame = np.clip(noise, 0, 255).round().astype(np.uint8)
+        assert reader.predict(frame)[0].digits is None

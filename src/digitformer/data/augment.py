@@ -96,8 +96,9 @@ def random_stroke(images: torch.Tensor, generator: torch.Generator, p: float) ->
 def two_loop_eights(zeros: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Eights written as two loops, one above the other, from pairs of 0s: (M, 2, 1, 28, 28)
     zeros in [0, 1] -> (M, 1, 28, 28). Each loop is a 0 squeezed to about half a digit's height
-    (the top one a little smaller), the two touching or up to two pixels apart, the strokes
-    thickened back: the 8 that people draw as two circles, which MNIST's writers seldom did."""
+    (the top one a little smaller), the strokes thickened back by a pixel a side, so the two
+    loops touch or overlap by up to 3 pixels: the 8 that people draw as two circles, which
+    MNIST's writers seldom did."""
     m = zeros.shape[0]
     u = torch.rand(m, 2, 4, generator=generator)
     sx = 0.5 + 0.2 * u[..., 0]  # (M, 2): top, bottom

@@ -20,7 +20,8 @@ MIN_WORK_SIZE = 56  # smaller ones (an 8x8 scan) are enlarged to it: room for a 
 BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 INKY = 0.25  # strokes over this share of the picture: its noise is measured on the paper alone
-UNDEREXPOSED = 0.5  # a picture whose brightest paper is darker than this is brightened first
+UNDEREXPOSED = 0.5  # a picture whose brightest paper is darker than this is brightened first...
+MAX_GAIN = 4.0  # ...up to this many times (a near-black frame's JPEG noise stays noise)
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
 WEAK_SNR = 6.0  # ...and a faint stretch of stroke joined to a strong one, this many (see _strokes)
 MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
@@ -101,7 +102,7 @@ def _exposed(x: np.ndarray) -> np.ndarray:
     other picture as it is. Contrast is then judged as in a well-lit one (the noise and edge
     tests still hold: brightening scales them alike)."""
     bright = float(np.percentile(x, 99.5))
-    return x / max(bright, 1 / 255) if bright < UNDEREXPOSED else x
+    return x / max(bright, UNDEREXPOSED / MAX_GAIN) if bright < UNDEREXPOSED else x
 
 
 def _find_ink(x: np.ndarray) -> Ink:

@@ -30,12 +30,12 @@ MARGIN = 0.3  # each piece is read on black this share of the digits' height aro
 @dataclass(frozen=True)
 class Piece:
     """One run of ink columns with empty columns either side: `image` float (h, w), light ink
-    on black with a margin; `single` when it is about one digit wide; `columns` its [left,
-    right) in the picture."""
+    on black with a margin; `single` when it is about one digit wide; `span` its columns
+    [left, right) as shares of the picture's width (so they hold at any size it is read at)."""
 
     image: np.ndarray
     single: bool
-    columns: tuple[int, int] = (0, 0)
+    span: tuple[float, float] = (0.0, 1.0)
 
 
 def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
@@ -46,7 +46,7 @@ def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
     columns = np.concatenate([[False], ink.mask.any(0), [False]]).astype(np.int8)
     runs = np.flatnonzero(np.diff(columns)).reshape(-1, 2)  # (start, stop) of each ink run
     margin = max(2, round(MARGIN * height))
-    to_picture = pixels.shape[1] / ink.mask.shape[1]  # find_ink works on large pictures reduced
+    width = ink.mask.shape[1]  # find_ink's copy: large pictures are read reduced
     pieces = []
     for start, stop in runs:
         rows = np.flatnonzero(ink.mask[:, start:stop].any(1))
@@ -57,8 +57,7 @@ def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
         # one digit is about as wide as it is tall: its own height, not the line's (an 8 of two
         # loops is two marks half as tall, and would make the line's digits look half-sized)
         single = bool(stop - start <= SINGLE_WIDTH * cut.shape[0])
-        columns = (round(start * to_picture), round(stop * to_picture))
-        pieces.append(Piece(image, single, columns))
+        pieces.append(Piece(image, single, (start / width, stop / width)))
     if not pieces:
         raise NoInk("no digit found (only marks much smaller than digits)")
     return pieces
@@ -128,10 +127,10 @@ def _join(result: Prediction, pieces: list, cut: list[Piece]) -> None:
     result.digits = "".join(p.digits or "" for p in read)
     result.confidence = [c for p in read for c in p.confidence]
     result.probabilities = [row for p in read for row in p.probabilities]
-    result.spans = [span for p, c in zip(read, cut) for span in _shares(c.columns, len(p.digits))]
+    result.spans = [span for p, c in zip(read, cut) for span in _shares(c.span, len(p.digits))]
 
 
-def _shares(columns: tuple[int, int], count: int) -> list[list[int]]:
-    """A piece's columns split evenly among the `count` digits read in it."""
-    edges = np.linspace(columns[0], columns[1], count + 1).round().astype(int)
-    return [[int(a), int(b)] for a, b in zip(edges, edges[1:])]
+def _shares(span: tuple[float, float], count: int) -> list[list[float]]:
+    """A piece's span split evenly among the `count` digits read in it."""
+    edges = np.linspace(span[0], span[1], count + 1).round(4)
+    return [[float(a), float(b)] for a, b in zip(edges, edges[1:])]

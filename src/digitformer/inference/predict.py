@@ -49,9 +49,9 @@ class Prediction:
     reason: str | None = None
     warning: str | None = None  # the picture looks like what another reader reads...
     looks_like: str | None = None  # ...and that reader's kind
-    # per digit, the columns [left, right) of the picture it was read from (numbers read in
-    # pieces: a lone digit's own columns, a share of its cluster's for touching digits)
-    spans: list[list[int]] = field(default_factory=list)
+    # per digit, the columns [left, right) it was read from as shares of the picture's width
+    # (numbers read in pieces: a lone digit's own, an even share of its cluster's if touching)
+    spans: list[list[float]] = field(default_factory=list)
 
     @property
     def low_confidence(self) -> bool:
@@ -59,7 +59,8 @@ class Prediction:
 
     @property
     def number_confidence(self) -> float | None:
-        """The probability of the whole reading: the product of its digits'."""
+        """The product of the digits' confidences (the decision that the number ends there is
+        not in it): a whole reading is at most as sure as this."""
         return float(np.prod(self.confidence)) if self.digits is not None else None
 
     def to_dict(self) -> dict:

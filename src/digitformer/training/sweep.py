@@ -14,6 +14,7 @@ Trials train on the training split and are scored on the fixed validation split 
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -366,7 +367,13 @@ def best(name: str, storage: str = DEFAULT_STORAGE, top: int = 5) -> tuple[list[
     # agent would: not "running" forever
     with warnings.catch_warnings():  # "experimental" since Optuna 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        try:
+            optuna.storages.fail_stale_trials(study)
+        except Exception as exc:  # a read-only or locked database: report what it holds
+            print(
+                f"digitformer: note: stale trials not marked ({type(exc).__name__})",
+                file=sys.stderr,
+            )
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
         raise DigitformerError(f"study {name!r} has no completed trial yet")

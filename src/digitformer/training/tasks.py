@@ -351,7 +351,7 @@ class NumbersTask(Task):
             return digits
         chosen = torch.rand(len(labels), generator=gen) < s.aug_eights
         eights = torch.nonzero((labels.cpu() == 8) & chosen).flatten()
-        if len(eights):
+        if len(eights) and len(self.zeros):  # (a training set without 0s keeps its 8s)
             pairs = torch.randint(0, len(self.zeros), (2 * len(eights),), generator=gen)
             zeros = to_float(self.train_images[self.zeros[pairs].to(self.device)])
             digits[eights.to(self.device)] = two_loop_eights(zeros.view(-1, 2, 1, 28, 28), gen)
@@ -425,6 +425,6 @@ def task_for_checkpoint(
         raise DigitformerError(message) from None
     settings.data_dir = DATA_DIR if data_dir is None else data_dir
     settings.out_dir = settings.init_encoder = ""
-    if split == "test":  # the validation split is not read: any data folder with a test split
+    if split == "test":  # validation is not read: a small data folder (a test's) does too
         settings.val_size, settings.val_grids = min(settings.val_size, 500), 100
     return build_task(settings, device, with_test=split == "test")

@@ -39,6 +39,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, final)
         _sync(final.parent)
     except OSError as exc:
+        if exc.filename not in (None, str(tmp_path)):  # not the write: another file's error
+            raise
         raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from exc
     except SafetensorError as exc:  # its writer's OS errors come as text
         full = "No space left" in str(exc)

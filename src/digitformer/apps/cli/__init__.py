@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 from digitformer import __version__
@@ -29,7 +28,7 @@ from digitformer.apps.cli import (
     viz,
 )
 from digitformer.apps.cli.common import shared_flags
-from digitformer.utils.errors import DigitformerError
+from digitformer.utils.errors import DigitformerError, redact
 
 COMMANDS = (data, train, evaluate, predict, models, export, viz, sweep, serve)
 
@@ -80,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 MAX_ERROR = 300  # characters of an error line; the rest is cut (a list of 400 state-dict keys)
-SECRET = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")  # the password in user:password@host
 
 
 def _one_line(exc: Exception) -> str:
@@ -91,7 +89,7 @@ def _one_line(exc: Exception) -> str:
         text = f"{exc.strerror or exc}{where}"  # e.g. "No space left on device: run/last..."
     else:
         text = str(exc)
-    text = SECRET.sub(r"\1***@", " ".join(text.split()))
+    text = redact(" ".join(text.split()))
     if len(text) > MAX_ERROR:
         text = f"{text[: MAX_ERROR - 40]}... ({len(text) - MAX_ERROR + 40:,} more characters)"
     return text

@@ -93,7 +93,8 @@ def cmd_predict(args) -> int:
 
 def write_csv(results: list[Prediction], path: str | Path) -> None:
     """One row per picture: file, digits, confidence per digit, the whole number's confidence,
-    low_confidence, reason, and each digit's columns in the picture (`left-right`)."""
+    low_confidence, reason, and each digit's columns as shares of the picture's width
+    (`left-right`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     header = ["file", "digits", "confidence", "number_confidence", "low_confidence", "reason"]
@@ -101,7 +102,7 @@ def write_csv(results: list[Prediction], path: str | Path) -> None:
     for r in results:
         confidence = " ".join(f"{c:.4f}" for c in r.confidence)
         whole = "" if r.number_confidence is None else f"{r.number_confidence:.4f}"
-        spans = " ".join(f"{a}-{b}" for a, b in r.spans)
+        spans = " ".join(f"{a:.4f}-{b:.4f}" for a, b in r.spans)
         row = [printable(r.file), r.digits or "", confidence, whole, r.low_confidence]
         row.append(r.reason or "")
         writer.writerow([*row, spans])

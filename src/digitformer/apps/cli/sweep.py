@@ -7,7 +7,7 @@ import json
 
 from digitformer.apps.cli.common import key_values, tasks
 from digitformer.utils.defaults import SWEEP_DIR, SWEEP_STORAGE
-from digitformer.utils.errors import DigitformerError
+from digitformer.utils.errors import DigitformerError, redact
 
 
 def register(sub, shared) -> None:
@@ -110,7 +110,7 @@ def cmd_sweep_agent(args, name: str | None = None) -> int:
 
 def cmd_sweep_run(args) -> int:
     name = _create_study(args)
-    print(f"study {name} in {args.storage}")
+    print(f"study {name} in {redact(args.storage)}")
     return cmd_sweep_agent(args, name)
 
 

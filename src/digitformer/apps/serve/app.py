@@ -57,8 +57,7 @@ class PredictResponse(BaseModel):
     probabilities: list[list[float]]
     number_confidence: float | None = None  # the whole reading's probability
     low_confidence: bool = False  # some digit read with probability under LOW_CONFIDENCE
-    spans: list[list[int]] = []  # per digit, its columns [left, right) in the picture...
-    width: int | None = None  # ...of this many columns
+    spans: list[list[float]] = []  # per digit, its columns [left, right) as shares of the width
     reason: str | None = None
     warning: str | None = None  # the picture looks like what another reader reads...
     looks_like: str | None = None  # ...and that reader's kind (digit, grid or number)
@@ -287,7 +286,6 @@ def _predict(chosen: Reader, pixels: np.ndarray, with_attention: bool) -> Predic
         number_confidence=found.number_confidence,
         low_confidence=found.low_confidence,
         spans=found.spans,
-        width=pixels.shape[1],
         reason=found.reason,
         warning=found.warning,
         looks_like=found.looks_like,
