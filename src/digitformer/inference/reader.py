@@ -94,10 +94,11 @@ class Reader:
     def predict(
         self, images: Iterable, *, preprocess: bool = True, batch_size: int = 256
     ) -> list[Prediction]:
-        """Read each picture: a file path, a PIL image, or an array (H, W) or (H, W, 3|4) of
+        """Read each picture: a file path, a PIL image, or an array (H, W) or (H, W, 1|3|4) of
         uint8 0-255, uint16 0-65535 or floats 0-1; any size, ink dark or light. Returns one
         Prediction each: `digits` (None, with a `reason`, when there is nothing to read),
-        `confidence` per digit, `probabilities`, `low_confidence`."""
+        `confidence` per digit, `probabilities`, `low_confidence`, `number_confidence` and, for
+        a number read in pieces, each digit's `spans`."""
         if isinstance(images, (str, Path, np.ndarray, Image.Image)):
             images = [images]  # one picture is a list of one
         pictures, names = [], []

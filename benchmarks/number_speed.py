@@ -1,0 +1,78 @@
+"""How many written numbers a second `digitformer predict --model number` reads, end to end.
+
+    python -m benchmarks.number_speed [--count 500] [--threads 2] [--json FILE]
+
+Makes `--count` lines of 1 to 8 MNIST test digits (the project's own generator, seed 7: this
+measures speed, not accuracy), each written dark on white paper at twice the canvas size and
+saved as a PNG in a temporary folder, then times reading the folder as `predict` does
+(`predict_paths`: decoding, finding the ink, cutting into pieces, the digit and numbers models)
+in pieces (the default) and with the numbers model alone, in the same run, best of `--repeat`.
+Also the share read right. Needs the MNIST test set (`digitformer data fetch`, or --data-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.common import guard, machine, write_json
+from digitformer.data import load_split
+from digitformer.data.numbers import make_numbers
+
+
+def write_lines(folder: Path, count: int, data_dir: str) -> list[str]:
+    test = load_split(data_dir, "test")
+    lines = make_numbers(test.images, test.labels, count, seed=7)
+    for i, image in enumerate(lines.images):
+        big = np.kron(255 - image, np.ones((2, 2), np.uint8))
+        Image.fromarray(np.pad(big, 12, constant_values=255)).save(folder / f"{i:05d}.png")
+    return lines.strings()
+
+
+def timed(paths: list[str], pieces: bool, repeat: int) -> tuple[float, list]:
+    import digitformer
+
+    reader = digitformer.load("number", pieces=pieces)
+    best, results = float("inf"), []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        results = reader.predict(paths)
+        best = min(best, time.perf_counter() - t0)
+    return best, results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", default=".data")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = {"count": args.count, "threads": args.threads, "machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        truth = write_lines(Path(tmp), args.count, args.data_dir)
+        paths = sorted(str(p) for p in Path(tmp).glob("*.png"))
+        for name, pieces in (("pieces", True), ("model_alone", False)):
+            seconds, results = timed(paths, pieces, args.repeat)
+            right = np.mean([r.digits == want for r, want in zip(results, truth)])
+            out[name] = {
+                "seconds": round(seconds, 2),
+                "lines_per_s": round(args.count / seconds, 1),
+                "read_right": round(float(right), 4),
+            }
+            print(
+                f"{name}: {args.count / seconds:.1f} lines/s, {100 * right:.1f}% right", flush=True
+            )
+    write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    guard(main)
