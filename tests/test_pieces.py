@@ -73,3 +73,21 @@ def test_a_line_longer_than_the_canvas_is_read_in_pieces_as_its_digits_are(digit
     assert digitformer.load("number").predict(picture)[0].digits == joined.digits
     with pytest.raises(digitformer.utils.errors.DigitformerError, match="too wide"):
         number.predict(picture)  # the sequence model alone cannot take it
+
+
+def test_the_auto_reader_sends_each_picture_to_the_reader_of_its_layout(digits):
+    """One digit, a 2x2 grid and a number in one call: each read by its own reader, in order,
+    as `predict --model auto` reads them."""
+    from digitformer.data.grids import tile_2x2
+
+    reader = digitformer.load("auto")
+    one = line(digits.images[:1], gap=0)
+    grid = 1 - np.kron(tile_2x2(digits.images[1:5][None])[0], np.ones((3, 3))) / 255
+    number = line(digits.images[5:10], gap=6)
+    read = reader.predict([one, grid, number])
+    assert [len(r.digits) for r in read] == [1, 4, 5]
+    assert read[0].digits == digitformer.load("digit").predict(one)[0].digits
+    assert read[1].digits == digitformer.load("grid").predict(grid)[0].digits
+    assert read[2].digits == digitformer.load("number").predict(number)[0].digits
+    assert [r.file for r in read] == ["image 0", "image 1", "image 2"]
+    assert set(reader.readers) == {"digit", "grid", "number"}

@@ -3,6 +3,7 @@
 import digitformer
 
 reader = digitformer.load("digit")       # the bundled digit reader; "grid" for 2x2 grids,
+                                         # "number", "auto" (each picture by its layout),
                                          # or a run folder, a checkpoint, hf://owner/repo
 for result in reader.predict(["seven.png", pixels, pil_image]):
     print(result.digits, result.confidence, result.reason)
@@ -28,7 +29,7 @@ from digitformer.inference.checkpoint import (
 )
 from digitformer.inference.pieces import read_in_pieces
 from digitformer.inference.predict import Prediction, Readings, predict_pictures
-from digitformer.inference.prepare import gray_pixels, read_gray
+from digitformer.inference.prepare import gray_pixels, layout_of, read_gray
 from digitformer.inference.readers import READERS, input_shape, kind_of, kind_of_checkpoint
 from digitformer.utils.defaults import RUNS_DIR
 from digitformer.utils.errors import DigitformerError
@@ -112,11 +113,55 @@ class Reader:
         return readings.results
 
 
-def load(name: str | Path = "digit", device: str = "auto", pieces: bool = True) -> Reader:
-    """A Reader: "digit", "grid" or "number" (the bundled models), or anything a command takes as a
-    checkpoint (a run folder, a .safetensors file, pretrained:NAME, hf://owner/repo). A numbers
-    reader reads in pieces, its lone digits by the bundled digit reader, unless `pieces` is
-    False (or no digit reader is bundled)."""
+class AutoReader:
+    """The bundled readers, each picture read by the one its ink's layout calls for (one
+    digit, a 2x2 grid, a number: `layout_of`), as `digitformer predict --model auto` does.
+    Each reader is loaded the first time a picture needs it."""
+
+    kind = "auto"
+
+    def __init__(self, device: str = "auto", pieces: bool = True) -> None:
+        self.device, self.pieces = device, pieces
+        self.readers: dict[str, Reader] = {}
+
+    def __repr__(self) -> str:
+        return f"AutoReader({', '.join(self.readers) or 'none loaded yet'})"
+
+    def predict(
+        self, images: Iterable, *, preprocess: bool = True, batch_size: int = 256
+    ) -> list[Prediction]:
+        """As `Reader.predict`, each picture by the reader of its layout."""
+        if isinstance(images, (str, Path, np.ndarray, Image.Image)):
+            images = [images]
+        items = list(images)
+        pictures = [_pixels(item, _name(item, i)) for i, item in enumerate(items)]
+        kinds = [layout_of(p) for p in pictures]
+        results: list[Prediction | None] = [None] * len(items)
+        for kind in dict.fromkeys(kinds):
+            if kind not in self.readers:
+                self.readers[kind] = load(kind, self.device, self.pieces)
+            picked = [i for i, k in enumerate(kinds) if k == kind]
+            read = self.readers[kind].predict(
+                [pictures[i] for i in picked], preprocess=preprocess, batch_size=batch_size
+            )
+            for i, r in zip(picked, read):
+                r.file = _name(items[i], i)
+                results[i] = r
+        return [r for r in results if r is not None]
+
+
+def _name(item, i: int) -> str:
+    return str(item) if isinstance(item, (str, Path)) else f"image {i}"
+
+
+def load(name: str | Path = "digit", device: str = "auto", pieces: bool = True):
+    """A Reader: "digit", "grid" or "number" (the bundled models), "auto" (all three, each
+    picture by its layout: an AutoReader), or anything a command takes as a checkpoint (a run
+    folder, a .safetensors file, pretrained:NAME, hf://owner/repo). A numbers reader reads in
+    pieces, its lone digits by the bundled digit reader, unless `pieces` is False (or no digit
+    reader is bundled)."""
+    if str(name) == "auto":
+        return AutoReader(device, pieces)
     source = f"pretrained:{name}" if str(name) in PRETRAINED else str(name)
     dev = pick_device(device)
     model, meta = load_model(source, dev)
