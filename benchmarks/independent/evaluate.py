@@ -303,6 +303,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="folder with the MNIST test-*.parquet (default: .data/ylecun/mnist)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--no-novelty",
+        action="store_true",
+        help="the digit reader without its 'not a digit' test (digitformer.inference.novelty)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -348,6 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
             run(name, "number", number, suite[name], whole)
     if args.reader in ("digit", "both"):
         digit = digitformer.load(digit_src, device=args.device)
+        if args.no_novelty:
+            digit.model.novelty = None
         for name in DIGIT_SETS:
             run(name, "digit", digit, suite[name], whole)
         for name in NUMBER_SETS:

@@ -172,7 +172,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         model.load_state_dict(weights)
     except RuntimeError as exc:
         raise DigitformerError(f"{path}: checkpoint does not match its model ({exc})") from None
-    return model.to(device).eval(), meta
+    model = model.to(device).eval()
+    novelty = path.with_suffix(".novelty.safetensors")
+    if path.parent == PRETRAINED_DIR and novelty.is_file():  # the bundled digit reader's
+        from digitformer.inference.novelty import Novelty
+
+        model.novelty = Novelty.load(novelty)  # says when a mark is no digit at all
+    return model, meta
 
 
 # ---- training state for --resume ---------------------------------------------------------

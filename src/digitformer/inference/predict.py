@@ -121,12 +121,14 @@ def predict_pictures(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     layouts: list[str] | None = None,
+    judge: bool = True,
 ) -> Readings:
     """Grayscale pictures (H, W) in [0, 1] -> a Prediction for each that could be prepared (in
-    their order; digits None and the reason where there is nothing to read; a warning where
-    the picture's layout (`layouts`, found here when not given) is not what this reader
-    reads), their prepared inputs (zeros for those), and one message per picture that could
-    not be prepared."""
+    their order; digits None and the reason where there is nothing to read, or, for a digit
+    reader that knows its digits (`novelty`) and `judge`, where a mark is like none of them; a
+    warning where the picture's layout (`layouts`, found here when not given) is not what this
+    reader reads), their prepared inputs (zeros for those), and one message per picture that
+    could not be prepared."""
     kind = kind_of(model)
     layouts = layouts if layouts is not None else [layout_of(p) for p in pictures]
     out = Readings()
@@ -147,7 +149,18 @@ def predict_pictures(
         tokens, probs = read(model, batch, batch_size, device)
         for k, (row, digits) in enumerate(zip(readable, token_strings(tokens))):
             _fill(out.results[row], digits, probs[k])
+        novelty = getattr(model, "novelty", None) if judge else None
+        if novelty is not None:
+            from digitformer.inference.novelty import features
+
+            for row, far in zip(readable, novelty.is_novel(features(model, batch)).tolist()):
+                if far:
+                    _refuse(out.results[row], "not a digit (it is like none of the ten)")
     return out
+
+
+def _refuse(result: Prediction, reason: str) -> None:
+    result.digits, result.confidence, result.probabilities, result.reason = None, [], [], reason
 
 
 def _fill(result: Prediction, digits: str, probs: np.ndarray) -> None:

@@ -1,0 +1,56 @@
+"""Not a digit: marks far from every digit class of the ViT's features are refused."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import digitformer
+from digitformer.data import load_split
+from digitformer.inference.checkpoint import load_model
+from digitformer.inference.novelty import Novelty, features, fit
+from helpers import SUBSET
+
+
+def scribbles(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Zigzags and crossed hatchings, light on black, 28x28: ink that is no digit."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        image = Image.new("L", (28, 28))
+        draw = ImageDraw.Draw(image)
+        points = [(4 + 20 * k / 6, 6 + 16 * (k % 2) + rng.uniform(-2, 2)) for k in range(7)]
+        draw.line(points, fill=255, width=2)
+        if rng.random() < 0.5:  # hatched across too
+            draw.line([(6, 24), (22, 4)], fill=255, width=2)
+        out.append(np.asarray(image))
+    return out
+
+
+@pytest.fixture(scope="module")
+def digit_model():
+    return load_model("pretrained:digit")[0]
+
+
+def test_fitted_on_digits_it_keeps_held_out_digits_and_refuses_scribbles(digit_model, tmp_path):
+    train, test = load_split(SUBSET, "train"), load_split(SUBSET, "test")
+    novelty = fit(digit_model, train.images, train.labels, test.images[:500], keep=0.99)
+    kept = ~novelty.is_novel(features(digit_model, test.images[500:]))
+    assert kept.float().mean() > 0.95  # digits it never saw stay digits
+    refused = novelty.is_novel(features(digit_model, np.stack(scribbles(40))))
+    assert refused.float().mean() > 0.8
+    novelty.save(tmp_path / "n.safetensors")
+    again = Novelty.load(tmp_path / "n.safetensors")
+    assert again.threshold == novelty.threshold
+    feats = features(digit_model, test.images[:50])
+    assert np.allclose(again.distance(feats), novelty.distance(feats), atol=1e-4)
+
+
+def test_the_bundled_digit_reader_says_not_a_digit_and_numbers_read_on(digit_model):
+    assert isinstance(getattr(digit_model, "novelty", None), Novelty)
+    reader = digitformer.load("digit")
+    marks = scribbles(10, seed=1)
+    refused = [r for r in reader.predict(marks) if r.digits is None]
+    assert len(refused) >= 7 and all(r.reason.startswith("not a digit") for r in refused)
+    test = load_split(SUBSET, "test")
+    read = reader.predict(list(test.images[:100]))
+    assert sum(r.digits is None for r in read) <= 3  # real digits are kept
