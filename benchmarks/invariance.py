@@ -6,8 +6,9 @@
 Takes `--count` MNIST test digits (seeded) that the bundled digit reader gets right on their
 own 28x28 frame, draws each dark on light paper (its frame 4x larger, 112x112) and puts the
 picture through each transformation with random parameters in the stated ranges (seeded):
-the share read the same as on its own frame. Then blank pictures of each kind (nothing
-written): the share refused ("no digit found"). And two sets of other pictures, scored by
+the share read the same as on its own frame (a picture refused, as "no digit found" or as
+"not a digit" (`--no-novelty`: without that test), is not). Then blank pictures of each kind
+(nothing written): the share refused. And two sets of other pictures, scored by
 their labels: MNIST test digits cropped to their ink with no margin ("tight crop", the
 reader is not told where the paper was) and scikit-learn's 8x8 scans of other writers'
 digits, which fill their frame, upscaled 4x (bilinear) to 32x32 ("low resolution").
@@ -29,6 +30,7 @@ from benchmarks.common import guard, machine, write_json
 from digitformer.data import load_split
 from digitformer.inference import readers
 from digitformer.inference.checkpoint import load_model
+from digitformer.inference.novelty import features
 from digitformer.inference.prepare import NoInk, prepare
 
 SCALE = 4  # the digits are drawn at 4x their MNIST frame, 112x112
@@ -166,9 +168,15 @@ def prepared(pictures) -> tuple[np.ndarray, np.ndarray]:
 def run(args) -> dict:
     model, meta = load_model(args.digit)
 
+    novelty = None if args.no_novelty else getattr(model, "novelty", None)  # "not a digit"
+
     def read(pictures):
+        """Digits read, and whether each picture was read at all: ink found, and (as
+        `predict` does) not refused as unlike any digit."""
         inputs, found = prepared(pictures)
         digits, _ = readers.read(model, inputs)
+        if novelty is not None:
+            found &= ~novelty.is_novel(features(model, inputs)).numpy()
         return digits[:, 0], found
 
     test = load_split(args.data_dir, "test")
@@ -199,7 +207,7 @@ def run(args) -> dict:
     for k, (name, blank) in enumerate(BLANKS.items()):
         t0 = time.perf_counter()
         rng = np.random.default_rng(200 + k)
-        _, found = prepared([blank(rng) for _ in range(args.blanks)])
+        _, found = read([blank(rng) for _ in range(args.blanks)])
         refused = float(1 - found.mean())
         report(name, "refused", refused, refused, args.blanks, time.perf_counter() - t0)
     t0 = time.perf_counter()
@@ -231,6 +239,7 @@ def run(args) -> dict:
     )
     return {
         "digit_checkpoint": args.digit,
+        "novelty": novelty is not None,
         "count": len(images),
         "rows": rows,
         "machine": machine(),
@@ -244,6 +253,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="digits per transformation")
     parser.add_argument("--blanks", type=int, default=100, help="blank pictures of each kind")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-novelty", action="store_true", help="without 'not a digit'")
     args = parser.parse_args()
     write_json(args.json, run(args))
 
