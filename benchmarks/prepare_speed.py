@@ -6,10 +6,12 @@
 Makes its own phone-style photos: `--count` MNIST test digits (seeded), each written dark on
 paper about 180x180 with a lighting gradient, sensor noise and JPEG compression (quality 70),
 saved as files in a temporary folder; and one 12-megapixel photo (4000x3000 JPEG) of a digit.
-Then, in the same run, times reading them as `digitformer predict photos/` does: decoding
-(`read_gray`), preparation (`layout_of`, which picks the reader, then `prepare`), the model
-(the bundled digit reader, one batch), and the whole `predict_paths` call (which does all
-three, and loads the model); the best of `--repeat` runs each. Also the share read right.
+Then, in the same run, on one thread (the baseline) and on `--threads` (all cores), times
+reading them as `digitformer predict photos/` does: decoding (`read_gray`), preparation
+(`layout_of`, which picks the reader, then `prepare`), the model (the bundled digit reader, one
+batch), a loaded reader's `predict(files)` (all three: what a folder costs once the model is
+loaded) and the whole `predict_paths` call (the model loaded too); the best of `--repeat` runs
+each. Also the share read right.
 Needs the MNIST test set (`digitformer download`, or --data-dir).
 """
 
@@ -26,12 +28,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+import digitformer
 from benchmarks.common import guard, machine, write_json
 from digitformer.data import load_split
-from digitformer.inference.checkpoint import load_model
+from digitformer.inference import ink
 from digitformer.inference.predict import predict_paths
 from digitformer.inference.prepare import NoInk, layout_of, prepare, read_gray
 from digitformer.inference.readers import read
+from digitformer.utils.runtime import each
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -69,39 +73,67 @@ def best(repeat: int, work):
     """The fastest of `repeat` runs of work() -> (seconds, its last result)."""
     times, result = [], None
     for _ in range(repeat):
+        ink._CACHE.clear()  # every run finds the ink afresh
         t0 = time.perf_counter()
         result = work()
         times.append(time.perf_counter() - t0)
     return min(times), result
 
 
-def read_all(files, model, meta, repeat):
-    """Decode, prepare (as predict does: the layout, then the digit) and read `files`."""
-    decode, pictures = best(repeat, lambda: [read_gray(f) for f in files])
+def stages(files, model, repeat) -> dict:
+    """Decoding, preparation (as predict does: the layout, then the digit) and the model, each
+    timed alone, on the threads PyTorch uses; and the reading right."""
+    decode, pictures = best(repeat, lambda: each(read_gray, files))
 
-    def prepare_all():
-        inputs, found = [], []
-        for p in pictures:
-            layout_of(p)
-            try:
-                inputs.append(prepare(p, grid=False))
-                found.append(True)
-            except NoInk:
-                inputs.append(np.zeros((28, 28), np.uint8))
-                found.append(False)
-        return np.stack(inputs), np.array(found)
+    def prepared(p):
+        layout_of(p)
+        try:
+            return prepare(p, grid=False)
+        except NoInk:
+            return None
 
-    prep, (inputs, found) = best(repeat, prepare_all)
-    model_s, (digits, _) = best(repeat, lambda: read(model, inputs))
-    return decode, prep, model_s, digits[:, 0], found
+    prep, inputs = best(repeat, lambda: each(prepared, pictures))
+    found = np.array([x is not None for x in inputs])
+    batch = np.stack([np.zeros((28, 28), np.uint8) if x is None else x for x in inputs])
+    model_s, (digits, _) = best(repeat, lambda: read(model, batch))
+    return {
+        "decode_s": decode,
+        "prepare_s": prep,
+        "model_s": model_s,
+        "found": found,
+        "digits": digits[:, 0],
+    }
+
+
+def row(files, labels, threads: int, repeat: int) -> dict:
+    """One row of the table: the stages, `Reader.predict` on the files (decode, prepare, read:
+    what a loaded reader does), and the whole `predict_paths` (the model loaded too)."""
+    torch.set_num_threads(threads)
+    reader = digitformer.load("digit", device="cpu")
+    s = stages(files, reader.model, repeat)
+    whole, results = best(repeat, lambda: reader.predict(files))
+    with_load, _ = best(repeat, lambda: predict_paths([str(f) for f in files], device="cpu"))
+    n = len(files)
+    right = [r.digits == str(y) for r, y in zip(results, labels)]
+    return {
+        "pictures": n,
+        "threads": threads,
+        **{k: v for k, v in s.items() if k.endswith("_s")},
+        "sum_s": s["decode_s"] + s["prepare_s"] + s["model_s"],
+        "predict_s": whole,
+        "pictures_per_s": n / whole,
+        "predict_paths_s": with_load,
+        "right": float(np.mean(right)),
+        "refused": float(np.mean([r.digits is None for r in results])),
+    }
 
 
 def run(args) -> dict:
-    torch.set_num_threads(args.threads)
     test = load_split(args.data_dir, "test")
     pick = np.random.default_rng(0).permutation(len(test))[: args.count]
     rng = np.random.default_rng(1)
-    model, meta = load_model("pretrained:digit")
+    threads = sorted({1, args.threads})
+    rows = {}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         (root / "photos").mkdir()
@@ -112,62 +144,32 @@ def run(args) -> dict:
             files.append(path)
         big = root / "big.jpg"
         big.write_bytes(photo(test.images[pick[0]], (3000, 4000), rng, quality=85))
-
-        decode, prep, model_s, digits, found = read_all(files, model, meta, args.repeat)
-        labels = test.labels[pick]
-        end_to_end, (results, *_) = best(
-            args.repeat, lambda: predict_paths([str(root / "photos")], device="cpu")
-        )
-        read = {Path(r.file).name: r.digits for r in results}
-        cli_right = np.mean([read.get(f.name) == str(y) for f, y in zip(files, labels)])
-        b_decode, b_prep, b_model, b_digits, b_found = read_all([big], model, meta, args.repeat)
-        b_total, _ = best(args.repeat, lambda: predict_paths([str(big)], device="cpu"))
-    n = len(files)
-    rows = {
-        "photos": {
-            "pictures": n,
-            "side": "170-190",
-            "decode_s": decode,
-            "prepare_s": prep,
-            "model_s": model_s,
-            "sum_s": decode + prep + model_s,
-            "predict_paths_s": end_to_end,
-            "pictures_per_s": n / end_to_end,
-            "right": float(np.mean((digits == labels) & found)),
-            "refused": float(1 - found.mean()),
-            "predict_paths_right": float(cli_right),
-        },
-        "12-megapixel photo": {
-            "pictures": 1,
-            "side": "4000x3000",
-            "decode_s": b_decode,
-            "prepare_s": b_prep,
-            "model_s": b_model,
-            "sum_s": b_decode + b_prep + b_model,
-            "predict_paths_s": b_total,
-            "pictures_per_s": 1 / b_total,
-            "right": float((b_digits[0] == labels[0]) and b_found[0]),
-            "refused": float(not b_found[0]),
-        },
-    }
+        for n in threads:
+            rows[f"{len(files)} photos ~180x180, {n} thread(s)"] = row(
+                files, test.labels[pick], n, args.repeat
+            )
+        for n in threads:
+            rows[f"one 4000x3000 photo, {n} thread(s)"] = row(
+                [big], test.labels[pick[:1]], n, args.repeat
+            )
     print(
-        f"{'':20s}{'decode':>10s}{'prepare':>10s}{'model':>10s}{'sum':>10s}{'predict':>10s}"
-        f"{'pics/s':>9s}{'right':>8s}{'refused':>8s}"
+        f"{'':36s}{'decode':>9s}{'prepare':>9s}{'model':>9s}{'predict':>9s}{'pics/s':>8s}"
+        f"{'+load':>9s}{'right':>7s}{'refused':>8s}"
     )
     for name, r in rows.items():
         print(
-            f"{name:20s}"
-            + "".join(f"{1000 * r[k]:8.1f}ms" for k in ("decode_s", "prepare_s", "model_s"))
-            + f"{1000 * r['sum_s']:8.1f}ms{1000 * r['predict_paths_s']:8.1f}ms"
-            + f"{r['pictures_per_s']:9.1f}{100 * r['right']:7.1f}%{100 * r['refused']:7.1f}%"
+            f"{name:36s}"
+            + "".join(f"{1000 * r[k]:7.1f}ms" for k in ("decode_s", "prepare_s", "model_s"))
+            + f"{1000 * r['predict_s']:7.1f}ms{r['pictures_per_s']:8.1f}"
+            + f"{1000 * r['predict_paths_s']:7.1f}ms"
+            + f"{100 * r['right']:6.1f}%{100 * r['refused']:7.1f}%"
         )
     print(
-        "(best of",
-        args.repeat,
-        "runs; 'predict' is the whole predict_paths call, model load"
-        " included; photos: times for all of them)",
+        f"(best of {args.repeat} runs, times for all the pictures of a row; 'predict' is a loaded"
+        " reader's predict(files): decode, prepare, read; '+load' the whole predict_paths call,"
+        " the model loaded too)"
     )
-    return {"rows": rows, "repeat": args.repeat, "threads": args.threads, "machine": machine()}
+    return {"rows": rows, "repeat": args.repeat, "machine": machine()}
 
 
 def main() -> None:
@@ -175,7 +177,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--count", type=int, default=100, help="phone-style photos to make")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each timing (best kept)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="threads, beside 1 (the baseline)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     write_json(args.json, run(args))

@@ -3,6 +3,7 @@
 
     python -m benchmarks.throughput --steps 60
     python -m benchmarks.throughput --efficiency --inference --json benchmarks/results/speed.json
+    python -m benchmarks.throughput --efficiency --ops --profiles default   (where the time goes)
     (--profiles default,fast: the profiles --efficiency and --inference measure, of both tasks)
 
 ours:     attention through F.scaled_dot_product_attention; the whole training set in memory as a
@@ -15,7 +16,9 @@ Both run the same optimizer step, batch size and augmentation, in the same proce
 torch.utils.flop_counter on a forward and backward pass through the explicit attention path,
 which it can see; SDPA's fused kernel it cannot), the achieved GFLOP/s at the measured
 training speed, and the machine's fp32 matrix-multiply peak measured in the same run (a loop
-of 2048x2048 torch.mm), as a percentage.
+of 2048x2048 torch.mm), as a percentage; of every task that has the profile (encoder-only,
+encoder-decoder, numbers). With --ops, also a step's time by phase (drawing the batch, forward,
+backward, optimizer) and its ops' time by family (benchmarks/ops.py).
 --inference: digits/s and grids/s at batch 1 (latency) and batch 512 (throughput) for PyTorch
 eager, TorchScript and ONNX Runtime, on the same inputs; the answers must agree.
 """
@@ -31,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import guard, machine, write_json
+from benchmarks.ops import print_breakdown, step_breakdown
 from digitformer.data.augment import random_affine
 from digitformer.models import build_model
 from digitformer.models.layers import Attention
@@ -119,7 +123,7 @@ def task_profiles(args) -> list[tuple[str, str]]:
     """(task, profile) for each of --profiles that the task has (every task has `default`)."""
     pairs = []
     for profile in args.profiles.split(","):
-        for task_name in ("encoder-only", "encoder-decoder"):
+        for task_name in ("encoder-only", "encoder-decoder", "numbers"):
             if (PROFILE_DIR / f"{task_name}-{profile}.yaml").is_file():
                 pairs.append((task_name, profile))
     if not pairs:
@@ -152,6 +156,9 @@ def efficiency(args) -> list[dict]:
                 "share_of_peak": flops * rate / 1e9 / peak,
             }
         )
+        if args.ops:
+            rows[-1]["breakdown"] = step_breakdown(task, model, optimizer, batches, args.ops_steps)
+            print_breakdown(f"{task_name} `{profile}`", rows[-1]["breakdown"])
     print(f"fp32 matmul peak (2048x2048 torch.mm): {peak:.1f} GFLOP/s")
     print("| model | training MFLOP/sample | samples/s | GFLOP/s | of the matmul peak |")
     print("|---|---|---|---|---|")
@@ -220,7 +227,7 @@ def inference(args) -> list[dict]:
             for name, answer in answers.items():
                 same = np.array_equal(answer.numpy(), reference.numpy())
                 assert same, f"{name} reads other digits than PyTorch eager"
-    unit = {"encoder-only": "digits/s", "encoder-decoder": "grids/s"}
+    unit = {"encoder-only": "digits/s", "encoder-decoder": "grids/s", "numbers": "numbers/s"}
     print("| model | runtime | batch 1 | batch 512 |")
     print("|---|---|---|---|")
     for task_name, profile in task_profiles(args):
@@ -254,6 +261,12 @@ def main() -> None:
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--efficiency", action="store_true", help="FLOPs and share of the peak")
     parser.add_argument("--inference", action="store_true", help="eager, TorchScript, ONNX")
+    parser.add_argument(
+        "--ops",
+        action="store_true",
+        help="with --efficiency: a step's time by phase and by op family (torch.profiler)",
+    )
+    parser.add_argument("--ops-steps", type=int, default=20, help="steps --ops profiles")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     result = {"machine": machine()}

@@ -21,6 +21,7 @@ from torch import nn
 from digitformer.inference.predict import Prediction, Readings, predict_pictures
 from digitformer.inference.prepare import NoInk, TooWide, digit_height, find_ink
 from digitformer.inference.readers import READERS, input_shape
+from digitformer.utils.runtime import each
 
 SINGLE_WIDTH = 1.0  # a piece at most as wide as it is tall (times this) is one digit
 MIN_HEIGHT = 0.35  # a mark under this share of the digits' height is no digit (a dot, a dash)
@@ -74,17 +75,21 @@ def read_in_pieces(
     """Pictures of numbers -> one Prediction each (in order): the pieces' digits joined, with
     a confidence each; digits None and a reason when nothing could be read or a piece could not
     be; one error per picture a piece of which could not be prepared."""
+
+    def surveyed(pixels: np.ndarray) -> tuple[np.ndarray, list[Piece] | NoInk]:
+        whole = _whole(pixels, number_model)  # what --show and the page draw
+        try:
+            return whole, cut_at_gaps(pixels)
+        except NoInk as exc:
+            return whole, exc
+
     out = Readings()
     cut: list[list[Piece]] = []
-    for name, pixels in zip(names, pictures):
-        out.inputs.append(_whole(pixels, number_model))  # what --show and the page draw
-        try:
-            cut.append(cut_at_gaps(pixels))
-        except NoInk as exc:
-            cut.append([])
-            out.results.append(Prediction(name, None, [], [], str(exc)))
-            continue
-        out.results.append(Prediction(name, None, [], []))
+    for name, (whole, pieces) in zip(names, each(surveyed, pictures)):
+        out.inputs.append(whole)
+        cut.append(pieces if isinstance(pieces, list) else [])
+        reason = str(pieces) if isinstance(pieces, NoInk) else None
+        out.results.append(Prediction(name, None, [], [], reason))
     read: dict[tuple[int, int], Prediction | None] = {}
     for single, model, layout in ((True, digit_model, "digit"), (False, number_model, "number")):
         owners = [(i, k) for i, p in enumerate(cut) for k, x in enumerate(p) if x.single == single]

@@ -27,7 +27,7 @@ from digitformer.inference.prepare import NoInk, layout_of, read_gray
 from digitformer.inference.readers import READERS, input_shape, kind_of, read, token_strings
 from digitformer.utils.errors import DigitformerError
 from digitformer.utils.fileio import printable
-from digitformer.utils.runtime import pick_device
+from digitformer.utils.runtime import each, pick_device
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LOW_CONFIDENCE = 0.6  # a digit read with less than this probability is flagged
@@ -130,19 +130,28 @@ def predict_pictures(
     reader reads), their prepared inputs (zeros for those), and one message per picture that
     could not be prepared."""
     kind = kind_of(model)
-    layouts = layouts if layouts is not None else [layout_of(p) for p in pictures]
-    out = Readings()
-    for name, pixels, layout in zip(names, pictures, layouts):
+
+    def prepared(i: int) -> tuple[str, np.ndarray | DigitformerError]:
+        """Picture i's layout and the model's input (or why there is none), in one task: both
+        ask `find_ink`, and its answer is kept for the second."""
+        layout = layouts[i] if layouts is not None else layout_of(pictures[i])
         try:
-            out.inputs.append(kind.prepare(pixels, model, preprocess))
+            return layout, kind.prepare(pictures[i], model, preprocess)
+        except DigitformerError as exc:
+            return layout, exc
+
+    out = Readings()
+    for name, (layout, ready) in zip(names, each(prepared, range(len(pictures)))):
+        if isinstance(ready, NoInk):
+            out.inputs.append(np.zeros(input_shape(model), np.uint8))
+            out.results.append(Prediction(name, None, [], [], str(ready)))
+        elif isinstance(ready, DigitformerError):
+            out.errors.append(_named(name, ready))
+        else:
+            out.inputs.append(ready)
             other = layout if layout != kind.name else None
             warning = _mismatch(layout, kind.name)
             out.results.append(Prediction(name, None, [], [], None, warning, other))
-        except NoInk as exc:
-            out.inputs.append(np.zeros(input_shape(model), np.uint8))
-            out.results.append(Prediction(name, None, [], [], str(exc)))
-        except DigitformerError as exc:
-            out.errors.append(_named(name, exc))
     readable = [i for i, r in enumerate(out.results) if r.reason is None]
     if readable:
         batch = np.stack([out.inputs[i] for i in readable])
@@ -200,14 +209,20 @@ def _stdin() -> io.BytesIO:
 def read_files(files: list[Path]) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Image files (and "-", standard input) -> grayscale pictures, their names, and one
     message per file that could not be read."""
-    pictures, names, errors = [], [], []
-    for path in files:
+
+    def decoded(path: Path) -> np.ndarray | DigitformerError:
         try:
-            source = _stdin() if str(path) == STDIN else path
-            pictures.append(read_gray(source, str(path)))
-            names.append(str(path))
+            return read_gray(_stdin() if str(path) == STDIN else path, str(path))
         except DigitformerError as exc:
-            errors.append(_named(str(path), exc))
+            return exc
+
+    pictures, names, errors = [], [], []
+    for path, picture in zip(files, each(decoded, files)):
+        if isinstance(picture, DigitformerError):
+            errors.append(_named(str(path), picture))
+        else:
+            pictures.append(picture)
+            names.append(str(path))
     return pictures, names, errors
 
 
@@ -265,7 +280,7 @@ def predict_paths(
     return out
 
 
-CHUNK = 256  # pictures decoded, prepared and read together by `predict_paths`
+CHUNK = 64  # pictures decoded, prepared and read together by `predict_paths` (see ink.KEPT)
 
 
 def _read_chunk(
@@ -283,7 +298,7 @@ def _read_chunk(
     loaded the first time a chunk needs them."""
     pictures, names, errors = read_files(files)
     out.errors += errors
-    layouts = [layout_of(p) for p in pictures]  # what each picture looks like
+    layouts = each(layout_of, pictures)  # what each picture looks like
     if fixed:
         kinds = [next(iter(models))] * len(names)
     else:

@@ -44,6 +44,7 @@ from digitformer.inference.ink import (
     Ink,
     NoInk,
     find_ink,
+    grow,
     normalize_pen,
     stroke_width,
 )
@@ -136,7 +137,7 @@ def _large_marks(mask: np.ndarray) -> tuple[np.ndarray, list[int], int]:
     5's bar, a broken stroke). -> their labels, the labels of the large ones (at least a fifth
     of the largest's area), and the joining reach in pixels."""
     reach = max(1, round(stroke_width(mask)))
-    labels, count = ndimage.label(ndimage.binary_dilation(mask, iterations=reach))
+    labels, count = ndimage.label(grow(mask, reach))
     if count == 0:
         return labels, [], reach
     areas = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))

@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -43,6 +46,22 @@ def configure_threads(threads: int | None) -> None:
         if threads < 1:
             raise DigitformerError(f"threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def each(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """work(item) for every item, in order, on as many threads as PyTorch uses: what the
+    preparation of pictures does (NumPy, SciPy, Pillow) lets go of the GIL for most of its
+    time. An exception from work() is raised here, as from a plain loop."""
+    items = list(items)
+    workers = min(torch.get_num_threads(), len(items))
+    if workers <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(work, items))
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

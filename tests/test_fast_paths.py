@@ -1,0 +1,82 @@
+"""The preparation's fast paths give what the library calls they replace give, and reading on
+several threads gives what one thread gives."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy import ndimage
+
+from digitformer.data import load_split
+from digitformer.inference import ink
+from digitformer.utils.runtime import each
+
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+floats = arrays(
+    np.float32,
+    st.integers(1, 400),
+    elements=st.floats(-1, 1, width=32, allow_nan=False),
+)
+masks = arrays(bool, st.tuples(st.integers(1, 30), st.integers(1, 30)))
+
+
+@FAST
+@given(floats, st.floats(0, 100))
+def test_percentile_is_numpys(values, q):
+    assert ink._percentile(values, q) == pytest.approx(np.percentile(values, q), abs=1e-6)
+    assert ink._median(values) == pytest.approx(np.median(values), abs=1e-6)
+
+
+@FAST
+@given(masks, st.integers(1, 4))
+def test_boundary_and_grow_are_scipys_erosion_and_dilation(mask, steps):
+    assert np.array_equal(ink._boundary(mask), mask & ~ndimage.binary_erosion(mask))
+    assert np.array_equal(ink.grow(mask, steps), ndimage.binary_dilation(mask, iterations=steps))
+
+
+def test_each_keeps_the_order_and_raises_as_a_loop():
+    torch.set_num_threads(2)
+    try:
+        assert each(lambda x: x * x, range(50)) == [x * x for x in range(50)]
+
+        def fails(x):
+            if x == 7:
+                raise ValueError("seven")
+            return x
+
+        with pytest.raises(ValueError, match="seven"):
+            each(fails, range(20))
+    finally:
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from helpers import SUBSET
+
+    return load_split(SUBSET, "test")
+
+
+def test_a_folder_read_on_two_threads_is_read_as_on_one(tmp_path, digits):
+    """predict_paths prepares its pictures on the threads PyTorch uses: the same answers."""
+    from PIL import Image
+
+    from digitformer.inference.predict import predict_paths
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        paper = np.full((90, 90), 230, np.uint8)
+        paper[20:76, 17:73] = 255 - np.asarray(Image.fromarray(digits.images[i]).resize((56, 56)))
+        noisy = np.clip(paper + rng.normal(0, 6, paper.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(tmp_path / f"{i:02d}.png")
+    answers = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        ink._CACHE.clear()
+        read = predict_paths([str(tmp_path)], device="cpu")
+        answers.append([(r.file, r.digits, r.reason) for r in read.results])
+    torch.set_num_threads(1)
+    assert answers[0] == answers[1]
+    assert sum(d == str(y) for (_, d, _), y in zip(answers[0], digits.labels[:12])) >= 11
