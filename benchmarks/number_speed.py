@@ -5,7 +5,7 @@
 Makes `--count` lines of 1 to 8 MNIST test digits (the project's own generator, seed 7: this
 measures speed, not accuracy), each written dark on white paper at twice the canvas size and
 saved as a PNG in a temporary folder, then times reading the folder as `predict` does
-(`predict_paths`: decoding, finding the ink, cutting into pieces, the digit and numbers models)
+(decoding, finding the ink, cutting into pieces, the digit and numbers models: `Reader`)
 in pieces (the default) and with the numbers model alone, in the same run, best of `--repeat`.
 Also the share read right. Needs the MNIST test set (`digitformer data fetch`, or --data-dir).
 """
@@ -35,16 +35,20 @@ def write_lines(folder: Path, count: int, data_dir: str) -> list[str]:
     return lines.strings()
 
 
-def timed(paths: list[str], pieces: bool, repeat: int) -> tuple[float, list]:
+def timed(paths: list[str], pieces: bool, repeat: int) -> tuple[float, dict, int]:
+    """Best seconds to decode and read `paths`, what each file read (None: not read), and how
+    many could not be prepared at all (the model alone refuses lines too wide for its canvas)."""
     import digitformer
+    from digitformer.inference.prepare import read_gray
 
     reader = digitformer.load("number", pieces=pieces)
-    best, results = float("inf"), []
+    best, readings = float("inf"), None
     for _ in range(repeat):
         t0 = time.perf_counter()
-        results = reader.predict(paths)
+        readings = reader.read_pictures([read_gray(p) for p in paths], paths)
         best = min(best, time.perf_counter() - t0)
-    return best, results
+    assert readings is not None
+    return best, {r.file: r.digits for r in readings.results}, len(readings.errors)
 
 
 def main() -> None:
@@ -61,15 +65,18 @@ def main() -> None:
         truth = write_lines(Path(tmp), args.count, args.data_dir)
         paths = sorted(str(p) for p in Path(tmp).glob("*.png"))
         for name, pieces in (("pieces", True), ("model_alone", False)):
-            seconds, results = timed(paths, pieces, args.repeat)
-            right = np.mean([r.digits == want for r, want in zip(results, truth)])
+            seconds, read, refused = timed(paths, pieces, args.repeat)
+            right = np.mean([read.get(p) == want for p, want in zip(paths, truth)])
             out[name] = {
                 "seconds": round(seconds, 2),
                 "lines_per_s": round(args.count / seconds, 1),
                 "read_right": round(float(right), 4),
+                "refused_too_wide": refused,
             }
             print(
-                f"{name}: {args.count / seconds:.1f} lines/s, {100 * right:.1f}% right", flush=True
+                f"{name}: {args.count / seconds:.1f} lines/s, {100 * right:.1f}% right, "
+                f"{refused} refused as too wide for the canvas",
+                flush=True,
             )
     write_json(args.json, out)
 

@@ -76,16 +76,19 @@ def step_breakdown(task, model, optimizer, batches, steps: int = 20, warmup: int
             optimizer.step()
         wall = time.perf_counter() - t0
     by_family: dict[str, float] = {}
+    by_op: dict[str, float] = {}
     for event in prof.key_averages():
         if event.key.startswith("aten::"):  # the ops themselves; wrappers have no self time
             label = family(event.key)
             by_family[label] = by_family.get(label, 0.0) + event.self_cpu_time_total / 1e6
+            by_op[event.key] = event.self_cpu_time_total / 1e6
     by_family["Python, dispatch (no op)"] = max(0.0, wall - sum(by_family.values()))
     total = sum(by_family.values())
     return {
         "phase_s": phases,
         "step_s": sum(phases.values()),
         "op_share": {k: v / total for k, v in sorted(by_family.items(), key=lambda kv: -kv[1])},
+        "top_ops": {k: v / total for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:10]},
         "profiled_steps": len(drawn),
     }
 
@@ -98,3 +101,5 @@ def print_breakdown(name: str, b: dict) -> None:
     print(f"{name}: step {1000 * step:.1f} ms = {phases}")
     shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in b["op_share"].items() if v >= 0.005)
     print(f"  forward+backward+optimizer by op family (self CPU time): {shares}")
+    top = ", ".join(f"{k.removeprefix('aten::')} {100 * v:.0f}%" for k, v in b["top_ops"].items())
+    print(f"  its ten largest ops: {top}")

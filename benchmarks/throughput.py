@@ -18,7 +18,8 @@ which it can see; SDPA's fused kernel it cannot), the achieved GFLOP/s at the me
 training speed, and the machine's fp32 matrix-multiply peak measured in the same run (a loop
 of 2048x2048 torch.mm), as a percentage; of every task that has the profile (encoder-only,
 encoder-decoder, numbers). With --ops, also a step's time by phase (drawing the batch, forward,
-backward, optimizer) and its ops' time by family (benchmarks/ops.py).
+backward, optimizer) and its ops' time by family (benchmarks/ops.py); with --compile, the same
+steps through torch.compile, against eager timed again after it.
 --inference: digits/s and grids/s at batch 1 (latency) and batch 512 (throughput) for PyTorch
 eager, TorchScript and ONNX Runtime, on the same inputs; the answers must agree.
 """
@@ -42,13 +43,14 @@ from digitformer.training.settings import PROFILE_DIR, resolve_settings
 from digitformer.training.tasks import TASKS, build_task
 from digitformer.training.train import make_optimizer
 from digitformer.utils.errors import DigitformerError
+from digitformer.utils.runtime import keep_freed_memory
 
 
 class HandAttention(Attention):
     """The baseline's attention: scores, softmax and weighted sum written out by hand."""
 
-    def forward(self, x, context=None, *, causal=False, cache=None, need_weights=False):
-        out, _ = super().forward(x, context, causal=causal, cache=cache, need_weights=True)
+    def forward(self, x, context=None, *, causal=False, cache=None, need_weights=False, **kw):
+        out, _ = super().forward(x, context, causal=causal, cache=cache, need_weights=True, **kw)
         return out, None
 
 
@@ -132,6 +134,7 @@ def task_profiles(args) -> list[tuple[str, str]]:
 
 
 def efficiency(args) -> list[dict]:
+    keep_freed_memory()  # as `train` does on the CPU
     peak = matmul_peak()
     rows = []
     for task_name, profile in task_profiles(args):
@@ -156,9 +159,25 @@ def efficiency(args) -> list[dict]:
                 "share_of_peak": flops * rate / 1e9 / peak,
             }
         )
+        if args.compile:  # the same steps through torch.compile (Inductor), its warm-up apart
+            compiled = torch.compile(model, dynamic=False)
+            time_steps(compiled, optimizer, task, batches, 3, warmup=0)
+            rows[-1]["compiled_samples_per_second"] = time_steps(
+                compiled, optimizer, task, batches, args.steps
+            )
+            rows[-1]["eager_samples_per_second_again"] = time_steps(
+                model, optimizer, task, batches, args.steps
+            )
         if args.ops:
             rows[-1]["breakdown"] = step_breakdown(task, model, optimizer, batches, args.ops_steps)
             print_breakdown(f"{task_name} `{profile}`", rows[-1]["breakdown"])
+    for r in rows:
+        if "compiled_samples_per_second" in r:
+            print(
+                f"{r['task']} `{r['profile']}`: eager {r['samples_per_second']:,.0f} then "
+                f"{r['eager_samples_per_second_again']:,.0f} samples/s, torch.compile "
+                f"{r['compiled_samples_per_second']:,.0f}"
+            )
     print(f"fp32 matmul peak (2048x2048 torch.mm): {peak:.1f} GFLOP/s")
     print("| model | training MFLOP/sample | samples/s | GFLOP/s | of the matmul peak |")
     print("|---|---|---|---|---|")
@@ -267,6 +286,9 @@ def main() -> None:
         help="with --efficiency: a step's time by phase and by op family (torch.profiler)",
     )
     parser.add_argument("--ops-steps", type=int, default=20, help="steps --ops profiles")
+    parser.add_argument(
+        "--compile", action="store_true", help="with --efficiency: also through torch.compile"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     result = {"machine": machine()}

@@ -113,6 +113,17 @@ def test_train_without_data_says_how_to_fetch(tmp_path):
     assert "digitformer data fetch" in out.stderr
 
 
+def test_train_verbose_prints_every_setting(tmp_path, monkeypatch, capsys):
+    """--verbose shows what the task does not use too; the run stops at its data here."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "encoder-only", "--data-dir", str(tmp_path / "none"), "--env-file", "none"]
+    for extra in ([], ["--verbose"]):
+        main([*args, *extra])
+        out = capsys.readouterr().out
+        assert "settings:" in out and "lr:" in out
+        assert ("train_grids" in out) == bool(extra)
+
+
 def test_bad_set_is_a_clear_error(tmp_path):
     out = run_cli("train", "encoder-only", "--set", "epochs", "--data-dir", str(tmp_path))
     assert out.returncode == 1 and "settings are KEY=VALUE, got 'epochs'" in out.stderr
@@ -148,6 +159,7 @@ def test_fetch_from_folder_then_train_and_eval(mnist_dir, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0 and "settings:" in out and "epoch 1/1" in out
+    assert "train_grids" not in out and "aug_eights" not in out  # not a ViT's settings
     assert "┌" in out  # the Braille validation display
     assert main(["eval", str(runs / "r"), "--json", "--data-dir", str(mnist_dir)]) == 0
     result = json.loads(capsys.readouterr().out)

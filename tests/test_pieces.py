@@ -91,3 +91,18 @@ def test_the_auto_reader_sends_each_picture_to_the_reader_of_its_layout(digits):
     assert read[2].digits == digitformer.load("number").predict(number)[0].digits
     assert [r.file for r in read] == ["image 0", "image 1", "image 2"]
     assert set(reader.readers) == {"digit", "grid", "number"}
+
+
+def test_a_line_whose_marks_differ_in_height_is_fitted_to_the_canvas_not_refused():
+    """A tall stroke and two small marks: their median height says the digits are small, so the
+    ink would not fit the canvas's height; it is fitted to it instead (a line with 8s of two
+    loops was refused as "too tall")."""
+    from digitformer.inference.prepare import prepare_number
+
+    paper = np.ones((80, 120), np.float32)
+    paper[10:70, 20:27] = 0.0  # a tall stroke
+    paper[55:70, 50:68] = 0.0  # two short marks apart from it, on the baseline
+    paper[55:70, 90:108] = 0.0
+    canvas = prepare_number(paper, 28, 196)
+    rows = np.flatnonzero((canvas > 64).any(1))
+    assert canvas.shape == (28, 196) and 20 <= rows[-1] - rows[0] + 1 <= 26

@@ -217,9 +217,12 @@ def prepare_number(
     top, left = rows.min(), cols.min()
     crop = ink.image[top : rows.max() + 1, left : cols.max() + 1]
     mask = ink.mask[top : rows.max() + 1, left : cols.max() + 1]
-    digit_h = digit_height(mask)
-    strokes = normalize_pen(Ink(crop, mask), round(digit_h))
     h, w = crop.shape
+    # The digits are never less tall than the ink fitted to the canvas's height makes them: the
+    # marks' median height undercounts a line whose marks differ in size (an 8 of two loops, a
+    # dot), which would then seem too tall for the canvas.
+    digit_h = max(digit_height(mask), h * NUMBER_DIGIT_HEIGHT / (height - 2))
+    strokes = normalize_pen(Ink(crop, mask), round(digit_h))
     scale = NUMBER_DIGIT_HEIGHT / digit_h
     fit = min(1.0, (width - 2) / (w * scale), (height - 2) / (h * scale))
     if NUMBER_DIGIT_HEIGHT * fit < NUMBER_MIN_HEIGHT:

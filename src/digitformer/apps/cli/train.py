@@ -59,6 +59,11 @@ def register(sub, shared) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the run where it stopped")
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print every setting, also those this task does not use (all are kept in the run)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="with --resume: continue even though settings that change the run differ",
@@ -95,6 +100,15 @@ def register(sub, shared) -> None:
     p.set_defaults(func=cmd_train)
 
 
+# Settings a task does not read (train --verbose prints them too): the generated images' counts
+# and layout, and the numbers' own augmentation, mean nothing to a single-digit ViT.
+NUMBERS_ONLY = ("layout", "aug_blur", "aug_eights")
+UNUSED = {
+    "encoder-only": ("train_grids", "val_grids", "test_grids", "init_encoder", *NUMBERS_ONLY),
+    "encoder-decoder": NUMBERS_ONLY,
+}
+
+
 def cmd_train(args) -> int:
     import yaml
 
@@ -123,7 +137,10 @@ def cmd_train(args) -> int:
             f"{folder} already holds a run: pass --resume to continue it, or --name NAME"
         )
     if main_process:
-        text = yaml.safe_dump(settings.to_dict(), sort_keys=False).strip()
+        shown = settings.to_dict()
+        if not args.verbose:
+            shown = {k: v for k, v in shown.items() if k not in UNUSED.get(args.task, ())}
+        text = yaml.safe_dump(shown, sort_keys=False).strip()
         print("settings:\n  " + text.replace("\n", "\n  "))
     summary = train(settings, resume=args.resume, force=args.force)
     if main_process:
