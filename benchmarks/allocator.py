@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks.common import guard, machine, write_json
+from benchmarks.ops import run_steps
 from digitformer.models import build_model
 from digitformer.training.optim import make_optimizer
 from digitformer.training.settings import resolve_settings
@@ -48,13 +48,7 @@ def one_task(name: str, steps: int, rounds: int, data_dir: str) -> dict:
     optimizer = make_optimizer(model, settings, fused=False)
 
     def step_time() -> float:
-        t0 = time.perf_counter()
-        for images, labels in drawn:
-            loss, _, _ = task.loss(model, images, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return (time.perf_counter() - t0) / steps
+        return run_steps(task, model, optimizer, drawn) / steps
 
     times: dict[str, list[float]] = {"glibc default": [], "keeps freed memory": []}
     for _ in range(rounds):

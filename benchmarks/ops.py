@@ -45,6 +45,17 @@ def family(op: str) -> str:
     return "other ops"
 
 
+def run_steps(task, model, optimizer, batches) -> float:
+    """A training step on each (images, labels) of `batches`; the seconds they took."""
+    t0 = time.perf_counter()
+    for images, labels in batches:
+        loss, _, _ = task.loss(model, images, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - t0
+
+
 def step_breakdown(task, model, optimizer, batches, steps: int = 20, warmup: int = 3) -> dict:
     """Seconds a step spends drawing its batch and in forward, backward and the optimizer
     (timed apart, `steps` steps after `warmup`), and the shares of the model's step
@@ -68,13 +79,7 @@ def step_breakdown(task, model, optimizer, batches, steps: int = 20, warmup: int
                 phases[name] += dt / steps
             drawn.append((images, labels))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        for images, labels in drawn:
-            loss, _, _ = task.loss(model, images, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        wall = time.perf_counter() - t0
+        wall = run_steps(task, model, optimizer, drawn)
     by_family: dict[str, float] = {}
     by_op: dict[str, float] = {}
     for event in prof.key_averages():
