@@ -378,18 +378,25 @@ def _drop_specks(labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
 def _boundary(mask: np.ndarray) -> np.ndarray:
     """The mask's own pixels that touch the outside (4-connected; beyond the frame is outside):
     the mask less its erosion by a cross (as binary_erosion's, by shifted slices: 8x faster)."""
-    p = np.pad(mask, 1)
+    p = _framed(mask)
     inner = p[1:-1, :-2] & p[1:-1, 2:] & p[:-2, 1:-1] & p[2:, 1:-1]
     return mask & ~inner
+
+
+def _framed(mask: np.ndarray) -> np.ndarray:
+    """The mask with a one-pixel frame of False around it (np.pad's answer, without its cost)."""
+    p = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), bool)
+    p[1:-1, 1:-1] = mask
+    return p
 
 
 def grow(mask: np.ndarray, steps: int = 1) -> np.ndarray:
     """The mask dilated `steps` times by a cross (as binary_dilation(mask, iterations=steps),
     by shifted slices: several times faster)."""
+    p = _framed(mask)
     for _ in range(steps):
-        p = np.pad(mask, 1)
-        mask = p[1:-1, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:] | p[:-2, 1:-1] | p[2:, 1:-1]
-    return mask
+        p[1:-1, 1:-1] = p[1:-1, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:] | p[:-2, 1:-1] | p[2:, 1:-1]
+    return p[1:-1, 1:-1].copy()
 
 
 def stroke_width(mask: np.ndarray) -> float:
