@@ -43,7 +43,6 @@ from digitformer.training.settings import PROFILE_DIR, resolve_settings
 from digitformer.training.tasks import TASKS, build_task
 from digitformer.training.train import make_optimizer
 from digitformer.utils.errors import DigitformerError
-from digitformer.utils.runtime import keep_freed_memory
 
 
 class HandAttention(Attention):
@@ -134,7 +133,6 @@ def task_profiles(args) -> list[tuple[str, str]]:
 
 
 def efficiency(args) -> list[dict]:
-    keep_freed_memory()  # as `train` does on the CPU
     peak = matmul_peak()
     rows = []
     for task_name, profile in task_profiles(args):

@@ -97,7 +97,7 @@ def test_a_line_whose_marks_differ_in_height_is_fitted_to_the_canvas_not_refused
     """A tall stroke and two small marks: their median height says the digits are small, so the
     ink would not fit the canvas's height; it is fitted to it instead (a line with 8s of two
     loops was refused as "too tall")."""
-    from digitformer.inference.prepare import prepare_number
+    from digitformer.inference.prepare import TooWide, prepare_number
 
     paper = np.ones((80, 120), np.float32)
     paper[10:70, 20:27] = 0.0  # a tall stroke
@@ -106,3 +106,9 @@ def test_a_line_whose_marks_differ_in_height_is_fitted_to_the_canvas_not_refused
     canvas = prepare_number(paper, 28, 196)
     rows = np.flatnonzero((canvas > 64).any(1))
     assert canvas.shape == (28, 196) and 20 <= rows[-1] - rows[0] + 1 <= 26
+    grid = np.ones((90, 90), np.float32)  # two rows of marks: a grid, not a line
+    for top in (5, 55):
+        for left in (10, 50):
+            grid[top : top + 30, left : left + 6] = 0.0
+    with pytest.raises(TooWide, match="too tall"):
+        prepare_number(grid, 28, 196)

@@ -74,6 +74,7 @@ class TooWide(DigitformerError):
 
 NUMBER_DIGIT_HEIGHT = 18.0  # a written number's digits are scaled to this height (14-22 trained)
 NUMBER_MIN_HEIGHT = 12.0  # ...and shrunk no smaller than this to fit the canvas
+LINE_SPAN = 1.5  # one line's ink spans at most this many of its tallest mark's height
 
 
 def is_mnist_like(pixels: np.ndarray) -> bool:
@@ -144,9 +145,13 @@ def _large_marks(mask: np.ndarray) -> tuple[np.ndarray, list[int], int]:
     return labels, [int(i) + 1 for i in np.flatnonzero(areas >= 0.2 * areas.max())], reach
 
 
-def _median_height(labels: np.ndarray, large: list[int], reach: int) -> float:
+def _mark_heights(labels: np.ndarray, large: list[int], reach: int) -> list[int]:
     boxes = ndimage.find_objects(labels)
-    heights = [boxes[i - 1][0].stop - boxes[i - 1][0].start - 2 * reach for i in large]
+    return [boxes[i - 1][0].stop - boxes[i - 1][0].start - 2 * reach for i in large]
+
+
+def _median_height(labels: np.ndarray, large: list[int], reach: int) -> float:
+    heights = _mark_heights(labels, large, reach)
     return float(max(1, np.median(heights))) if heights else 1.0
 
 
@@ -218,10 +223,15 @@ def prepare_number(
     crop = ink.image[top : rows.max() + 1, left : cols.max() + 1]
     mask = ink.mask[top : rows.max() + 1, left : cols.max() + 1]
     h, w = crop.shape
-    # The digits are never less tall than the ink fitted to the canvas's height makes them: the
-    # marks' median height undercounts a line whose marks differ in size (an 8 of two loops, a
-    # dot), which would then seem too tall for the canvas.
-    digit_h = max(digit_height(mask), h * NUMBER_DIGIT_HEIGHT / (height - 2))
+    heights = _mark_heights(*_large_marks(mask))
+    digit_h = float(max(1, np.median(heights))) if heights else 1.0
+    # One line of ink (no taller than LINE_SPAN of its tallest mark: not rows of digits) is
+    # never read with digits less tall than the ink fitted to the canvas's height makes them:
+    # the marks' median height undercounts a line whose marks differ in size (an 8 of two
+    # loops, a dot), which would then seem too tall for the canvas. Rows of digits (a grid
+    # given to a line's model) are still refused.
+    if heights and h <= LINE_SPAN * max(heights):
+        digit_h = max(digit_h, h * NUMBER_DIGIT_HEIGHT / (height - 2))
     strokes = normalize_pen(Ink(crop, mask), round(digit_h))
     scale = NUMBER_DIGIT_HEIGHT / digit_h
     fit = min(1.0, (width - 2) / (w * scale), (height - 2) / (h * scale))

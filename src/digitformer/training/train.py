@@ -42,7 +42,6 @@ from digitformer.utils.runtime import (
     device_for,
     dist_env,
     init_distributed,
-    keep_freed_memory,
     pick_device,
 )
 
@@ -184,8 +183,6 @@ def _start(
             f"{folder} already holds a run: pass --resume to continue it, or --name NAME"
         )
     claim = _claim(folder) if dist.main else None
-    if device.type == "cpu":
-        keep_freed_memory()  # large activations reused, not page-faulted in afresh each step
     model = _build(settings, task, init=not resume).to(device)
     averaged = weight_average(model, settings.ema)
     stepper = model

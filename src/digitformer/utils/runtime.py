@@ -57,34 +57,17 @@ def each(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
     preparation of pictures does (NumPy, SciPy, Pillow) lets go of the GIL for most of its
     time. An exception from work() is raised here, as from a plain loop."""
     items = list(items)
-    workers = min(torch.get_num_threads(), len(items))
+    workers = min(torch.get_num_threads(), len(items), MAX_WORKERS)
     if workers <= 1:
         return [work(item) for item in items]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(work, items))
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep the memory a training step frees for the next step, rather
-    than hand each large block back to the kernel and take fresh pages (which the kernel then
-    zeroes, a page fault each) on the next: blocks up to 32 MiB come from the heap, which grows
-    64 MiB at a time and is not trimmed below 1 GiB of free space. Measured on 2 vCPUs
-    (`python -m benchmarks.allocator`): the numbers default's steps 1.0-1.3x faster, the
-    encoder-only one's, whose tensors are small, unchanged (docs/training.md). Returns whether
-    it applied (glibc only; elsewhere a no-op)."""
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+    pool = ThreadPoolExecutor(workers)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
-    settings = ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20))
-    return all([bool(libc.mallopt(option, value)) for option, value in settings])
+        return list(pool.map(work, items))
+    finally:  # an error (or Ctrl-C) stops what has not started, as a loop would
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+MAX_WORKERS = 8  # each may hold a picture decoded at full size (a 5000x5000 PNG: 100 MB)
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
