@@ -118,7 +118,7 @@ def layout_of(pixels: np.ndarray) -> str:
     except NoInk:
         return "digit"
     labels, large, reach = _large_marks(mask)
-    height = _median_height(labels, large, reach)
+    height = _median_height(_mark_heights(labels, large, reach))
     if len(large) >= 3:
         centres = np.array(ndimage.center_of_mass(mask, labels, large))  # (marks, 2): y, x
         h, w = mask.shape
@@ -150,15 +150,14 @@ def _mark_heights(labels: np.ndarray, large: list[int], reach: int) -> list[int]
     return [boxes[i - 1][0].stop - boxes[i - 1][0].start - 2 * reach for i in large]
 
 
-def _median_height(labels: np.ndarray, large: list[int], reach: int) -> float:
-    heights = _mark_heights(labels, large, reach)
+def _median_height(heights: list[int]) -> float:
     return float(max(1, np.median(heights))) if heights else 1.0
 
 
 def digit_height(mask: np.ndarray) -> float:
     """The height of the digits in a picture of several: the median height of its large
     marks (see `_large_marks`)."""
-    return _median_height(*_large_marks(mask))
+    return _median_height(_mark_heights(*_large_marks(mask)))
 
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -224,7 +223,7 @@ def prepare_number(
     mask = ink.mask[top : rows.max() + 1, left : cols.max() + 1]
     h, w = crop.shape
     heights = _mark_heights(*_large_marks(mask))
-    digit_h = float(max(1, np.median(heights))) if heights else 1.0
+    digit_h = _median_height(heights)
     # One line of ink (no taller than LINE_SPAN of its tallest mark: not rows of digits) is
     # never read with digits less tall than the ink fitted to the canvas's height makes them:
     # the marks' median height undercounts a line whose marks differ in size (an 8 of two
