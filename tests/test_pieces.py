@@ -6,6 +6,7 @@ import pytest
 import digitformer
 from digitformer.data import load_split
 from digitformer.inference.pieces import cut_at_gaps, read_in_pieces
+from digitformer.inference.predict import predict_pictures
 from digitformer.inference.prepare import NoInk
 from helpers import SUBSET
 
@@ -112,3 +113,42 @@ def test_a_line_whose_marks_differ_in_height_is_fitted_to_the_canvas_not_refused
             grid[top : top + 30, left : left + 6] = 0.0
     with pytest.raises(TooWide, match="too tall"):
         prepare_number(grid, 28, 196)
+
+
+def test_one_wide_digit_is_the_digit_readers_unless_the_numbers_model_reads_two_there(digits):
+    """A digit drawn wide is one piece wider than it is tall, which the numbers model reads
+    (its generator's wide pieces were two digits) and at times refuses; in pieces it is read by
+    the digit reader whenever the numbers model does not read two digits or more there."""
+    from PIL import Image
+
+    number = digitformer.load("number", pieces=False)
+    pictures = []
+    for image in digits.images[:60]:
+        wide = np.asarray(Image.fromarray(image).resize((50, 28), Image.BILINEAR), np.float32)
+        pictures.append(1 - np.kron(np.pad(wide / 255, 8), np.ones((2, 2))))
+    assert sum(not p.single for picture in pictures for p in cut_at_gaps(picture)) >= 45
+    alone = predict_pictures(
+        number.model, pictures, [str(i) for i in range(60)], layouts=["number"] * 60
+    )
+    in_pieces = read_in_pieces(number.model, digitformer.load("digit").model, pictures,
+                               [str(i) for i in range(60)])  # fmt: skip
+    truth = [str(label) for label in digits.labels[:60]]
+    right = np.mean([r.digits == t for r, t in zip(in_pieces.results, truth)])
+    by_number = {r.file: r.digits for r in alone.results}
+    right_alone = np.mean([by_number.get(str(i)) == t for i, t in enumerate(truth)])
+    assert alone.errors and not in_pieces.errors  # refused alone as too tall; read in pieces
+    assert right >= 0.85 and right > right_alone + 0.05
+
+
+def test_two_slim_digits_touching_are_read_as_two_when_no_one_digit_is_like_them(digits):
+    """Two 1s touching make one piece narrower than it is tall, which the digit reader reads
+    as one digit; its judge finds it like none of the ten, so the numbers model reads it."""
+    ones = np.flatnonzero(digits.labels == 1)
+    picture = line(digits.images[[ones[0], ones[3]]], gap=-20)
+    (piece,) = cut_at_gaps(picture)
+    assert piece.single
+    digit = digitformer.load("digit")
+    assert len(digit.predict(picture)[0].digits or "") <= 1
+    number = digitformer.load("number", pieces=False)
+    (read,) = read_in_pieces(number.model, digit.model, [picture], ["11"]).results
+    assert read.digits == "11" and len(read.spans) == 2

@@ -90,27 +90,67 @@ def read_in_pieces(
         cut.append(pieces if isinstance(pieces, list) else [])
         reason = str(pieces) if isinstance(pieces, NoInk) else None
         out.results.append(Prediction(name, None, [], [], reason))
-    read: dict[tuple[int, int], Prediction | None] = {}
-    for single, model, layout in ((True, digit_model, "digit"), (False, number_model, "number")):
-        owners = [(i, k) for i, p in enumerate(cut) for k, x in enumerate(p) if x.single == single]
-        labels = [f"{names[i]} piece {k + 1}" for i, k in owners]
-        part = predict_pictures(
-            model,
-            [cut[i][k].image for i, k in owners],
-            labels,
-            True,
-            batch_size,
-            device,
-            [layout] * len(owners),
-            judge=False,  # a mark in a number is read as the digit it is most like
-        )
-        by_label = {r.file: r for r in part.results}
-        read |= {owner: by_label.get(label) for owner, label in zip(owners, labels)}
-        out.errors += part.errors
+    owners = [(i, k) for i, p in enumerate(cut) for k in range(len(p))]
+    labels = {owner: f"{names[owner[0]]} piece {owner[1] + 1}" for owner in owners}
+    as_digit, far = _read_as_digits(digit_model, cut, owners, labels, batch_size, device)
+    # the numbers model reads what is wider than a digit, and a narrow piece that is like no
+    # one digit (two slim digits touching: 11, 17)
+    asked = [o for o in owners if not cut[o[0]][o[1]].single or far.get(o, False)]
+    part = predict_pictures(
+        number_model,
+        [cut[i][k].image for i, k in asked],
+        [labels[o] for o in asked],
+        True,
+        batch_size,
+        device,
+        ["number"] * len(asked),
+    )
+    by_label = {r.file: r for r in part.results}
+    as_number = {o: by_label.get(labels[o]) for o in asked}
+    read = {o: _choose(as_digit.get(o), as_number.get(o)) for o in owners}
+    refused_by_both = {labels[o] for o in owners if read[o] is None}
+    out.errors += [e for e in part.errors if e.split(":")[0] in refused_by_both]
     for i, (result, pieces) in enumerate(zip(out.results, cut)):
         if result.reason is None:
             _join(result, [read[i, k] for k in range(len(pieces))], pieces)
     return out
+
+
+def _read_as_digits(model, cut, owners, labels, batch_size, device):
+    """Every piece read as one digit (not judged: a mark in a number is read as the digit it
+    is most like), and for each narrow piece whether the digit reader's judge finds it like
+    none of the ten digits (`novelty`)."""
+    part = predict_pictures(
+        model,
+        [cut[i][k].image for i, k in owners],
+        [labels[o] for o in owners],
+        True,
+        batch_size,
+        device,
+        ["digit"] * len(owners),
+        judge=False,
+    )
+    by_label = {r.file: (r, x) for r, x in zip(part.results, part.inputs)}
+    read = {o: by_label[labels[o]][0] for o in owners if labels[o] in by_label}
+    novelty = getattr(model, "novelty", None)
+    narrow = [o for o in read if cut[o[0]][o[1]].single and read[o].digits is not None]
+    if novelty is None or not narrow:
+        return read, {}
+    from digitformer.inference.novelty import features
+
+    inputs = np.stack([by_label[labels[o]][1] for o in narrow])
+    return read, dict(zip(narrow, novelty.is_novel(features(model, inputs)).tolist()))
+
+
+def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Prediction | None:
+    """One piece's reading: the numbers model's where it read two digits or more there, the
+    digit reader's otherwise (one digit is the digit reader's to read; and where the numbers
+    model refused the piece, as too tall for its canvas)."""
+    if as_number is not None and as_number.digits is not None and len(as_number.digits) >= 2:
+        return as_number
+    if as_digit is not None and as_digit.digits is not None:
+        return as_digit
+    return as_number if as_number is not None else as_digit
 
 
 def _whole(pixels: np.ndarray, number_model: nn.Module) -> np.ndarray:
