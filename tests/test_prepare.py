@@ -406,6 +406,45 @@ def test_a_digit_cropped_tight_to_its_ink_or_filling_a_tiny_scan_is_read(digits,
         assert sum(r == str(y) for r, y in zip(read, labels)) >= 16
 
 
+def test_few_digits_cropped_to_their_ink_are_taken_for_blank_paper(digits):
+    """A digit that fills its frame leaves no part of it paper alone: its noise is measured on
+    the class below Otsu's split, not at the most common value, which for MNIST's saturated
+    strokes is ink. Of the subset's 1000 test digits cut to their ink, 17 were refused as blank
+    that way, clean or with grain; now at most 1% (issue 30: none should be)."""
+    from digitformer.inference.ink import find_ink
+
+    rng = np.random.default_rng(0)
+    refused = {"clean": 0, "grainy": 0}
+    for d in digits.images:
+        ys, xs = np.nonzero(d)
+        tight = 1 - d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32) / 255
+        grainy = np.clip(0.9 * tight + 0.05 + rng.normal(0, 0.02, tight.shape), 0, 1)
+        for kind, picture in (("clean", tight), ("grainy", grainy.astype(np.float32))):
+            try:
+                find_ink(picture)
+            except NoInk:
+                refused[kind] += 1
+    assert len(digits.images) == 1000 and max(refused.values()) <= 10, refused
+
+
+def test_a_phone_photo_of_a_blank_sheet_is_refused():
+    """Everything a phone photo of a note has at once (gradient, shadow, paper texture, blur,
+    noise, JPEG at quality 40: `benchmarks.robustness.phone`) on a sheet with nothing on it.
+    The preparation alone refuses 80% of them (its texture's blotches pass for marks in the
+    rest: a known limit, measured here, not hidden). Measuring the noise of pictures that
+    strokes fill at the finest scale (Haar) read nearly all of them as ink; this guards it."""
+    from benchmarks.robustness import blank
+
+    rng = np.random.default_rng(11)
+    refused = 0
+    for _ in range(60):
+        try:
+            prepare(np.clip(blank("phone photo", rng), 0, 1).astype(np.float32), grid=False)
+        except NoInk:
+            refused += 1
+    assert refused >= 42, f"{refused} of 60 refused"  # 48 before the change, 46 after
+
+
 def BLANK_SHADOW(r, s):
     centre = (r.uniform(0, 1), r.uniform(0, 1))
     return soft_shadow(np.full((s, s), 0.85, np.float32), s / 20, centre, 0.4 * s)

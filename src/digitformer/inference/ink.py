@@ -165,26 +165,28 @@ def _dark_margin(contrast: np.ndarray) -> float:
     return float(-low - high)
 
 
-def _paper_noise(contrast: np.ndarray, share: float) -> float:
-    """The paper's own noise (grain, sensor, JPEG), robustly. While strokes are a minority
-    (`share`, the picture's share above Otsu's threshold, under INKY), the median absolute
-    deviation of the whole. A digit cropped to its ink fills half its frame, and that is then
-    the strokes' own contrast: strokes lie only above the paper's level, so the paper is found
-    at the contrast's most common value, its spread from the side below it, and then, clipped
-    of what lies more than 2.5 spreads above it, refined as the median absolute deviation of
-    the rest (never more than the whole's)."""
+def _paper_noise(contrast: np.ndarray, share: float, split: float) -> float:
+    """The paper's own noise (grain, sensor, JPEG, texture), robustly. While strokes are a
+    minority (`share`, the picture's share above Otsu's threshold `split`, under INKY), the
+    median absolute deviation of the whole. A digit cropped to its ink fills half its frame,
+    and that is then the strokes' own contrast: the paper is the class below Otsu's split
+    (strokes lie only above the paper's level, and a saturated pen's strokes can be the most
+    common value of the whole picture), its level that class's most common value, its spread
+    from the side below it; then, clipped of what lies more than 2.5 spreads above it, refined
+    as the median absolute deviation of the rest of that class (never more than the whole's)."""
     mad = 1.4826 * _median(np.abs(contrast - _median(contrast)))
     if share < INKY:
         return mad
-    low, high = _percentile(contrast, 0.5), _percentile(contrast, 99.5)
+    below = contrast[contrast <= split]
+    low, high = _percentile(below, 0.5), _percentile(below, 99.5)
     if high <= low:
         return mad
-    hist, edges = np.histogram(contrast, bins=128, range=(float(low), float(high)))
+    hist, edges = np.histogram(below, bins=128, range=(float(low), float(high)))
     hist = ndimage.uniform_filter1d(hist.astype(np.float32), 5, mode="constant")
     level = float(edges[int(np.argmax(hist)) + 1])  # the paper's level (its bin's upper edge)
-    noise = 1.4826 * _median(level - contrast[contrast <= level])
+    noise = 1.4826 * _median(level - below[below <= level])
     for _ in range(3):
-        paper = contrast[contrast <= level + 2.5 * noise]
+        paper = below[below <= level + 2.5 * noise]
         level = _median(paper)
         noise = 1.4826 * _median(np.abs(paper - level))
     return min(mad, noise)
@@ -199,7 +201,7 @@ def _strokes(contrast: np.ndarray, noise: float | None = None) -> tuple[Ink, flo
         raise NoInk(NOTHING)
     ink = np.clip(ink / peak, 0, 1)
     threshold = _otsu(ink)
-    measured = _paper_noise(contrast, float(np.mean(ink > threshold)))
+    measured = _paper_noise(contrast, float(np.mean(ink > threshold)), threshold * peak)
     noise = measured if noise is None else min(noise, measured)
     if peak < MIN_SNR * noise:
         raise NoInk(NOTHING)
