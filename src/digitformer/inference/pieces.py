@@ -92,54 +92,51 @@ def read_in_pieces(
         out.results.append(Prediction(name, None, [], [], reason))
     owners = [(i, k) for i, p in enumerate(cut) for k in range(len(p))]
     labels = {owner: f"{names[owner[0]]} piece {owner[1] + 1}" for owner in owners}
-    as_digit, far = _read_as_digits(digit_model, cut, owners, labels, batch_size, device)
+
+    def read_as(model: nn.Module, layout: str, chosen: list) -> tuple[dict, Readings]:
+        """The `chosen` pieces read by `model`: {owner: (Prediction, its input)}, unjudged (a
+        mark in a number is read as the digit it is most like)."""
+        part = predict_pictures(
+            model,
+            [cut[i][k].image for i, k in chosen],
+            [labels[o] for o in chosen],
+            True,
+            batch_size,
+            device,
+            [layout] * len(chosen),
+            judge=False,
+        )
+        by_label = {r.file: (r, x) for r, x in zip(part.results, part.inputs)}
+        return {o: by_label[labels[o]] for o in chosen if labels[o] in by_label}, part
+
+    as_digit, digit_part = read_as(digit_model, "digit", owners)
+    far = _unlike_any_digit(
+        digit_model, {o: v for o, v in as_digit.items() if cut[o[0]][o[1]].single}
+    )
     # the numbers model reads what is wider than a digit, and a narrow piece that is like no
     # one digit (two slim digits touching: 11, 17)
     asked = [o for o in owners if not cut[o[0]][o[1]].single or far.get(o, False)]
-    part = predict_pictures(
-        number_model,
-        [cut[i][k].image for i, k in asked],
-        [labels[o] for o in asked],
-        True,
-        batch_size,
-        device,
-        ["number"] * len(asked),
-    )
-    by_label = {r.file: r for r in part.results}
-    as_number = {o: by_label.get(labels[o]) for o in asked}
-    read = {o: _choose(as_digit.get(o), as_number.get(o)) for o in owners}
-    refused_by_both = {labels[o] for o in owners if read[o] is None}
-    out.errors += [e for e in part.errors if e.split(":")[0] in refused_by_both]
+    as_number, number_part = read_as(number_model, "number", asked)
+    read = {o: _choose(as_digit.get(o, (None,))[0], as_number.get(o, (None,))[0]) for o in owners}
+    unread = tuple(f"{labels[o]}: " for o in owners if read[o] is None)
+    out.errors += [e for e in digit_part.errors + number_part.errors if e.startswith(unread)]
     for i, (result, pieces) in enumerate(zip(out.results, cut)):
         if result.reason is None:
             _join(result, [read[i, k] for k in range(len(pieces))], pieces)
     return out
 
 
-def _read_as_digits(model, cut, owners, labels, batch_size, device):
-    """Every piece read as one digit (not judged: a mark in a number is read as the digit it
-    is most like), and for each narrow piece whether the digit reader's judge finds it like
-    none of the ten digits (`novelty`)."""
-    part = predict_pictures(
-        model,
-        [cut[i][k].image for i, k in owners],
-        [labels[o] for o in owners],
-        True,
-        batch_size,
-        device,
-        ["digit"] * len(owners),
-        judge=False,
-    )
-    by_label = {r.file: (r, x) for r, x in zip(part.results, part.inputs)}
-    read = {o: by_label[labels[o]][0] for o in owners if labels[o] in by_label}
+def _unlike_any_digit(model: nn.Module, read: dict) -> dict:
+    """{owner: whether the digit reader's judge (`novelty`) finds the piece like none of the
+    ten digits} for the pieces it read ({owner: (Prediction, input)})."""
     novelty = getattr(model, "novelty", None)
-    narrow = [o for o in read if cut[o[0]][o[1]].single and read[o].digits is not None]
-    if novelty is None or not narrow:
-        return read, {}
+    owners = [o for o, (result, _) in read.items() if result.digits is not None]
+    if novelty is None or not owners:
+        return {}
     from digitformer.inference.novelty import features
 
-    inputs = np.stack([by_label[labels[o]][1] for o in narrow])
-    return read, dict(zip(narrow, novelty.is_novel(features(model, inputs)).tolist()))
+    inputs = np.stack([read[o][1] for o in owners])
+    return dict(zip(owners, novelty.is_novel(features(model, inputs)).tolist()))
 
 
 def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Prediction | None:
