@@ -178,6 +178,8 @@ def _paper_noise(contrast: np.ndarray, share: float, split: float) -> float:
     if share < INKY:
         return mad
     below = contrast[contrast <= split]
+    if below.size < 2:
+        return mad
     low, high = _percentile(below, 0.5), _percentile(below, 99.5)
     if high <= low:
         return mad
