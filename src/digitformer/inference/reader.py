@@ -28,7 +28,7 @@ from digitformer.inference.checkpoint import (
     resolve_path,
 )
 from digitformer.inference.pieces import read_in_pieces
-from digitformer.inference.predict import Prediction, Readings, predict_pictures
+from digitformer.inference.predict import CHUNK, Prediction, Readings, predict_pictures
 from digitformer.inference.prepare import gray_pixels, layout_of, read_gray
 from digitformer.inference.readers import READERS, input_shape, kind_of, kind_of_checkpoint
 from digitformer.utils.defaults import RUNS_DIR
@@ -134,20 +134,24 @@ class AutoReader:
         if isinstance(images, (str, Path, np.ndarray, Image.Image)):
             images = [images]
         items = list(images)
-        pictures = [_pixels(item, _name(item, i)) for i, item in enumerate(items)]
-        kinds = [layout_of(p) for p in pictures]
-        results: list[Prediction | None] = [None] * len(items)
-        for kind in dict.fromkeys(kinds):
-            if kind not in self.readers:
-                self.readers[kind] = load(kind, self.device, self.pieces)
-            picked = [i for i, k in enumerate(kinds) if k == kind]
-            read = self.readers[kind].predict(
-                [pictures[i] for i in picked], preprocess=preprocess, batch_size=batch_size
-            )
-            for i, r in zip(picked, read):
-                r.file = _name(items[i], i)
-                results[i] = r
-        return [r for r in results if r is not None]
+        results: list[Prediction] = []
+        for start in range(0, len(items), CHUNK):  # as predict_paths: each picture's ink is
+            chunk = items[start : start + CHUNK]  # found once, for its layout and its reading
+            pictures = [_pixels(item, _name(item, start + i)) for i, item in enumerate(chunk)]
+            kinds = [layout_of(p) for p in pictures]
+            found: dict[int, Prediction] = {}
+            for kind in dict.fromkeys(kinds):
+                if kind not in self.readers:
+                    self.readers[kind] = load(kind, self.device, self.pieces)
+                picked = [i for i, k in enumerate(kinds) if k == kind]
+                read = self.readers[kind].predict(
+                    [pictures[i] for i in picked], preprocess=preprocess, batch_size=batch_size
+                )
+                for i, r in zip(picked, read):
+                    r.file = _name(chunk[i], start + i)
+                    found[i] = r
+            results += [found[i] for i in sorted(found)]
+        return results
 
 
 def _name(item, i: int) -> str:
