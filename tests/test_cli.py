@@ -124,6 +124,19 @@ def test_train_verbose_prints_every_setting(tmp_path, monkeypatch, capsys):
         assert ("train_grids" in out) == bool(extra)
 
 
+def test_train_warns_of_a_setting_the_task_does_not_read(tmp_path, monkeypatch, capsys):
+    """A setting given on the command line or in .env that the task ignores is named in a
+    warning (it was silently dropped from the settings shown); one the task reads is not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DIGITFORMER_AUG_BLUR=0.5\n")
+    args = ["train", "encoder-only", "--data-dir", str(tmp_path / "none")]
+    main([*args, "--set", "train_grids=10", "--set", "lr=0.001"])
+    err = capsys.readouterr().err
+    assert "warning: the encoder-only task does not read aug_blur, train_grids: no effect" in err
+    main(["train", "numbers", "--data-dir", str(tmp_path / "none"), "--set", "lr=0.001"])
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_bad_set_is_a_clear_error(tmp_path):
     out = run_cli("train", "encoder-only", "--set", "epochs", "--data-dir", str(tmp_path))
     assert out.returncode == 1 and "settings are KEY=VALUE, got 'epochs'" in out.stderr

@@ -318,6 +318,26 @@ def test_lines_vary_per_digit_as_hands_do():
     assert np.mean(np.array(tops) >= 3) > 0.2  # the digits' tops do not line up
 
 
+def test_some_numbers_stand_on_a_baseline_and_others_are_centred_on_a_line():
+    """Of numbers whose digits differ in height, about half stand on a baseline (bottoms
+    level, tops not: 0.34 of them here, 0.09 when every number is centred) and the others
+    are centred on a line (middles level, bottoms not)."""
+    pool = planted()
+    pool.images[pool.images > 0] = 250
+    lines = make_numbers(pool.images, pool.labels, 800, seed=2, max_digits=4)
+    standing, centred = [], []
+    for image in lines.images:
+        marks, count = ndimage.label(image > 125)
+        rows = [b[0] for b in ndimage.find_objects(marks)]
+        tops, bottoms = np.array([r.start for r in rows]), np.array([r.stop for r in rows])
+        if count < 3 or np.ptp(bottoms - tops) < 3:
+            continue  # digits alike in height: on a baseline and centred look the same
+        standing.append(np.ptp(bottoms) <= 1 and np.ptp(tops) >= 3)
+        centred.append(np.ptp((tops + bottoms) / 2) <= 1 and np.ptp(bottoms) >= 2)
+    assert len(standing) > 80
+    assert np.mean(standing) > 0.2 and np.mean(centred) > 0.2
+
+
 def test_two_loop_eights_are_two_closed_loops_one_above_the_other(mnist_dir):
     from digitformer.data.augment import two_loop_eights
     from digitformer.utils.tensors import to_float

@@ -94,9 +94,7 @@ def test_the_auto_reader_sends_each_picture_to_the_reader_of_its_layout(digits):
     assert set(reader.readers) == {"digit", "grid", "number"}
 
 
-def test_the_auto_reader_finds_each_pictures_ink_once_however_many_it_is_given(
-    digits, monkeypatch
-):
+def test_the_auto_reader_finds_each_pictures_ink_once_however_many_it_is_given(digits, monkeypatch):
     """The layout and the reading of a picture both need its ink, kept for the last KEPT
     pictures: the auto reader takes a long list a chunk at a time, so no ink is found twice
     (it was for every picture of a list over KEPT long), and gives back every reading in order."""
@@ -107,7 +105,7 @@ def test_the_auto_reader_finds_each_pictures_ink_once_however_many_it_is_given(
     monkeypatch.setattr(ink, "_find_ink", lambda x, f=ink._find_ink: found.append(1) or f(x))
     ink._CACHE.clear()
     read = digitformer.load("auto").predict(list(255 - digits.images[: ink.KEPT + 72]))
-    assert ink.KEPT + 72 <= count and len(found) == len(read) == ink.KEPT + 72
+    assert count >= ink.KEPT + 72 and len(found) == len(read) == ink.KEPT + 72
     assert [r.file for r in read] == [f"image {i}" for i in range(len(read))]
     right = np.mean([r.digits == str(y) for r, y in zip(read, digits.labels)])
     assert right >= 0.95

@@ -113,7 +113,7 @@ def cmd_train(args) -> int:
     import yaml
 
     from digitformer.training.logger import export_wandb_env
-    from digitformer.training.settings import resolve_settings
+    from digitformer.training.settings import env_settings, resolve_settings
     from digitformer.training.train import STATE_FILE, check_model_settings, run_folder, train
     from digitformer.utils.runtime import dist_env
 
@@ -136,6 +136,10 @@ def cmd_train(args) -> int:
         raise DigitformerError(
             f"{folder} already holds a run: pass --resume to continue it, or --name NAME"
         )
+    unread = sorted((set(overrides) | set(env_settings(dotenv))) & set(UNUSED.get(args.task, ())))
+    if main_process and unread:  # set by the user, yet this task will not read them
+        names = ", ".join(unread)
+        print(f"warning: the {args.task} task does not read {names}: no effect", file=sys.stderr)
     if main_process:
         shown = settings.to_dict()
         if not args.verbose:
