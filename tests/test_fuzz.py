@@ -1,14 +1,16 @@
-"""Fuzzing the two doors strangers' input comes through: image bytes and checkpoint files.
-Whatever arrives, the only exception is the project's own (one line at the CLI), never a
-crash, a hang or a traceback."""
+"""Fuzzing the doors strangers' input comes through: image bytes, checkpoint files, settings
+files (profiles and .env) and JSON bodies sent to the server. Whatever arrives, the only
+exception is the project's own (one line at the CLI), never a crash, a hang or a traceback."""
 
 import contextlib
 import io
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -20,7 +22,11 @@ from digitformer.models import build_model
 from digitformer.utils.errors import DigitformerError
 from helpers import TINY
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 60)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def png_of(array: np.ndarray) -> bytes:
@@ -172,3 +178,75 @@ def test_any_checkpoint_metadata_loads_or_fails_in_one_line(tmp_path_factory, ti
         return
     with torch.no_grad():
         assert model(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+
+
+SETTING_NAMES = ["epochs", "lr", "batch_size", "layout", "seed", "model", "model.dim", "nope"]
+
+
+@st.composite
+def settings_files(draw) -> tuple[bytes, bytes]:
+    """A profile and a .env a user might have: near-valid settings with values of any type,
+    YAML of any shape, text in another encoding, or bytes."""
+    keys = st.sampled_from(SETTING_NAMES) | st.text(max_size=6)
+    mapping = draw(st.dictionaries(keys, json_values, max_size=4))
+    profile = draw(
+        st.sampled_from(["yaml", "json", "latin-1", "bytes"]).map(
+            lambda kind: {
+                "yaml": yaml.safe_dump(mapping).encode(),
+                "json": json.dumps(draw(json_values)).encode(),
+                "latin-1": yaml.safe_dump({"run": "caf\xe9"}, allow_unicode=True).encode("latin-1"),
+                "bytes": draw(st.binary(max_size=200)),
+            }[kind]
+        )
+    )
+    env_keys = st.sampled_from(["DIGITFORMER_EPOCHS", "DIGITFORMER_MODEL_DIM", "LEARNING_RATE"])
+    lines = draw(st.lists(st.tuples(env_keys | st.text(max_size=6), st.text(max_size=8))))
+    env = "\n".join(f"{k}={v}" for k, v in lines).encode("utf-8", "surrogatepass")
+    return profile, draw(st.sampled_from([env, draw(st.binary(max_size=100))]))
+
+
+@FUZZ
+@given(files=settings_files(), task=st.sampled_from(["encoder-only", "numbers"]))
+def test_any_settings_file_resolves_or_fails_in_one_line(tmp_path_factory, files, task):
+    from digitformer.training.settings import resolve_settings
+    from digitformer.training.train import check_model_settings
+
+    folder = tmp_path_factory.mktemp("settings")
+    (folder / "mine.yaml").write_bytes(files[0])
+    (folder / ".env").write_bytes(files[1])
+    try:
+        check_model_settings(resolve_settings(task, str(folder / "mine.yaml"), {}, folder / ".env"))
+    except DigitformerError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) <= 300
+
+
+@pytest.fixture(scope="module")
+def server():
+    from fastapi.testclient import TestClient
+
+    from digitformer.apps.serve.app import create_app, load_models
+
+    return TestClient(create_app(load_models(["pretrained:digit"], "cpu")))
+
+
+numbers = st.integers(-300, 300) | st.floats(allow_nan=True, allow_infinity=True)
+pixel_rows = st.lists(st.lists(numbers, min_size=0, max_size=12), min_size=0, max_size=12)
+
+
+@FUZZ
+@given(
+    body=st.one_of(
+        pixel_rows.map(lambda rows: json.dumps({"pixels": rows}).encode()),
+        json_values.map(lambda value: json.dumps({"pixels": value}).encode()),
+        json_values.map(lambda value: json.dumps(value).encode()),
+        st.binary(max_size=100),
+    )
+)
+def test_any_json_body_is_answered_in_json_never_a_server_error(server, body):
+    answer = server.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code in (200, 400, 413, 422), answer.text
+    reply = answer.json()
+    if answer.status_code == 200:
+        assert "digits" in reply
+    else:  # what went wrong, in one line
+        assert "\n" not in reply["error"] and len(reply["error"]) <= 300

@@ -165,6 +165,11 @@ def test_a_dotenv_in_latin1_and_a_5000_digit_value_are_one_short_line(tmp_path, 
     with pytest.raises(DigitformerError, match=r"\(5000 characters\)") as caught:
         resolve_settings("encoder-only", "default", {"epochs": "9" * 5000}, env_file=None)
     assert len(str(caught.value)) < 120
+    env.write_text("DIGITFORMER_MODEL_DIM=&\n")  # not YAML: was a yaml ScannerError traceback
+    with pytest.raises(DigitformerError, match="setting model.dim: '&' is not a value"):
+        resolve_settings("encoder-only", "default", env_file=env)
+    with pytest.raises(DigitformerError, match=r"must be int, got \[1, 1, .*characters\)$"):
+        resolve_settings("encoder-only", "default", {"epochs": [1] * 1000}, env_file=None)
 
 
 def test_a_misspelled_setting_gets_the_nearest_name(monkeypatch):

@@ -107,6 +107,10 @@ ENV_PREFIX = "DIGITFORMER_"
 ENV_NOT_SETTINGS = ("CI", "DEBUG", "DIST_TIMEOUT")  # DIGITFORMER_* that are not settings
 
 
+def _shown(raw: str) -> str:
+    return raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
+
+
 def parse_value(key: str, raw: Any) -> Any:
     """Coerce a string (from .env or a flag) to the field's type; YAML values pass as they are."""
     if not isinstance(raw, str):
@@ -127,10 +131,12 @@ def parse_value(key: str, raw: Any) -> Any:
         if "float" in str(kind):
             return float(text)
     except ValueError:
-        shown = raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
-        raise DigitformerError(f"setting {key}: {shown!r} is not a valid {kind}") from None
+        raise DigitformerError(f"setting {key}: {_shown(raw)!r} is not a valid {kind}") from None
     if key.startswith("model."):
-        return yaml.safe_load(text)  # model fields: 128 -> int, 0.1 -> float, post -> str
+        try:  # model fields: 128 -> int, 0.1 -> float, post -> str
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise DigitformerError(f"setting {key}: {_shown(raw)!r} is not a value") from None
     return text
 
 
@@ -252,7 +258,7 @@ def check_types(values: dict[str, Any]) -> None:
         }
         base = kind.split("|")[0].split("[")[0].strip()
         if base in ok and not ok[base]:
-            raise DigitformerError(f"setting {name} must be {base}, got {value!r}")
+            raise DigitformerError(f"setting {name} must be {base}, got {_shown(repr(value))}")
         if base == "float" and not math.isfinite(value):
             raise DigitformerError(f"setting {name} must be a finite number, got {value!r}")
 

@@ -22,7 +22,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
@@ -259,17 +259,22 @@ def _json_pixels(body: bytes) -> np.ndarray:
         pixels = Pixels.model_validate(json.loads(body)).pixels
     except RecursionError:  # [[[[... thousands deep: no picture is nested so
         raise HTTPException(422, "JSON body nested too deeply: send {'pixels': [[...]]}") from None
+    except ValidationError as exc:  # its text runs over lines: its first error, in one
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "body"
+        message = f"JSON body must be {{'pixels': [[...], ...]}} ({where}: {first['msg']})"
+        raise HTTPException(422, message) from None
     except (ValueError, TypeError) as exc:
         raise HTTPException(422, f"JSON body must be {{'pixels': [[...], ...]}} ({exc})") from None
     rows = {len(row) for row in pixels}
     if not pixels or len(rows) != 1 or 0 in rows:
         raise HTTPException(422, "pixels must be a non-empty rectangle of rows")
-    array = np.asarray(pixels, dtype=np.float32)
+    array = np.asarray(pixels, dtype=np.float64)  # checked before float32 could overflow
     if max(array.shape) > MAX_PIXELS_SIDE:
         raise HTTPException(413, f"pixels larger than {MAX_PIXELS_SIDE} a side")
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
         raise HTTPException(422, "pixels must be numbers from 0 to 255 (or 0 to 1)")
-    return array / 255.0 if array.max() > 1 else array
+    return (array / 255.0 if array.max() > 1 else array).astype(np.float32)
 
 
 def _predict(chosen: Reader, pixels: np.ndarray, with_attention: bool) -> PredictResponse:
