@@ -308,6 +308,12 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="the digit reader without its 'not a digit' test (digitformer.inference.novelty)",
     )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="the number reader averaged over test-time views (the line moved a pixel each "
+        "way: digitformer.inference.ensemble), alone and in pieces",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -339,14 +345,23 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     whole = lambda reader, items: read_all(reader, [it.image for it in items])  # noqa: E731
+
+    def load_number():
+        reader = digitformer.load(number_src, device=args.device, pieces=False)
+        if args.tta:
+            from digitformer.inference.ensemble import Ensemble
+
+            reader.model = Ensemble([reader.model], tta=True)
+        return reader
+
     if args.reader == "pieces":
-        number = digitformer.load(number_src, device=args.device, pieces=False)
+        number = load_number()
         pieces = InPieces(number, digitformer.load(digit_src, device=args.device))
         for name in NUMBER_SETS:
             run(name, "number", number, suite[name], whole)
             run(name, "pieces", pieces, suite[name], whole)
     if args.reader in ("number", "both"):  # the sequence model alone, the whole picture at once
-        number = digitformer.load(number_src, device=args.device, pieces=False)
+        number = load_number()
         for name in NUMBER_SETS:
             run(name, "number", number, suite[name], whole)
         for name in DIGIT_SETS:
@@ -377,6 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
         + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": args.seed,
         "count": args.count,
+        "tta": args.tta,
         "readers": {
             "number": number_src if args.reader != "digit" else None,
             "digit": digit_src if args.reader != "number" else None,
