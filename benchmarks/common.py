@@ -50,6 +50,8 @@ def guard(main: Callable[[], None]) -> None:
         main()
     except DigitformerError as err:
         sys.exit(f"error: {err}")
+    except ModuleNotFoundError as err:  # a benchmark's own library (scikit-image, ...)
+        sys.exit(f"error: {err.name} is not installed: pip install -e '.[bench]'")
 
 
 def timed_run(
