@@ -188,21 +188,20 @@ def settings_files(draw) -> tuple[bytes, bytes]:
     """A profile and a .env a user might have: near-valid settings with values of any type,
     YAML of any shape, text in another encoding, or bytes."""
     keys = st.sampled_from(SETTING_NAMES) | st.text(max_size=6)
-    mapping = draw(st.dictionaries(keys, json_values, max_size=4))
-    profile = draw(
-        st.sampled_from(["yaml", "json", "latin-1", "bytes"]).map(
-            lambda kind: {
-                "yaml": yaml.safe_dump(mapping).encode(),
-                "json": json.dumps(draw(json_values)).encode(),
-                "latin-1": yaml.safe_dump({"run": "caf\xe9"}, allow_unicode=True).encode("latin-1"),
-                "bytes": draw(st.binary(max_size=200)),
-            }[kind]
-        )
-    )
+    kind = draw(st.sampled_from(["yaml", "json", "latin-1", "bytes"]))
+    if kind == "yaml":
+        profile = yaml.safe_dump(draw(st.dictionaries(keys, json_values, max_size=4))).encode()
+    elif kind == "json":
+        profile = json.dumps(draw(json_values)).encode()
+    elif kind == "latin-1":
+        profile = yaml.safe_dump({"run": "caf\xe9"}, allow_unicode=True).encode("latin-1")
+    else:
+        profile = draw(st.binary(max_size=200))
+    if draw(st.booleans()):
+        return profile, draw(st.binary(max_size=100))
     env_keys = st.sampled_from(["DIGITFORMER_EPOCHS", "DIGITFORMER_MODEL_DIM", "LEARNING_RATE"])
     lines = draw(st.lists(st.tuples(env_keys | st.text(max_size=6), st.text(max_size=8))))
-    env = "\n".join(f"{k}={v}" for k, v in lines).encode("utf-8", "surrogatepass")
-    return profile, draw(st.sampled_from([env, draw(st.binary(max_size=100))]))
+    return profile, "\n".join(f"{k}={v}" for k, v in lines).encode("utf-8", "surrogatepass")
 
 
 @FUZZ
