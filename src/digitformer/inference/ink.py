@@ -115,8 +115,8 @@ def _exposed(x: np.ndarray) -> np.ndarray:
 def _find_ink(x: np.ndarray) -> Ink:
     x = np.clip(_exposed(x), 0, 1)
     # First pass: the paper from a median over windows half the picture wide; when nothing
-    # is found so, the strokes may fill the picture (cropped tight to its ink): then windows
-    # reaching beyond it, into a frame of its own paper.
+    # is found so, the strokes may fill the picture (cropped tight to its ink), and the paper
+    # is then what its border shows, carried inside; strokes found so must reach the frame.
     # (Only then: what was found but soft, a shadow's rim, is no stroke cut by the frame.)
     try:
         first, noise, dark = _first_pass(x, _background(x))
@@ -127,6 +127,8 @@ def _find_ink(x: np.ndarray) -> Ink:
             first, noise, dark = _first_pass(x, _background(x, wide=True))
         except NoInk:
             raise error from None
+        if _sides_reached(first.mask) < 2:  # strokes that fill a picture reach its frame
+            raise error
     # Second pass, now that the pen's width is known: a closing (an opening for light ink)
     # three strokes wide, and at least half the digit wide (a thick pen fills loops into blots
     # wider than its strokes, and those are ink too), removes the strokes and keeps the paper,
@@ -145,6 +147,11 @@ def _find_ink(x: np.ndarray) -> Ink:
     else:
         local = x - ndimage.grey_opening(x, size=size, mode="nearest")
     return _strokes(local, noise)[0]
+
+
+def _sides_reached(mask: np.ndarray) -> int:
+    """On how many of its four sides the mask reaches the picture's frame."""
+    return sum(bool(edge.any()) for edge in (mask[0], mask[-1], mask[:, 0], mask[:, -1]))
 
 
 def _work_size(pixels: np.ndarray) -> np.ndarray:
@@ -263,27 +270,39 @@ def _resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _background(x: np.ndarray, wide: bool = False) -> np.ndarray:
     """The paper and its lighting: a median over windows half the picture wide, where strokes
     are a minority, so it follows gradients and shadow edges but not the strokes. Computed on
-    a BACKGROUND_SIZE copy (lighting is smooth; a quarter of it when wide), one window every
+    a BACKGROUND_SIZE copy (lighting is smooth), one window every
     BACKGROUND_STEP pixels, and brought back to full size (bilinear). Beyond the picture's
     edges lies more of its paper (see `_frame_with_paper`).
 
     `wide`: for strokes that fill their picture (a digit cropped tight to its ink, a scan it
-    fills), where even those windows are mostly ink: the picture is framed by half its size of
-    its paper and the windows are half the framed picture wide, so they reach beyond it."""
-    small = _reduce(x, BACKGROUND_SIZE // 4 if wide else BACKGROUND_SIZE)
+    fills), where even those windows are half ink: the paper inside is interpolated from the
+    picture's border (`_paper_inside`), which such strokes touch only here and there."""
+    small = _reduce(x, BACKGROUND_SIZE)
     if wide:
-        framed = _frame_with_paper(small, max(1, min(small.shape) // 2))
-        size = max(3, (min(framed.shape) // 2) | 1)
-        step = 1
-    else:
-        size = max(3, (min(small.shape) // 2) | 1)
-        framed = _frame_with_paper(small, size // 2)
-        step = BACKGROUND_STEP if min(small.shape) >= 32 else 1
+        return _resize(_paper_inside(_frame_with_paper(small, 0)), x.shape)
+    size = max(3, (min(small.shape) // 2) | 1)
+    framed = _frame_with_paper(small, size // 2)
+    step = BACKGROUND_STEP if min(small.shape) >= 32 else 1
     windows = np.lib.stride_tricks.sliding_window_view(framed, (size, size))[::step, ::step]
     values = windows.reshape(*windows.shape[:2], -1)  # an odd count: the median is the middle
     middle = values.shape[-1] // 2
     background = np.partition(values, middle, axis=-1)[..., middle].astype(np.float32)
     return _resize(background, x.shape)
+
+
+def _paper_inside(edged: np.ndarray) -> np.ndarray:
+    """The paper inside a picture whose border holds it (`_frame_with_paper`): the Coons patch
+    of its four sides (each side blended across, less the corners' bilinear part), which is
+    exact for a lighting gradient and sees none of the strokes inside."""
+    h, w = edged.shape
+    if h < 2 or w < 2:
+        return edged
+    v, u = np.linspace(0, 1, h)[:, None], np.linspace(0, 1, w)[None, :]
+    top, bottom, left, right = edged[:1], edged[-1:], edged[:, :1], edged[:, -1:]
+    sides = (1 - v) * top + v * bottom + (1 - u) * left + u * right
+    corners = (1 - u) * (1 - v) * edged[0, 0] + u * (1 - v) * edged[0, -1]
+    corners = corners + (1 - u) * v * edged[-1, 0] + u * v * edged[-1, -1]
+    return (sides - corners).astype(np.float32)
 
 
 def _frame_with_paper(small: np.ndarray, width: int) -> np.ndarray:
