@@ -314,6 +314,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="the number reader averaged over test-time views (the line moved a pixel each "
         "way: digitformer.inference.ensemble), alone and in pieces",
     )
+    parser.add_argument(
+        "--no-cuts",
+        action="store_true",
+        help="in pieces: clusters read by the numbers model alone, not re-read by the digit "
+        "reader cut into as many digits (digitformer.inference.cuts)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -355,6 +361,9 @@ def main(argv: list[str] | None = None) -> dict:
         return reader
 
     if args.reader == "pieces":
+        import digitformer.inference.pieces
+
+        digitformer.inference.pieces.CUTS = not args.no_cuts
         number = load_number()
         pieces = InPieces(number, digitformer.load(digit_src, device=args.device))
         for name in NUMBER_SETS:

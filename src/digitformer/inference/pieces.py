@@ -1,5 +1,6 @@
 """A written number read in pieces: cut where its digits stand apart, each lone digit read by the
-digit reader, each cluster of touching digits by the numbers model.
+digit reader, each cluster of touching digits by the numbers model, which says how many digits
+it holds, and re-read by the digit reader cut into that many (`digitformer.inference.cuts`).
 
     readings = read_in_pieces(number_model, digit_model, pictures, names)
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from digitformer.inference.cuts import read_by_cuts, unlike_any_digit
 from digitformer.inference.predict import Prediction, Readings, predict_pictures
 from digitformer.inference.prepare import NoInk, TooWide, digit_height, find_ink
 from digitformer.inference.readers import READERS, input_shape
@@ -26,6 +28,9 @@ from digitformer.utils.runtime import each
 SINGLE_WIDTH = 1.0  # a piece at most as wide as it is tall (times this) is one digit
 MIN_HEIGHT = 0.35  # a mark under this share of the digits' height is no digit (a dot, a dash)
 MARGIN = 0.3  # each piece is read on black this share of the digits' height around it
+# clusters re-read by the digit reader, cut into as many digits as the numbers model read there
+# (digitformer.inference.cuts); False: the numbers model's reading stands
+CUTS = True
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ def read_in_pieces(
         return {o: by_label[labels[o]] for o in chosen if labels[o] in by_label}, part
 
     as_digit, digit_part = read_as(digit_model, "digit", owners)
-    far = _unlike_any_digit(
+    far = unlike_any_digit(
         digit_model, {o: v for o, v in as_digit.items() if cut[o[0]][o[1]].single}
     )
     # the numbers model reads what is wider than a digit, and a narrow piece that is like no
@@ -118,6 +123,8 @@ def read_in_pieces(
     asked = [o for o in owners if not cut[o[0]][o[1]].single or far.get(o, False)]
     as_number, number_part = read_as(number_model, "number", asked)
     read = {o: _choose(as_digit.get(o, (None,))[0], as_number.get(o, (None,))[0]) for o in owners}
+    if CUTS and asked:  # the sequence model says how many digits, the digit reader which
+        read.update(_recut(digit_model, cut, asked, read, labels, batch_size, device))
     unread = tuple(f"{labels[o]}: " for o in owners if read[o] is None)
     out.errors += [e for e in digit_part.errors + number_part.errors if e.startswith(unread)]
     for i, (result, pieces) in enumerate(zip(out.results, cut)):
@@ -126,17 +133,14 @@ def read_in_pieces(
     return out
 
 
-def _unlike_any_digit(model: nn.Module, read: dict) -> dict:
-    """{owner: whether the digit reader's judge (`novelty`) finds the piece like none of the
-    ten digits} for the pieces it read ({owner: (Prediction, input)})."""
-    novelty = getattr(model, "novelty", None)
-    owners = [o for o, (result, _) in read.items() if result.digits is not None]
-    if novelty is None or not owners:
-        return {}
-    from digitformer.inference.novelty import features
-
-    inputs = np.stack([read[o][1] for o in owners])
-    return dict(zip(owners, novelty.is_novel(features(model, inputs)).tolist()))
+def _recut(digit_model, cut, asked, read, labels, batch_size, device) -> dict:
+    """{owner: reading} of the `asked` clusters the digit reader could cut into as many digits
+    as they were read to hold (their spans as shares of the whole picture)."""
+    counts = [len(read[o].digits) if read[o] and read[o].digits else None for o in asked]
+    clusters = [cut[i][k].image for i, k in asked]
+    names = [labels[o] for o in asked]
+    found = read_by_cuts(digit_model, clusters, names, counts, batch_size=batch_size, device=device)
+    return {o: _within(f, cut[o[0]][o[1]].span) for o, f in zip(asked, found) if f is not None}
 
 
 def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Prediction | None:
@@ -148,6 +152,13 @@ def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Predic
     if as_digit is not None and as_digit.digits is not None:
         return as_digit
     return as_number if as_number is not None else as_digit
+
+
+def _within(found: Prediction, span: tuple[float, float]) -> Prediction:
+    """A cluster's reading by cuts with its digits' spans as shares of the whole picture."""
+    a, w = span[0], span[1] - span[0]
+    found.spans = [[round(a + w * s, 4), round(a + w * e, 4)] for s, e in found.spans]
+    return found
 
 
 def _whole(pixels: np.ndarray, number_model: nn.Module) -> np.ndarray:
@@ -170,7 +181,11 @@ def _join(result: Prediction, pieces: list, cut: list[Piece]) -> None:
     result.digits = "".join(p.digits or "" for p in read)
     result.confidence = [c for p in read for c in p.confidence]
     result.probabilities = [row for p in read for row in p.probabilities]
-    result.spans = [span for p, c in zip(read, cut) for span in _shares(c.span, len(p.digits))]
+    result.spans = [
+        span
+        for p, c in zip(read, cut)
+        for span in (p.spans if p.spans else _shares(c.span, len(p.digits)))
+    ]
 
 
 def _shares(span: tuple[float, float], count: int) -> list[list[float]]:
