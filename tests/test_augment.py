@@ -93,3 +93,28 @@ def test_random_stroke_off_changes_nothing_and_draws_nothing():
     gen = torch.Generator().manual_seed(3)
     assert random_stroke(digits, gen, p=0.0) is digits
     assert torch.equal(gen.get_state(), torch.Generator().manual_seed(3).get_state())
+
+
+def test_lower_resolution_spreads_fine_detail_keeps_the_ink_and_touches_its_share():
+    """A digit seen at 9-16 pixels a frame: a one-pixel stroke spreads to its neighbours, the
+    brightest ink and the digit's place are kept, and only the chosen share of a batch is
+    touched."""
+    from digitformer.data.augment import random_resolution
+
+    images = torch.zeros(200, 1, 28, 28)
+    images[:, :, 6:22, 13] = 1.0  # a 1-pixel stroke: pure fine detail across
+    images[:, :, 6, 9:19] = 0.8
+    out = random_resolution(images, torch.Generator().manual_seed(0), 0.5)
+    changed = (out != images).flatten(1).any(1)
+    assert 0.35 < changed.float().mean() < 0.65
+    assert torch.equal(out[~changed], images[~changed])
+    assert torch.allclose(out.amax((1, 2, 3)), torch.ones(200))  # the brightest ink kept
+    low = out[changed]
+    assert (low[:, :, 6:22, 12] > 0.05).float().mean() > 0.9  # the stroke spread to its side
+    assert (low[:, :, 6:22, 13] < 1).any()  # and lost its peak in places
+    ys = torch.arange(28.0).view(1, 1, 28, 1)
+    centre = lambda x: (x * ys).sum((1, 2, 3)) / x.sum((1, 2, 3))  # noqa: E731
+    assert (centre(low) - centre(images[:1])).abs().max() < 1.0  # the digit stays where it was
+    assert torch.equal(random_resolution(images, torch.Generator(), 0.0), images)
+    again = random_resolution(images, torch.Generator().manual_seed(0), 0.5)
+    assert torch.equal(again, out)  # seeded

@@ -1,6 +1,6 @@
 """Batched random augmentation on tensors, seeded: affine (shift, rotation, scale) and optional
-elastic distortion (Simard et al. 2003), sampled together in one pass; and pen width (strokes
-made thicker or thinner by grayscale morphology)."""
+elastic distortion (Simard et al. 2003), sampled together in one pass; pen width (strokes
+made thicker or thinner by grayscale morphology); resolution and focus."""
 
 from __future__ import annotations
 
@@ -120,6 +120,30 @@ def two_loop_eights(zeros: torch.Tensor, generator: torch.Generator) -> torch.Te
     drawn = F.grid_sample(loops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # squeezed, a stroke is about half as thick: a pixel more on each side
     return F.max_pool2d(drawn.view(m, 2, 1, 28, 28).amax(1), 3, stride=1, padding=1)
+
+
+def random_resolution(
+    images: torch.Tensor, generator: torch.Generator, p: float, sizes: tuple[int, int] = (9, 16)
+) -> torch.Tensor:
+    """A share p of images (N, 1, H, W) in [0, 1] seen at a lower resolution: averaged down to
+    k x k pixels (k drawn per image from `sizes`, both ends included; MNIST's 20-pixel digit
+    then spans about 0.7k) and brought back up bilinearly, each to its own brightest ink (as a
+    picture's preparation does). A scan of 8x8 pixels, or a digit a few pixels tall in a photo,
+    reaches the model so. The filter is antialiased bilinear (a triangle, both ways): it keeps
+    the ink's sum and its centre, where "area" pooling at a ratio like 28:9 moves it a pixel
+    or two."""
+    if p <= 0:
+        return images
+    u = torch.rand(images.shape[0], 2, generator=generator)
+    ks = sizes[0] + (u[:, 1] * (sizes[1] - sizes[0] + 1)).long().clamp(max=sizes[1] - sizes[0])
+    out = images.clone()
+    for k in torch.unique(ks[u[:, 0] < p]).tolist():
+        idx = torch.nonzero((u[:, 0] < p) & (ks == k)).flatten().to(images.device)
+        low = F.interpolate(images[idx], size=(k, k), mode="bilinear", antialias=True)
+        up = F.interpolate(low, size=images.shape[2:], mode="bilinear", align_corners=False)
+        peak = images[idx].amax((2, 3), keepdim=True)
+        out[idx] = up * peak / up.amax((2, 3), keepdim=True).clamp(min=1e-6)
+    return out
 
 
 def random_blur(images: torch.Tensor, generator: torch.Generator, p: float) -> torch.Tensor:

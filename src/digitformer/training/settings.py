@@ -56,6 +56,7 @@ class TrainSettings:
     aug_elastic: float = 0.0  # elastic distortion, deviation in pixels; 0: none
     aug_elastic_sigma: float = 4.0  # smoothness of the elastic field, pixels
     aug_stroke: float = 0.0  # share of images drawn with a thicker or thinner pen
+    aug_lowres: float = 0.0  # share of images seen at a lower resolution (9-16 px a frame)
     aug_blur: float = 0.0  # numbers: share of numbers out of focus
     aug_eights: float = 0.0  # numbers: share of 8s written as two loops (made from two 0s)
     train_size: int | None = None  # training digits to use (None: all but the validation split)
@@ -275,6 +276,7 @@ def validate(s: TrainSettings) -> None:
         (s.aug_elastic_sigma > 0, "aug_elastic_sigma must be positive"),
         (0 <= s.aug_stroke <= 1, "aug_stroke must be in [0, 1]"),
         (0 <= s.aug_blur <= 1, "aug_blur must be in [0, 1]"),
+        (0 <= s.aug_lowres <= 1, "aug_lowres must be in [0, 1]"),
         (0 <= s.aug_eights <= 1, "aug_eights must be in [0, 1]"),
         (0 <= s.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (s.optimizer in ("adamw", "muon"), "optimizer must be adamw or muon"),

@@ -20,7 +20,13 @@ from rich.console import Console
 from rich.progress import track
 from torch import nn
 
-from digitformer.data.augment import random_affine, random_blur, random_stroke, two_loop_eights
+from digitformer.data.augment import (
+    random_affine,
+    random_blur,
+    random_resolution,
+    random_stroke,
+    two_loop_eights,
+)
 from digitformer.data.grids import draw_picks, make_grids, tile_2x2
 from digitformer.data.mnist import Digits, load_split
 from digitformer.data.numbers import END, LAYOUTS, Numbers, draw_numbers, ink_boxes, make_numbers
@@ -86,9 +92,10 @@ class Task:
         if not s.augment:
             return images
         images = random_stroke(images, gen, s.aug_stroke)
-        return random_affine(
+        images = random_affine(
             images, gen, s.aug_shift, s.aug_rotate, s.aug_scale, s.aug_elastic, s.aug_elastic_sigma
         )
+        return random_resolution(images, gen, s.aug_lowres)
 
     def steps_per_epoch(self) -> int:
         return -(-self.epoch_size() // self.settings.batch_size)

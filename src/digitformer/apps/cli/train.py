@@ -106,6 +106,7 @@ NUMBERS_ONLY = ("layout", "aug_blur", "aug_eights")
 UNUSED = {
     "encoder-only": ("train_grids", "val_grids", "test_grids", "init_encoder", *NUMBERS_ONLY),
     "encoder-decoder": NUMBERS_ONLY,
+    "numbers": ("aug_lowres",),
 }
 
 
