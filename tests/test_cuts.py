@@ -56,8 +56,7 @@ def test_touching_pairs_read_as_their_two_digits_given_their_count(digits):
     for i in range(0, 60, 2):
         clusters.append(touching(digits.images[i], digits.images[i + 1], 10))
         truth.append(f"{digits.labels[i]}{digits.labels[i + 1]}")
-    names = [str(i) for i in range(len(clusters))]
-    read = read_by_cuts(digit.model, clusters, names, [2] * len(clusters))
+    read = read_by_cuts(digit.model, clusters, [2] * len(clusters))
     right = [r is not None and r.digits == t for r, t in zip(read, truth)]
     assert np.mean(right) >= 0.9  # 30 of 30 when written
     for r in read:

@@ -15,10 +15,15 @@ digit; where one does not (half a digit, two digits), the cut is not trusted.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 from torch import nn
 
-from digitformer.inference.predict import Prediction, predict_pictures
+from digitformer.inference.ink import Ink
+from digitformer.inference.novelty import features
+from digitformer.inference.predict import Prediction
+from digitformer.inference.prepare import ink_to_mnist
+from digitformer.inference.readers import read
 
 MAX_CANDIDATES = 12  # cut columns tried per cluster (the least inked local minima)
 WIDEST = 1.3  # a run wider than this times the digits' height is not one digit
@@ -109,71 +114,46 @@ def best_path(
 def read_by_cuts(
     digit_model: nn.Module,
     clusters: list[np.ndarray],
-    names: list[str],
     counts: list[int | None],
-    **read,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
 ) -> list[Prediction | None]:
-    """Clusters (light ink on black, with a margin) -> each read as the most probable row of
-    digits the digit reader finds in it (a Prediction whose `spans` are shares of the cluster's
-    width), or None where no row of runs that the judge takes for digits spans it; of
-    `counts[i]` digits where that is given. `read`:
-    predict_pictures' batch_size and device."""
-    found = []
+    """Clusters (light ink on black, with a margin, as `find_ink` gives them) -> each read as
+    the most probable row of digits the digit reader finds in it, `counts[i]` of them where
+    given (a Prediction named "", whose `spans` are shares of the cluster's ink width), or None
+    where no row of runs that the reader's judge takes for digits spans it. The runs are ink
+    already: each goes to the model as MNIST was made (`ink_to_mnist`), without looking for
+    its ink again."""
+    found, inputs = [], []
     for image in clusters:
         ys, xs = np.nonzero(image)
         ink = image[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(ys) else image
         spans, crops = candidate_digits(ink, ink.shape[0])
-        found.append((ink.shape[1], spans, crops))
-    owners = [(i, k) for i, (_, spans, _) in enumerate(found) for k in range(len(spans))]
-    part = predict_pictures(
-        digit_model,
-        [found[i][2][k] for i, k in owners],
-        [f"{names[i]} run {k}" for i, k in owners],
-        True,
-        layouts=["digit"] * len(owners),
-        judge=False,
-        **read,
-    )
-    by_name = {r.file: (r, x) for r, x in zip(part.results, part.inputs)}
-    runs = {
-        o: by_name[f"{names[o[0]]} run {o[1]}"]
-        for o in owners
-        if f"{names[o[0]]} run {o[1]}" in by_name
-    }
-    far = unlike_any_digit(digit_model, runs)
+        found.append((ink.shape[1], spans, len(inputs)))
+        inputs += [ink_to_mnist(Ink(crop, crop > 0)) for crop in crops]
+    if not inputs:
+        return [None] * len(clusters)
+    batch = np.stack(inputs)
+    tokens, probs = read(digit_model, batch, batch_size, device)
+    best = probs[:, 0, :10].max(-1)
+    novelty = getattr(digit_model, "novelty", None)
+    far = novelty.is_novel(features(digit_model, batch)).numpy() if novelty else best < 0
+    scores = np.where(far, -np.inf, np.log(np.maximum(best, 1e-12)))
     out: list[Prediction | None] = []
-    for i, (width, spans, _) in enumerate(found):
-        scores = [
-            float(np.log(runs[i, k][0].confidence[0]))
-            if (i, k) in runs and runs[i, k][0].digits is not None and not far.get((i, k), True)
-            else -np.inf
-            for k in range(len(spans))
-        ]
-        path = best_path(spans, scores, width, counts[i])
-        if path is None or not np.isfinite(sum(scores[k] for k in path)):
+    for (width, spans, first), count in zip(found, counts):
+        runs = range(first, first + len(spans))
+        path = best_path(spans, [float(scores[k]) for k in runs], width, count)
+        if path is None or any(far[first + k] for k in path):
             out.append(None)
             continue
-        chosen = [runs[i, k][0] for k in path]
+        rows = [first + k for k in path]
         out.append(
             Prediction(
-                names[i],
-                "".join(r.digits for r in chosen),
-                [c for r in chosen for c in r.confidence],
-                [p for r in chosen for p in r.probabilities],
+                "",
+                "".join(str(int(tokens[k, 0])) for k in rows),
+                [float(best[k]) for k in rows],
+                [[float(x) for x in probs[k, 0, :10]] for k in rows],
                 spans=[[spans[k][0] / width, spans[k][1] / width] for k in path],
             )
         )
     return out
-
-
-def unlike_any_digit(model: nn.Module, read: dict) -> dict:
-    """{owner: whether the digit reader's judge (`novelty`) finds the piece like none of the
-    ten digits} for the pieces it read ({owner: (Prediction, input)})."""
-    novelty = getattr(model, "novelty", None)
-    owners = [o for o, (result, _) in read.items() if result.digits is not None]
-    if novelty is None or not owners:
-        return {}
-    from digitformer.inference.novelty import features
-
-    inputs = np.stack([read[o][1] for o in owners])
-    return dict(zip(owners, novelty.is_novel(features(model, inputs)).tolist()))

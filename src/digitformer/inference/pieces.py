@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from digitformer.inference.cuts import read_by_cuts, unlike_any_digit
+from digitformer.inference.cuts import read_by_cuts
 from digitformer.inference.predict import Prediction, Readings, predict_pictures
 from digitformer.inference.prepare import NoInk, TooWide, digit_height, find_ink
 from digitformer.inference.readers import READERS, input_shape
@@ -115,7 +115,7 @@ def read_in_pieces(
         return {o: by_label[labels[o]] for o in chosen if labels[o] in by_label}, part
 
     as_digit, digit_part = read_as(digit_model, "digit", owners)
-    far = unlike_any_digit(
+    far = _unlike_any_digit(
         digit_model, {o: v for o, v in as_digit.items() if cut[o[0]][o[1]].single}
     )
     # the numbers model reads what is wider than a digit, and a narrow piece that is like no
@@ -124,7 +124,7 @@ def read_in_pieces(
     as_number, number_part = read_as(number_model, "number", asked)
     read = {o: _choose(as_digit.get(o, (None,))[0], as_number.get(o, (None,))[0]) for o in owners}
     if CUTS and asked:  # the sequence model says how many digits, the digit reader which
-        read.update(_recut(digit_model, cut, asked, read, labels, batch_size, device))
+        read.update(_recut(digit_model, cut, asked, read, batch_size, device))
     unread = tuple(f"{labels[o]}: " for o in owners if read[o] is None)
     out.errors += [e for e in digit_part.errors + number_part.errors if e.startswith(unread)]
     for i, (result, pieces) in enumerate(zip(out.results, cut)):
@@ -133,14 +133,30 @@ def read_in_pieces(
     return out
 
 
-def _recut(digit_model, cut, asked, read, labels, batch_size, device) -> dict:
+def _recut(digit_model, cut, asked, read, batch_size, device) -> dict:
     """{owner: reading} of the `asked` clusters the digit reader could cut into as many digits
     as they were read to hold (their spans as shares of the whole picture)."""
     counts = [len(read[o].digits) if read[o] and read[o].digits else None for o in asked]
     clusters = [cut[i][k].image for i, k in asked]
-    names = [labels[o] for o in asked]
-    found = read_by_cuts(digit_model, clusters, names, counts, batch_size=batch_size, device=device)
-    return {o: _within(f, cut[o[0]][o[1]].span) for o, f in zip(asked, found) if f is not None}
+    found = read_by_cuts(digit_model, clusters, counts, batch_size, device)
+    return {
+        o: _within(f, cut[o[0]][o[1]].span, f"piece {o[1] + 1}")
+        for o, f in zip(asked, found)
+        if f is not None
+    }
+
+
+def _unlike_any_digit(model: nn.Module, read: dict) -> dict:
+    """{owner: whether the digit reader's judge (`novelty`) finds the piece like none of the
+    ten digits} for the pieces it read ({owner: (Prediction, input)})."""
+    novelty = getattr(model, "novelty", None)
+    owners = [o for o, (result, _) in read.items() if result.digits is not None]
+    if novelty is None or not owners:
+        return {}
+    from digitformer.inference.novelty import features
+
+    inputs = np.stack([read[o][1] for o in owners])
+    return dict(zip(owners, novelty.is_novel(features(model, inputs)).tolist()))
 
 
 def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Prediction | None:
@@ -154,10 +170,11 @@ def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Predic
     return as_number if as_number is not None else as_digit
 
 
-def _within(found: Prediction, span: tuple[float, float]) -> Prediction:
+def _within(found: Prediction, span: tuple[float, float], name: str) -> Prediction:
     """A cluster's reading by cuts with its digits' spans as shares of the whole picture."""
     a, w = span[0], span[1] - span[0]
     found.spans = [[round(a + w * s, 4), round(a + w * e, 4)] for s, e in found.spans]
+    found.file = name
     return found
 
 

@@ -86,7 +86,12 @@ def is_mnist_like(pixels: np.ndarray) -> bool:
 def to_mnist(pixels: np.ndarray) -> np.ndarray:
     """Any grayscale picture of one digit -> uint8 (28, 28), prepared as MNIST was.
     Raises NoInk when there is nothing to read."""
-    ink = find_ink(pixels)
+    return ink_to_mnist(find_ink(pixels))
+
+
+def ink_to_mnist(ink: Ink) -> np.ndarray:
+    """A digit's strokes (light on black, found) -> uint8 (28, 28), as MNIST was made: the pen
+    evened out, the ink's box scaled to 20 pixels, its centre of mass at the centre."""
     rows, cols = np.nonzero(ink.image > 0)
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     box = max(bottom - top, right - left)
