@@ -6,7 +6,8 @@ Makes `--count` lines of 1 to 8 MNIST test digits (the project's own generator, 
 measures speed, not accuracy), each written dark on white paper at twice the canvas size and
 saved as a PNG in a temporary folder, then times reading the folder as `predict` does
 (decoding, finding the ink, cutting into pieces, the digit and numbers models: `Reader`)
-in pieces (the default) and with the numbers model alone, in the same run, best of `--repeat`.
+in pieces (the default), in pieces with clusters read by the numbers model alone (no cuts), and
+with the numbers model alone, in the same run, best of `--repeat`.
 Also the share read right. Needs the MNIST test set (`digitformer data fetch`, or --data-dir).
 """
 
@@ -35,12 +36,17 @@ def write_lines(folder: Path, count: int, data_dir: str) -> list[str]:
     return lines.strings()
 
 
-def timed(paths: list[str], pieces: bool, repeat: int) -> tuple[float, dict, int]:
+def timed(
+    paths: list[str], pieces: bool, repeat: int, cuts: bool = True
+) -> tuple[float, dict, int]:
     """Best seconds to decode and read `paths`, what each file read (None: not read), and how
     many could not be prepared at all (the model alone refuses lines too wide for its canvas)."""
     import digitformer
     from digitformer.inference import ink
+    from digitformer.inference import pieces as in_pieces
     from digitformer.inference.prepare import read_gray
+
+    in_pieces.CUTS = cuts
 
     reader = digitformer.load("number", pieces=pieces)
     best, readings = float("inf"), None
@@ -67,8 +73,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         truth = write_lines(Path(tmp), args.count, args.data_dir)
         paths = sorted(str(p) for p in Path(tmp).glob("*.png"))
-        for name, pieces in (("pieces", True), ("model_alone", False)):
-            seconds, read, refused = timed(paths, pieces, args.repeat)
+        for name, pieces, cuts in (
+            ("pieces", True, True),
+            ("pieces_no_cuts", True, False),
+            ("model_alone", False, False),
+        ):
+            seconds, read, refused = timed(paths, pieces, args.repeat, cuts)
             right = np.mean([read.get(p) == want for p, want in zip(paths, truth)])
             out[name] = {
                 "seconds": round(seconds, 2),
