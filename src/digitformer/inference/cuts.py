@@ -137,7 +137,11 @@ def read_by_cuts(
     tokens, probs = read(digit_model, batch, batch_size, device)
     best = probs[:, 0, :10].max(-1)
     novelty = getattr(digit_model, "novelty", None)
-    far = novelty.is_novel(features(digit_model, batch)).numpy() if novelty else best < 0
+    far = (
+        novelty.is_novel(features(digit_model, batch)).numpy()
+        if novelty is not None
+        else np.zeros(len(batch), bool)
+    )
     scores = np.where(far, -np.inf, np.log(np.maximum(best, 1e-12)))
     out: list[Prediction | None] = []
     for (width, spans, first), count in zip(found, counts):
