@@ -27,6 +27,7 @@ MAX_GAIN = 4.0  # ...up to this many times (a near-black frame's JPEG noise stay
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
 WEAK_SNR = 6.0  # ...and a faint stretch of stroke joined to a strong one, this many (see _strokes)
 MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
+ONE_PEN = 0.5  # ...and at least this share as steeply as the picture's sharpest mark (_sharp_marks)
 TIE_BREAK = 0.02  # weight of the whole picture's polarity against the local one's (find_ink)
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
 THIN_PEN = 2.0  # MNIST's 5th percentile of stroke width: thinner pens are grown to 2.6
@@ -367,10 +368,17 @@ def _sharp_marks(mask: np.ndarray, ink: np.ndarray, slope: np.ndarray) -> np.nda
     height = ndimage.maximum(ink, labels, index)
     edge = _boundary(mask)
     rise = _labelled_percentile(slope[edge], labels[edge], count, 75)
+    steep = rise / np.maximum(height, 1e-6)  # the inverse of its edges' width, in pixels
     sharp = np.zeros(count + 1, bool)
-    sharp[1:] = rise >= MIN_EDGE * np.maximum(height, 1e-6)
+    sharp[1:] = steep >= MIN_EDGE
     if not sharp.any():
         sharp[1:] = True
+        return _drop_specks(labels, sharp)
+    # One pen and one focus drew every stroke of a picture: a mark whose edges are more than
+    # 1 / ONE_PEN times as wide as those of its sharpest mark (not a speck) is light, not ink.
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    pieces = sharp[1:] & (areas >= 0.1 * areas[sharp[1:]].max())
+    sharp[1:] &= steep >= ONE_PEN * steep[pieces].max()
     return _drop_specks(labels, sharp)
 
 
