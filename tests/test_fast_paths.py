@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from digitformer.data import load_split
-from digitformer.inference import ink
+from digitformer.inference import ink, paper
 from digitformer.utils.runtime import each
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -25,8 +25,8 @@ masks = arrays(bool, st.tuples(st.integers(1, 30), st.integers(1, 30)))
 @FAST
 @given(floats, st.floats(0, 100))
 def test_percentile_is_numpys(values, q):
-    assert ink._percentile(values, q) == pytest.approx(np.percentile(values, q), abs=1e-6)
-    assert ink._median(values) == pytest.approx(np.median(values), abs=1e-6)
+    assert paper.percentile(values, q) == pytest.approx(np.percentile(values, q), abs=1e-6)
+    assert paper.median(values) == pytest.approx(np.median(values), abs=1e-6)
 
 
 @FAST

@@ -187,3 +187,48 @@ def test_two_slim_digits_touching_are_read_as_two_when_no_one_digit_is_like_them
         model.novelty = judge
     assert read.digits == "11" and len(read.spans) == 2
     assert len(kept.digits) == 1  # taken for a digit, it is the digit reader's
+
+
+def test_a_digit_written_lighter_beside_dark_ones_is_found(digits):
+    """Each mark is cut at Otsu's share of its own peak: a digit a third as dark as its
+    neighbours (a softer pen, less pressure) is ink, not paper below their split."""
+    for k in range(0, 15, 3):
+        images = digits.images[k : k + 3].astype(np.float32)
+        images[1] *= 0.35
+        picture = line(images.astype(np.uint8), gap=8)
+        assert len(cut_at_gaps(picture)) == 3, k
+
+
+def test_every_digit_of_a_long_line_under_uneven_light_is_found(digits):
+    """Light falling off along a long line is divided out: the digits on its dim side are
+    found as those on its bright side."""
+    for k in range(0, 24, 8):
+        picture = line(digits.images[k : k + 8], gap=6)
+        shade = np.linspace(1.0, 0.55, picture.shape[1])[None, :]
+        assert len(cut_at_gaps(picture * shade)) == 8, k
+
+
+# Two lines drawn by the independent suite's generator (benchmarks/independent, its development
+# seed 2, never the reported seed) from MNIST test digits: the x-range of each digit's ink.
+LINES = {
+    "8295839234": (365, [(10, 33), (29, 58), (65, 90), (96, 128), (132, 151), (167, 191),
+                         (195, 212), (225, 247), (292, 320), (330, 359)]),
+    "31636735": (238, [(15, 35), (49, 56), (55, 84), (83, 118), (116, 145), (144, 171),
+                       (173, 201), (211, 234)]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("label", sorted(LINES))
+def test_every_digit_of_a_photographed_line_is_found(label):
+    """Faint digits beside dark ones, under uneven light: each digit's ink is in a piece (the
+    paper is estimated at the line's height, not its length, and each mark cut at Otsu's share
+    of its own peak). Before, 2 and 4 pieces were found, and whole digits were lost."""
+    from pathlib import Path
+
+    from digitformer.inference.pictures import read_gray
+
+    width, boxes = LINES[label]
+    pieces = cut_at_gaps(read_gray(Path(__file__).parent / "data" / "lines" / f"{label}.png"))
+    for left, right in boxes:
+        centre = (left + right) / 2 / width
+        assert any(a <= centre <= b for a, b in (p.span for p in pieces)), (left, right)

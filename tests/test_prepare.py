@@ -410,7 +410,7 @@ def test_few_digits_cropped_to_their_ink_are_taken_for_blank_paper(digits):
     """A digit that fills its frame leaves no part of it paper alone: its noise is measured on
     the class below Otsu's split, not at the most common value, which for MNIST's saturated
     strokes is ink; and where even that finds nothing, the paper inside is interpolated from
-    the picture's border (`_paper_inside`), not taken as a median of windows that are still
+    the picture's border (`paper_inside`), not taken as a median of windows that are still
     half ink. Of the subset's 1000 test digits cut to their ink, 17 were refused as blank,
     clean or with grain, then 7, now 3 (issue 30: none should be)."""
     from digitformer.inference.ink import find_ink
@@ -432,13 +432,13 @@ def test_few_digits_cropped_to_their_ink_are_taken_for_blank_paper(digits):
 def test_the_paper_inside_a_picture_is_interpolated_from_its_border():
     """The Coons patch of the border: exact for a lighting gradient (a plane), and blind to
     strokes inside however much of the picture they fill."""
-    from digitformer.inference.ink import _paper_inside
+    from digitformer.inference.paper import paper_inside
 
     rows, cols = np.mgrid[0:30, 0:20].astype(np.float32)
     plane = 0.9 - 0.01 * rows + 0.004 * cols
     inked = plane.copy()
     inked[3:-3, 3:-3] = 0.1  # strokes over two thirds of it, the border left paper
-    np.testing.assert_allclose(_paper_inside(inked), plane, atol=1e-5)
+    np.testing.assert_allclose(paper_inside(inked), plane, atol=1e-5)
 
 
 def test_a_phone_photo_of_a_blank_sheet_is_refused():

@@ -11,15 +11,13 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
+from digitformer.inference.paper import background, median, percentile, reduce, resize
 from digitformer.utils.errors import DigitformerError
 
 WORK_SIZE = 256  # larger pictures are reduced to this longest side first: the digit needs less
 MIN_WORK_SIZE = 56  # smaller ones (an 8x8 scan) are enlarged to it: room for a pen's edges
-BACKGROUND_SIZE = 64  # the paper and its lighting are estimated at this size: they are smooth
-BACKGROUND_STEP = 2  # ...by windows half its size wide, one every this many pixels
 MIN_CONTRAST = 0.12  # ink must stand this far (of the full range) above its background
 INKY = 0.25  # strokes over this share of the picture: its noise is measured on the paper alone
 UNDEREXPOSED = 0.5  # a picture whose brightest paper is darker than this is brightened first...
@@ -88,7 +86,7 @@ def _first_pass(x: np.ndarray, background: np.ndarray) -> tuple[Ink, float, bool
     margin = _dark_margin(local)
     # (the tie-break weighs at most 2 x TIE_BREAK: x is in [0, 1]; only a near-tie needs it)
     if abs(margin) <= 2 * TIE_BREAK:
-        margin += TIE_BREAK * _dark_margin(x - _median(x))
+        margin += TIE_BREAK * _dark_margin(x - median(x))
     dark = margin > 0
     # A shadow over most of the sheet can still fool both: its bright margins then outweigh
     # dark strokes, and what is found is soft shading. Pen strokes have edges: when one
@@ -109,7 +107,7 @@ def _exposed(x: np.ndarray) -> np.ndarray:
     brightened until its brightest part is white, as a camera's auto-exposure would; any
     other picture as it is. Contrast is then judged as in a well-lit one (the noise and edge
     tests still hold: brightening scales them alike)."""
-    bright = _percentile(x, 99.5)
+    bright = percentile(x, 99.5)
     return x / max(bright, UNDEREXPOSED / MAX_GAIN) if bright < UNDEREXPOSED else x
 
 
@@ -120,31 +118,32 @@ def _find_ink(x: np.ndarray) -> Ink:
     # is then what its border shows, carried inside; strokes found so must reach the frame.
     # (Only then: what was found but soft, a shadow's rim, is no stroke cut by the frame.)
     try:
-        first, noise, dark = _first_pass(x, _background(x))
+        first, noise, dark = _first_pass(x, background(x))
     except NoInk as error:
         if error.args[0] != NOTHING:
             raise
         try:
-            first, noise, dark = _first_pass(x, _background(x, wide=True))
+            first, noise, dark = _first_pass(x, background(x, wide=True))
         except NoInk:
             raise error from None
         if _sides_reached(first.mask) < 2:  # strokes that fill a picture reach its frame
             raise error
     # Second pass, now that the pen's width is known: a closing (an opening for light ink)
-    # three strokes wide, and at least half the digit wide (a thick pen fills loops into blots
-    # wider than its strokes, and those are ink too), removes the strokes and keeps the paper,
+    # three strokes wide, and at least half the ink's height (a digit's, or a number's line:
+    # a thick pen fills loops into blots wider than its strokes, and those are ink too; half a
+    # long line's length would flatten its light), removes the strokes and keeps the paper,
     # its lighting and shadow edges more closely than the median could. Dark ink is then
     # measured against its paper (a shadow dims both), light ink (chalk, a screen) by its
     # difference. Beyond the picture's edge lies more paper (mode "nearest": a stroke cut by
     # the frame is not taken for paper there).
-    rows, cols = np.nonzero(first.mask)
-    box = max(np.ptp(rows), np.ptp(cols)) + 1
+    rows = np.flatnonzero(first.mask.any(1))
+    box = np.ptp(rows) + 1  # a digit's size (a number's is its height, not its length)
     size = max(3, int(max(3 * stroke_width(first.mask), box / 2)) | 1)
     if dark:  # light falls on paper and ink alike: divide it out, as a scanner's flat field
         paper = ndimage.grey_closing(x, size=size, mode="nearest")
         scale = np.maximum(paper, 0.1)
         local = (paper - x) / scale
-        noise = noise / _median(scale)
+        noise = noise / median(scale)
     else:
         local = x - ndimage.grey_opening(x, size=size, mode="nearest")
     return _strokes(local, noise)[0]
@@ -162,14 +161,14 @@ def _work_size(pixels: np.ndarray) -> np.ndarray:
     if longest < MIN_WORK_SIZE:
         h, w = pixels.shape
         scale = MIN_WORK_SIZE / longest
-        return _resize(pixels, (max(1, round(h * scale)), max(1, round(w * scale))))
-    return _reduce(pixels, WORK_SIZE)
+        return resize(pixels, (max(1, round(h * scale)), max(1, round(w * scale))))
+    return reduce(pixels, WORK_SIZE)
 
 
 def _dark_margin(contrast: np.ndarray) -> float:
     """> 0 when the strokes are dark: they leave a long negative tail in the contrast, light
     ones a positive one; paper and lighting vary slowly and leave neither."""
-    low, high = _percentile(contrast, 0.5), _percentile(contrast, 99.5)
+    low, high = percentile(contrast, 0.5), percentile(contrast, 99.5)
     return float(-low - high)
 
 
@@ -182,23 +181,23 @@ def _paper_noise(contrast: np.ndarray, share: float, split: float) -> float:
     common value of the whole picture), its level that class's most common value, its spread
     from the side below it; then, clipped of what lies more than 2.5 spreads above it, refined
     as the median absolute deviation of the rest of that class (never more than the whole's)."""
-    mad = 1.4826 * _median(np.abs(contrast - _median(contrast)))
+    mad = 1.4826 * median(np.abs(contrast - median(contrast)))
     if share < INKY:
         return mad
     below = contrast[contrast <= split]
     if below.size < 2:
         return mad
-    low, high = _percentile(below, 0.5), _percentile(below, 99.5)
+    low, high = percentile(below, 0.5), percentile(below, 99.5)
     if high <= low:
         return mad
     hist, edges = np.histogram(below, bins=128, range=(float(low), float(high)))
     hist = ndimage.uniform_filter1d(hist.astype(np.float32), 5, mode="constant")
     level = float(edges[int(np.argmax(hist)) + 1])  # the paper's level (its bin's upper edge)
-    noise = 1.4826 * _median(level - below[below <= level])
+    noise = 1.4826 * median(level - below[below <= level])
     for _ in range(3):
         paper = below[below <= level + 2.5 * noise]
-        level = _median(paper)
-        noise = 1.4826 * _median(np.abs(paper - level))
+        level = median(paper)
+        noise = 1.4826 * median(np.abs(paper - level))
     return min(mad, noise)
 
 
@@ -206,7 +205,7 @@ def _strokes(contrast: np.ndarray, noise: float | None = None) -> tuple[Ink, flo
     """Ink from the local contrast of the strokes (positive where they are), and the paper's
     noise (measured here, or as given: the smaller)."""
     ink = np.clip(contrast, 0, None)
-    peak = _percentile(ink, 99.7)
+    peak = percentile(ink, 99.7)
     if peak < MIN_CONTRAST:
         raise NoInk(NOTHING)
     ink = np.clip(ink / peak, 0, 1)
@@ -218,20 +217,23 @@ def _strokes(contrast: np.ndarray, noise: float | None = None) -> tuple[Ink, flo
     # A pen leaves edges; light and shadow do not: the contrast must rise at the marks' edges
     # by MIN_EDGE of its height a pixel or more (a shadow's penumbra is a slow ramp).
     slope = _slope(ink)
-    mask = _sharp_marks(ink > threshold, ink, slope)
+    strong = ink > threshold
+    low = min(threshold, max(threshold / 2, WEAK_SNR * noise / peak))
+    pieces, count = ndimage.label(ink > low, structure=EIGHT)
+    floor = max(MIN_CONTRAST, MIN_SNR * noise) / peak  # what any ink must reach (of the peak)
+    mask = _sharp_marks(strong | _faint_marks(ink, pieces, count, threshold, floor), ink, slope)
     if not mask.any():
         raise NoInk("no digit found (only specks)")
-    if _percentile(slope[_boundary(mask)], 75) < MIN_EDGE:
+    if percentile(slope[_boundary(mask)], 75) < MIN_EDGE:
         raise NoInk("no digit found (only soft shading, no pen strokes)")
     # Keep the soft edges of the strokes (anti-aliasing), not the faint haze of noise or JPEG
     # ringing around them, nor anything away from the strokes that remain but faint stretches
     # joined to them (hysteresis, as Canny's edges: a pencil's stroke, a pen running dry). The
-    # mask (the pen's width, the layout of the marks) stays the strokes above the threshold.
+    # mask (the pen's width, the layout of the marks) stays the strokes above the threshold
+    # (each mark's own, `_faint_marks`).
     soft = np.clip((ink - threshold / 2) / (1 - threshold / 2), 0, 1)
-    low = min(threshold, max(threshold / 2, WEAK_SNR * noise / peak))
-    pieces, _ = ndimage.label(ink > low, structure=EIGHT)
     joined = pieces[mask]
-    kept = np.zeros(pieces.max() + 1, bool)
+    kept = np.zeros(count + 1, bool)
     kept[joined] = True
     kept[0] = False
     keep = grow(kept[pieces] | mask)
@@ -241,108 +243,27 @@ def _strokes(contrast: np.ndarray, noise: float | None = None) -> tuple[Ink, flo
 EIGHT = np.ones((3, 3), bool)
 
 
+def _faint_marks(ink, pieces, count: int, threshold: float, floor: float) -> np.ndarray:
+    """Each mark (`pieces`: joined above the hysteresis' low level) that stands out of the
+    paper by what any ink must (`floor`, of the peak), cut at Otsu's `threshold` of its own
+    peak, as the darkest marks are at the picture's: a digit written lighter beside a dark one
+    (a softer pen, less pressure) is found as it would be alone, not lost in pieces below the
+    dark digit's split. The darkest marks are cut where they were."""
+    if count == 0:
+        return np.zeros(ink.shape, bool)
+    tops = np.zeros(count + 1)
+    np.maximum.at(tops, pieces.ravel(), ink.ravel())  # each mark's peak (10x ndimage.maximum)
+    tops[tops < floor] = np.inf
+    tops[0] = np.inf
+    return ink > threshold * tops[pieces]
+
+
 def _slope(ink: np.ndarray) -> np.ndarray:
     """The contrast's rise a pixel (central differences, one-sided at the picture's edges)."""
     if min(ink.shape) < 2:
         return np.zeros_like(ink)
     gy, gx = np.gradient(ink)
     return np.hypot(gy, gx)
-
-
-def _reduce(pixels: np.ndarray, longest: int) -> np.ndarray:
-    """The picture with its longest side at most `longest`, by area averaging (no aliasing)."""
-    h, w = pixels.shape
-    scale = longest / max(h, w)
-    if scale >= 1:
-        return pixels.astype(np.float32)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = Image.fromarray(pixels.astype(np.float32))
-    return np.asarray(img.resize(size, Image.BOX), dtype=np.float32)
-
-
-def _resize(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float picture to `shape` (rows, columns)."""
-    if pixels.shape == tuple(shape):
-        return pixels.astype(np.float32)
-    img = Image.fromarray(pixels.astype(np.float32))
-    return np.asarray(img.resize(shape[::-1], Image.BILINEAR), dtype=np.float32)
-
-
-def _background(x: np.ndarray, wide: bool = False) -> np.ndarray:
-    """The paper and its lighting: a median over windows half the picture wide, where strokes
-    are a minority, so it follows gradients and shadow edges but not the strokes. Computed on
-    a BACKGROUND_SIZE copy (lighting is smooth), one window every
-    BACKGROUND_STEP pixels, and brought back to full size (bilinear). Beyond the picture's
-    edges lies more of its paper (see `_frame_with_paper`).
-
-    `wide`: for strokes that fill their picture (a digit cropped tight to its ink, a scan it
-    fills), where even those windows are half ink: the paper inside is interpolated from the
-    picture's border (`_paper_inside`), which such strokes touch only here and there."""
-    small = _reduce(x, BACKGROUND_SIZE)
-    if wide:
-        return _resize(_paper_inside(_frame_with_paper(small, 0)), x.shape)
-    size = max(3, (min(small.shape) // 2) | 1)
-    framed = _frame_with_paper(small, size // 2)
-    step = BACKGROUND_STEP if min(small.shape) >= 32 else 1
-    windows = np.lib.stride_tricks.sliding_window_view(framed, (size, size))[::step, ::step]
-    values = windows.reshape(*windows.shape[:2], -1)  # an odd count: the median is the middle
-    middle = values.shape[-1] // 2
-    background = np.partition(values, middle, axis=-1)[..., middle].astype(np.float32)
-    return _resize(background, x.shape)
-
-
-def _paper_inside(edged: np.ndarray) -> np.ndarray:
-    """The paper inside a picture whose border holds it (`_frame_with_paper`): the Coons patch
-    of its four sides (each side blended across, less the corners' bilinear part), which is
-    exact for a lighting gradient and sees none of the strokes inside."""
-    h, w = edged.shape
-    if h < 2 or w < 2:
-        return edged
-    v, u = np.linspace(0, 1, h)[:, None], np.linspace(0, 1, w)[None, :]
-    top, bottom, left, right = edged[:1], edged[-1:], edged[:, :1], edged[:, -1:]
-    sides = (1 - v) * top + v * bottom + (1 - u) * left + u * right
-    corners = (1 - u) * (1 - v) * edged[0, 0] + u * (1 - v) * edged[0, -1]
-    corners = corners + (1 - u) * v * edged[-1, 0] + u * v * edged[-1, -1]
-    return (sides - corners).astype(np.float32)
-
-
-def _frame_with_paper(small: np.ndarray, width: int) -> np.ndarray:
-    """`small` framed by `width` pixels of its paper: its border's running median, carried on."""
-    h, w = small.shape
-    if h < 2 or w < 2:
-        ring = small.ravel()
-        paper = np.full_like(small, _median(ring))
-        return np.pad(paper, width, mode="edge")
-    # the border, once round: top left to right, right down, bottom right to left, left up
-    ring = np.concatenate([small[0, :-1], small[:-1, -1], small[-1, :0:-1], small[:0:-1, 0]])
-    smooth = ndimage.median_filter(ring, size=max(3, (len(ring) // 2) | 1), mode="wrap")
-    edged = small.copy()
-    top, right, bottom = w - 1, w - 1 + h - 1, 2 * (w - 1) + h - 1
-    edged[0, :-1] = smooth[:top]
-    edged[:-1, -1] = smooth[top:right]
-    edged[-1, :0:-1] = smooth[right:bottom]
-    edged[:0:-1, 0] = smooth[bottom:]
-    return np.pad(edged, width, mode="edge")
-
-
-def _percentile(values: np.ndarray, q: float) -> float:
-    """np.percentile(values, q) (linear; equal to within a float32 rounding), by one partition
-    at one place and a minimum: several times faster than np.percentile and np.median, which
-    partition at several."""
-    flat = values.ravel()
-    if flat.size == 0:
-        return float("nan")  # as np.percentile (without its warning)
-    position = q / 100 * (flat.size - 1)
-    k = int(position)
-    part = np.partition(flat, k)
-    low = float(part[k])
-    if position == k:
-        return low
-    return low + (float(part[k + 1 :].min()) - low) * (position - k)
-
-
-def _median(values: np.ndarray) -> float:
-    return _percentile(values, 50.0)
 
 
 def _otsu(values: np.ndarray) -> float:
