@@ -80,3 +80,15 @@ def test_a_folder_read_on_two_threads_is_read_as_on_one(tmp_path, digits):
     torch.set_num_threads(1)
     assert answers[0] == answers[1]
     assert sum(d == str(y) for (_, d, _), y in zip(answers[0], digits.labels[:12])) >= 11
+
+
+def test_the_paper_sampled_every_few_pixels_comes_back_where_it_was_taken():
+    """A lighting ramp sampled every 4 pixels of a 64-pixel copy is the same ramp at 256, not
+    shifted as a resize would shift it (it puts each sample at a block's centre)."""
+    rows = np.arange(0, 64, 4, dtype=np.float32)
+    ramp = np.repeat(rows[:, None], 16, 1)  # each sample: the copy's row it was taken at
+    full = paper.spread(ramp, 4, (64, 64), (256, 256))
+    truth = (np.arange(256) + 0.5) * 64 / 256 - 0.5  # each full row's place in the copy
+    inside = slice(2, 256 - 14)  # beyond the first and last samples it is held constant
+    np.testing.assert_allclose(full[inside, 5], truth[inside], atol=1e-4)
+    assert np.abs(paper.resize(ramp, (256, 256))[inside, 5] - truth[inside]).max() > 1

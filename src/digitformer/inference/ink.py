@@ -251,7 +251,7 @@ def _faint_marks(ink, pieces, count: int, threshold: float, floor: float) -> np.
     dark digit's split. The darkest marks are cut where they were."""
     if count == 0:
         return np.zeros(ink.shape, bool)
-    tops = np.zeros(count + 1)
+    tops = np.zeros(count + 1, ink.dtype)  # (of ink's type: ufunc.at casting is slow)
     np.maximum.at(tops, pieces.ravel(), ink.ravel())  # each mark's peak (10x ndimage.maximum)
     tops[tops < floor] = np.inf
     tops[0] = np.inf
@@ -285,8 +285,9 @@ def _sharp_marks(mask: np.ndarray, ink: np.ndarray, slope: np.ndarray) -> np.nda
     labels, count = ndimage.label(mask, structure=EIGHT)
     if count <= 1:
         return mask
-    index = np.arange(1, count + 1)
-    height = ndimage.maximum(ink, labels, index)
+    height = np.zeros(count + 1, ink.dtype)
+    np.maximum.at(height, labels.ravel(), ink.ravel())
+    height = height[1:]
     edge = _boundary(mask)
     rise = _labelled_percentile(slope[edge], labels[edge], count, 75)
     steep = rise / np.maximum(height, 1e-6)  # the inverse of its edges' width, in pixels
