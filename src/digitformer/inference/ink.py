@@ -280,8 +280,9 @@ def _otsu(values: np.ndarray) -> float:
 def _sharp_marks(mask: np.ndarray, ink: np.ndarray, slope: np.ndarray) -> np.ndarray:
     """Drop the soft marks beside the strokes (the rim of a shadow the background missed):
     those whose contrast rises at their edges by less than MIN_EDGE of their own height a
-    pixel (all of them soft: all are kept, for the caller's test to refuse); then the specks
-    among those left (`_drop_specks`)."""
+    pixel (all of them soft: all are kept, for the caller's test to refuse), or less than
+    ONE_PEN as steeply as the picture's sharpest mark; then the specks among those left
+    (`_drop_specks`)."""
     labels, count = ndimage.label(mask, structure=EIGHT)
     if count <= 1:
         return mask
