@@ -177,7 +177,7 @@ def test_two_slim_digits_touching_are_read_as_two_when_no_one_digit_is_like_them
     number = digitformer.load("number", pieces=False)
     model = digit.model
     judge = model.novelty
-    far = float(judge.distance(features(model, prepare(picture, grid=False)[None]))[0])
+    far = float(judge.distance(features(model, prepare(piece.image, grid=False)[None]))[0])
     try:
         model.novelty = dataclasses.replace(judge, threshold=far - 0.5)
         (read,) = read_in_pieces(number.model, model, [picture], ["11"]).results

@@ -137,7 +137,7 @@ def _find_ink(x: np.ndarray) -> Ink:
     # difference. Beyond the picture's edge lies more paper (mode "nearest": a stroke cut by
     # the frame is not taken for paper there).
     rows = np.flatnonzero(first.mask.any(1))
-    box = np.ptp(rows) + 1  # a digit's size (a number's is its height, not its length)
+    box = np.ptp(rows) + 1  # the ink's height (a line's, not its length; a wide digit's too)
     size = max(3, int(max(3 * stroke_width(first.mask), box / 2)) | 1)
     if dark:  # light falls on paper and ink alike: divide it out, as a scanner's flat field
         paper = ndimage.grey_closing(x, size=size, mode="nearest")
@@ -248,7 +248,8 @@ def _faint_marks(ink, pieces, count: int, threshold: float, floor: float) -> np.
     paper by what any ink must (`floor`, of the peak), cut at Otsu's `threshold` of its own
     peak, as the darkest marks are at the picture's: a digit written lighter beside a dark one
     (a softer pen, less pressure) is found as it would be alone, not lost in pieces below the
-    dark digit's split. The darkest marks are cut where they were."""
+    dark digit's split; one joined to a dark digit by faint pixels shares its peak and is cut
+    as before. The darkest marks are cut where they were."""
     if count == 0:
         return np.zeros(ink.shape, bool)
     tops = np.zeros(count + 1, ink.dtype)  # (of ink's type: ufunc.at casting is slow)

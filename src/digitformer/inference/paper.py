@@ -62,7 +62,8 @@ def spread(samples: np.ndarray, step: int, small: tuple[int, int], shape: tuple[
     pixel 0), brought bilinearly to the picture's `shape` from where they were taken, and
     constant beyond the first and last. (A resize would put each at the centre of a block
     `step` pixels wide: for step 4 at 64, 6 pixels off at 256, enough to move a shadow's
-    edge onto the strokes.)"""
+    edge onto the strokes. Sampled every 4 pixels, a sharp shadow edge is still placed within
+    +-6 pixels at 256, now to either side.)"""
     rows = _weights(samples.shape[0], step, small[0], shape[0])
     cols = _weights(samples.shape[1], step, small[1], shape[1])
     return (rows @ samples @ cols.T).astype(np.float32)
