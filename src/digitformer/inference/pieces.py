@@ -17,29 +17,35 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from digitformer.inference.cuts import read_by_cuts
+from digitformer.inference.ink import EIGHT, Ink
 from digitformer.inference.predict import Prediction, Readings, predict_pictures
-from digitformer.inference.prepare import NoInk, TooWide, digit_height, find_ink
+from digitformer.inference.prepare import NoInk, TooWide, digit_height, find_ink, ink_to_mnist
 from digitformer.inference.readers import READERS, input_shape
 from digitformer.utils.runtime import each
 
 SINGLE_WIDTH = 1.0  # a piece at most as wide as it is tall (times this) is one digit
 MIN_HEIGHT = 0.35  # a mark under this share of the digits' height is no digit (a dot, a dash)
+DIGIT_PART = 0.6  # a run is cut along its marks only where each is this share of it or more
 MARGIN = 0.3  # each piece is read on black this share of the digits' height around it
 # clusters re-read by the digit reader, cut into as many digits as the numbers model read there
 # (digitformer.inference.cuts); False: the numbers model's reading stands
 CUTS = True
+SPLIT_MARKS = True  # a run wider than a digit whose marks do not touch is cut along its marks
 
 
 @dataclass(frozen=True)
 class Piece:
-    """One run of ink columns with empty columns either side: `image` float (h, w), light ink
-    on black with a margin; `single` when it is about one digit wide; `span` its columns
-    [left, right) as shares of the picture's width (so they hold at any size it is read at)."""
+    """One digit, or a cluster of touching digits: `image` float (h, w), light ink on black
+    with a margin, as `find_ink` found it in the whole picture, and `mask` its strokes;
+    `single` when it is about one digit wide; `span` its columns [left, right) as shares of the
+    picture's width (so they hold at any size it is read at)."""
 
     image: np.ndarray
+    mask: np.ndarray
     single: bool
     span: tuple[float, float] = (0.0, 1.0)
 
@@ -55,18 +61,82 @@ def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
     width = ink.mask.shape[1]  # find_ink's copy: large pictures are read reduced
     pieces = []
     for start, stop in runs:
-        rows = np.flatnonzero(ink.mask[:, start:stop].any(1))
-        if len(rows) == 0 or rows[-1] - rows[0] + 1 < MIN_HEIGHT * height:
-            continue
-        cut = ink.image[rows[0] : rows[-1] + 1, start:stop]
-        image = np.pad(cut, margin)
-        # one digit is about as wide as it is tall: its own height, not the line's (an 8 of two
-        # loops is two marks half as tall, and would make the line's digits look half-sized)
-        single = bool(stop - start <= SINGLE_WIDTH * cut.shape[0])
-        pieces.append(Piece(image, single, (start / width, stop / width)))
+        for a, b, image, mask in _apart(ink.image[:, start:stop], ink.mask[:, start:stop], height):
+            rows = np.flatnonzero(image.any(1))
+            if len(rows) == 0 or rows[-1] - rows[0] + 1 < MIN_HEIGHT * height:
+                continue
+            cut, strokes = image[rows[0] : rows[-1] + 1], mask[rows[0] : rows[-1] + 1]
+            # one digit is about as wide as it is tall: its own height, not the line's (an 8 of
+            # two loops is two marks half as tall, and would make the line's digits look small)
+            single = bool(b - a <= SINGLE_WIDTH * cut.shape[0])
+            span = ((start + a) / width, (start + b) / width)
+            pieces.append(Piece(np.pad(cut, margin), np.pad(strokes, margin), single, span))
     if not pieces:
         raise NoInk("no digit found (only marks much smaller than digits)")
     return pieces
+
+
+def _apart(image: np.ndarray, mask: np.ndarray, height: float) -> list:
+    """A run of ink columns (`image`, its strokes `mask`) -> [(first column, stop column, its
+    ink, its strokes)] of the digits in it that do not touch: a run wider than a digit whose
+    marks stand apart (boxes that overlap, a slanted neighbour's tail over the next digit's
+    columns) is cut along its marks, not its columns. Only marks of a digit's height (DIGIT_PART
+    of the line's) make digits of their own; smaller ones join the nearest (a 5's bar, a broken
+    stroke), and tall marks sharing most of their columns are one digit (an 8 of two loops)."""
+    whole = [(0, image.shape[1], image, mask)]
+    if not SPLIT_MARKS or image.shape[1] <= SINGLE_WIDTH * DIGIT_PART * height:
+        return whole  # narrower than any mark tall enough to be a digit
+    labels, count = ndimage.label(mask, EIGHT)
+    boxes = ndimage.find_objects(labels)
+    tall = [k for k, (r, _) in enumerate(boxes) if r.stop - r.start >= DIGIT_PART * height]
+    # wider than one digit: than its tallest mark (a digit above the other's baseline makes
+    # the two together taller than either)
+    if not tall or image.shape[1] <= SINGLE_WIDTH * max(_height(boxes[k]) for k in tall):
+        return whole
+    groups = _side_by_side(boxes, tall)
+    if len(groups) < 2:
+        return whole
+    centres = [np.mean([_centre(boxes[j]) for j in g]) for g in groups]
+    owner = np.zeros(count + 1, int)  # each mark's digit (1...), the nearest tall one's
+    owner[1:] = [int(np.argmin([abs(_centre(box) - x) for x in centres])) + 1 for box in boxes]
+    for n, g in enumerate(groups, 1):
+        owner[[j + 1 for j in g]] = n
+    # the soft rims and faint stretches around the strokes go with the nearest stroke
+    nearest = ndimage.distance_transform_edt(
+        labels == 0, return_distances=False, return_indices=True
+    )
+    parts = np.where(image > 0, owner[labels[tuple(nearest)]], 0)
+    out = []
+    for n in range(1, len(groups) + 1):
+        cols = np.flatnonzero((parts == n).any(0))
+        a, b = int(cols[0]), int(cols[-1]) + 1
+        part = parts[:, a:b] == n
+        out.append((a, b, np.where(part, image[:, a:b], 0), part & mask[:, a:b]))
+    return sorted(out, key=lambda t: (t[0] + t[1]) / 2)
+
+
+def _side_by_side(boxes: list, tall: list[int]) -> list[list[int]]:
+    """The `tall` marks grouped into digits, left to right: a mark sharing half the columns of
+    the narrower of it and a group is part of that group's digit."""
+    groups: list[list[int]] = []
+    for k in sorted(tall, key=lambda k: boxes[k][1].start):
+        c = boxes[k][1]
+        for g in groups:
+            a, b = min(boxes[j][1].start for j in g), max(boxes[j][1].stop for j in g)
+            if min(b, c.stop) - max(a, c.start) >= 0.5 * min(b - a, c.stop - c.start):
+                g.append(k)
+                break
+        else:
+            groups.append([k])
+    return groups
+
+
+def _height(box: tuple[slice, slice]) -> int:
+    return box[0].stop - box[0].start
+
+
+def _centre(box: tuple[slice, slice]) -> float:
+    return (box[1].start + box[1].stop) / 2
 
 
 def read_in_pieces(
@@ -101,11 +171,15 @@ def read_in_pieces(
     def read_as(model: nn.Module, layout: str, chosen: list) -> tuple[dict, Readings]:
         """The `chosen` pieces read by `model`: {owner: (Prediction, its input)}, unjudged (a
         mark in a number is read as the digit it is most like)."""
+        pieces = [cut[i][k] for i, k in chosen]
+        # a digit is ink already: it goes to the digit reader as MNIST was made, its strokes not
+        # looked for again (a faint loop beside a dark crossing was lost so, twice)
+        digits = layout == "digit"
         part = predict_pictures(
             model,
-            [cut[i][k].image for i, k in chosen],
+            [_as_mnist(p) if digits else p.image for p in pieces],
             [labels[o] for o in chosen],
-            True,
+            not digits,
             batch_size,
             device,
             [layout] * len(chosen),
@@ -144,6 +218,11 @@ def _recut(digit_model, cut, asked, read, batch_size, device) -> dict:
         for o, f in zip(asked, found)
         if f is not None
     }
+
+
+def _as_mnist(piece: Piece) -> np.ndarray:
+    """A piece as the digit reader reads it: float (28, 28) in [0, 1], made as MNIST was."""
+    return ink_to_mnist(Ink(piece.image, piece.mask)).astype(np.float32) / 255
 
 
 def _unlike_any_digit(model: nn.Module, read: dict) -> dict:
