@@ -107,6 +107,18 @@ def shadow(picture: np.ndarray, rng) -> np.ndarray:
     return picture * (1 - rng.uniform(0.3, 0.55) * ndimage.gaussian_filter(inside, h / 20))
 
 
+def lighter_side(digit, rng) -> np.ndarray:
+    """One side of the digit (beyond a line at a random angle through its centre, with a
+    few pixels' blend) written 40-70% as dark: a pencil pressing less, a pen running dry."""
+    picture = on_paper(digit)
+    h, w = picture.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    angle = rng.uniform(0, 2 * np.pi)
+    side = np.cos(angle) * (xs - w / 2) + np.sin(angle) * (ys - h / 2)
+    weight = 1 - (1 - rng.uniform(0.4, 0.7)) / (1 + np.exp(-side / 3))
+    return (0.92 - (0.92 - picture) * weight).astype(np.float32)
+
+
 def texture(picture: np.ndarray, rng) -> np.ndarray:
     grain = ndimage.gaussian_filter(rng.normal(0, 1, picture.shape), 3) * 0.2
     return picture + (grain + rng.normal(0, 0.02, picture.shape)).astype(np.float32)
@@ -124,6 +136,7 @@ TRANSFORMS = {
     ),
     "lighting gradient": lambda d, r: gradient(on_paper(d), r),
     "soft shadow": lambda d, r: shadow(on_paper(d), r),
+    "one side lighter (40-70%)": lighter_side,
 }
 
 
