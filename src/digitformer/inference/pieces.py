@@ -1,4 +1,5 @@
-"""A written number read in pieces: cut where its digits stand apart, each lone digit read by the
+"""A written number read in pieces: cut where its digits stand apart (at empty columns, or along
+their marks where their boxes overlap but their inks do not touch), each lone digit read by the
 digit reader, each cluster of touching digits by the numbers model, which says how many digits
 it holds, and re-read by the digit reader cut into that many (`digitformer.inference.cuts`).
 
@@ -7,7 +8,7 @@ it holds, and re-read by the digit reader cut into that many (`digitformer.infer
 The digit reader is the better reader of one digit (it was trained on every kind of digit, the
 numbers model on numbers drawn by one generator), and a cut at an empty column is certain where
 the sequence model has to guess a number's length. What stays joined (digits whose strokes
-touch or overlap in their columns) is what the sequence model is for; and a number longer than
+touch) is what the sequence model is for; and a number longer than
 its canvas is read a piece at a time.
 """
 
@@ -29,12 +30,11 @@ from digitformer.utils.runtime import each
 
 SINGLE_WIDTH = 1.0  # a piece at most as wide as it is tall (times this) is one digit
 MIN_HEIGHT = 0.35  # a mark under this share of the digits' height is no digit (a dot, a dash)
-DIGIT_PART = 0.6  # a run is cut along its marks only where each is this share of it or more
+DIGIT_PART = 0.6  # a run cut along its marks: a mark this share of the digits' height is a digit
 MARGIN = 0.3  # each piece is read on black this share of the digits' height around it
 # clusters re-read by the digit reader, cut into as many digits as the numbers model read there
 # (digitformer.inference.cuts); False: the numbers model's reading stands
 CUTS = True
-SPLIT_MARKS = True  # a run wider than a digit whose marks do not touch is cut along its marks
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _apart(image: np.ndarray, mask: np.ndarray, height: float) -> list:
     of the line's) make digits of their own; smaller ones join the nearest (a 5's bar, a broken
     stroke), and tall marks sharing most of their columns are one digit (an 8 of two loops)."""
     whole = [(0, image.shape[1], image, mask)]
-    if not SPLIT_MARKS or image.shape[1] <= SINGLE_WIDTH * DIGIT_PART * height:
+    if image.shape[1] <= SINGLE_WIDTH * DIGIT_PART * height:
         return whole  # narrower than any mark tall enough to be a digit
     labels, count = ndimage.label(mask, EIGHT)
     boxes = ndimage.find_objects(labels)
