@@ -20,10 +20,9 @@ from scipy import ndimage
 from torch import nn
 
 from digitformer.inference.ink import Ink
-from digitformer.inference.novelty import features
 from digitformer.inference.predict import Prediction
 from digitformer.inference.prepare import ink_to_mnist
-from digitformer.inference.readers import read
+from digitformer.inference.readers import read_judged
 
 MAX_CANDIDATES = 12  # cut columns tried per cluster (the least inked local minima)
 WIDEST = 1.3  # a run wider than this times the digits' height is not one digit
@@ -133,15 +132,10 @@ def read_by_cuts(
         inputs += [ink_to_mnist(Ink(crop, crop > 0)) for crop in crops]
     if not inputs:
         return [None] * len(clusters)
-    batch = np.stack(inputs)
-    tokens, probs = read(digit_model, batch, batch_size, device)
+    tokens, probs, far = read_judged(digit_model, np.stack(inputs), batch_size, device)
     best = probs[:, 0, :10].max(-1)
-    novelty = getattr(digit_model, "novelty", None)
-    far = (
-        novelty.is_novel(features(digit_model, batch)).numpy()
-        if novelty is not None
-        else np.zeros(len(batch), bool)
-    )
+    if far is None:
+        far = np.zeros(len(inputs), bool)
     scores = np.where(far, -np.inf, np.log(np.maximum(best, 1e-12)))
     out: list[Prediction | None] = []
     for (width, spans, first), count in zip(found, counts):

@@ -189,12 +189,10 @@ def read_in_pieces(
         return {o: by_label[labels[o]] for o in chosen if labels[o] in by_label}, part
 
     as_digit, digit_part = read_as(digit_model, "digit", owners)
-    far = _unlike_any_digit(
-        digit_model, {o: v for o, v in as_digit.items() if cut[o[0]][o[1]].single}
-    )
+    far = {o for o in owners if cut[o[0]][o[1]].single and labels[o] in digit_part.unlike}
     # the numbers model reads what is wider than a digit, and a narrow piece that is like no
     # one digit (two slim digits touching: 11, 17)
-    asked = [o for o in owners if not cut[o[0]][o[1]].single or far.get(o, False)]
+    asked = [o for o in owners if not cut[o[0]][o[1]].single or o in far]
     as_number, number_part = read_as(number_model, "number", asked)
     read = {o: _choose(as_digit.get(o, (None,))[0], as_number.get(o, (None,))[0]) for o in owners}
     if CUTS and asked:  # the sequence model says how many digits, the digit reader which
@@ -223,19 +221,6 @@ def _recut(digit_model, cut, asked, read, batch_size, device) -> dict:
 def _as_mnist(piece: Piece) -> np.ndarray:
     """A piece as the digit reader reads it: float (28, 28) in [0, 1], made as MNIST was."""
     return ink_to_mnist(Ink(piece.image, piece.mask)).astype(np.float32) / 255
-
-
-def _unlike_any_digit(model: nn.Module, read: dict) -> dict:
-    """{owner: whether the digit reader's judge (`novelty`) finds the piece like none of the
-    ten digits} for the pieces it read ({owner: (Prediction, input)})."""
-    novelty = getattr(model, "novelty", None)
-    owners = [o for o, (result, _) in read.items() if result.digits is not None]
-    if novelty is None or not owners:
-        return {}
-    from digitformer.inference.novelty import features
-
-    inputs = np.stack([read[o][1] for o in owners])
-    return dict(zip(owners, novelty.is_novel(features(model, inputs)).tolist()))
 
 
 def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Prediction | None:

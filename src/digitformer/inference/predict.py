@@ -24,7 +24,7 @@ from torch import nn
 
 from digitformer.inference.checkpoint import CHECKPOINT_FILES, PRETRAINED_DIR, load_model
 from digitformer.inference.prepare import NoInk, layout_of, read_gray
-from digitformer.inference.readers import READERS, input_shape, kind_of, read, token_strings
+from digitformer.inference.readers import READERS, input_shape, kind_of, read_judged, token_strings
 from digitformer.utils.errors import DigitformerError
 from digitformer.utils.fileio import printable
 from digitformer.utils.runtime import each, pick_device
@@ -88,6 +88,9 @@ class Readings:
     inputs: list[np.ndarray] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # the pictures a digit reader's judge finds like none of the ten digits (refused, unless
+    # the reader was asked not to judge: then read as the digit they are most like)
+    unlike: set[str] = field(default_factory=set)
 
 
 def find_images(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
@@ -155,16 +158,13 @@ def predict_pictures(
     readable = [i for i, r in enumerate(out.results) if r.reason is None]
     if readable:
         batch = np.stack([out.inputs[i] for i in readable])
-        tokens, probs = read(model, batch, batch_size, device)
+        tokens, probs, far = read_judged(model, batch, batch_size, device)
         for k, (row, digits) in enumerate(zip(readable, token_strings(tokens))):
             _fill(out.results[row], digits, probs[k])
-        novelty = getattr(model, "novelty", None) if judge else None
-        if novelty is not None:
-            from digitformer.inference.novelty import features
-
-            for row, far in zip(readable, novelty.is_novel(features(model, batch)).tolist()):
-                if far:
-                    _refuse(out.results[row], "not a digit (it is like none of the ten)")
+        for row in [] if far is None else np.asarray(readable)[far]:
+            out.unlike.add(out.results[row].file)
+            if judge:
+                _refuse(out.results[row], "not a digit (it is like none of the ten)")
     return out
 
 

@@ -156,6 +156,33 @@ def read(
     return np.concatenate(tokens), np.concatenate(probs)
 
 
+@torch.inference_mode()
+def read_judged(
+    model: nn.Module,
+    images: np.ndarray,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """`read`, and whether the model's judge (`novelty`, a digit reader's) finds each input
+    like none of the ten digits (None: the model has no judge). A digit ViT's reading and its
+    judgement come from one pass: both start from its final CLS token."""
+    novelty = getattr(model, "novelty", None)
+    if novelty is None:
+        return (*read(model, images, batch_size, device), None)
+    if not isinstance(model, ViT):
+        from digitformer.inference.novelty import features
+
+        tokens, probs = read(model, images, batch_size, device)
+        return tokens, probs, novelty.is_novel(features(model, images)).numpy()
+    probs, far = [], []
+    for batch in torch.from_numpy(np.ascontiguousarray(images)).split(batch_size):
+        cls = model.forward_features(to_float(batch.to(device)))[0][:, 0]
+        probs.append(model.head(cls).float().softmax(-1)[:, None].cpu().numpy())
+        far.append(novelty.is_novel(cls.float().cpu()).numpy())
+    joined = np.concatenate(probs)
+    return joined.argmax(-1), joined, np.concatenate(far)
+
+
 def where_looked(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     """uint8 inputs (B, H, W) -> for each digit read, where the model looked: maps
     (B, S, h, w), each scaled to a maximum of 1."""
