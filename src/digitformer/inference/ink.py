@@ -221,7 +221,8 @@ def _strokes(contrast: np.ndarray, noise: float | None = None) -> tuple[Ink, flo
     low = min(threshold, max(threshold / 2, WEAK_SNR * noise / peak))
     pieces, count = ndimage.label(ink > low, structure=EIGHT)
     floor = max(MIN_CONTRAST, MIN_SNR * noise) / peak  # what any ink must reach (of the peak)
-    mask = _sharp_marks(strong | _faint_marks(ink, pieces, count, threshold, floor), ink, slope)
+    faint = _faint_marks(ink, pieces, count, threshold, floor)
+    mask = _sharp_marks(strong | faint, ink, slope, pieces)
     if not mask.any():
         raise NoInk("no digit found (only specks)")
     if percentile(slope[_boundary(mask)], 75) < MIN_EDGE:
@@ -278,12 +279,14 @@ def _otsu(values: np.ndarray) -> float:
     return float(edges[int(np.nanargmax(between)) + 1])
 
 
-def _sharp_marks(mask: np.ndarray, ink: np.ndarray, slope: np.ndarray) -> np.ndarray:
+def _sharp_marks(
+    mask: np.ndarray, ink: np.ndarray, slope: np.ndarray, joined: np.ndarray | None = None
+) -> np.ndarray:
     """Drop the soft marks beside the strokes (the rim of a shadow the background missed):
     those whose contrast rises at their edges by less than MIN_EDGE of their own height a
     pixel (all of them soft: all are kept, for the caller's test to refuse), or less than
     ONE_PEN as steeply as the picture's sharpest mark; then the specks among those left
-    (`_drop_specks`)."""
+    (`_drop_specks`; fragments `joined` above the hysteresis' low level count as one mark)."""
     labels, count = ndimage.label(mask, structure=EIGHT)
     if count <= 1:
         return mask
@@ -297,13 +300,13 @@ def _sharp_marks(mask: np.ndarray, ink: np.ndarray, slope: np.ndarray) -> np.nda
     sharp[1:] = steep >= MIN_EDGE
     if not sharp.any():
         sharp[1:] = True
-        return _drop_specks(labels, sharp)
+        return _drop_specks(labels, sharp, joined)
     # One pen and one focus drew every stroke of a picture: a mark whose edges are more than
     # 1 / ONE_PEN times as wide as those of its sharpest mark (not a speck) is light, not ink.
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     pieces = sharp[1:] & (areas >= 0.1 * areas[sharp[1:]].max())
     sharp[1:] &= steep >= ONE_PEN * steep[pieces].max()
-    return _drop_specks(labels, sharp)
+    return _drop_specks(labels, sharp, joined)
 
 
 def _labelled_percentile(values, labels, count: int, q: float) -> np.ndarray:
@@ -323,12 +326,23 @@ def _labelled_percentile(values, labels, count: int, q: float) -> np.ndarray:
     return np.where(n > 0, out, 0.0)
 
 
-def _drop_specks(labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
+def _drop_specks(
+    labels: np.ndarray, kept: np.ndarray, joined: np.ndarray | None = None
+) -> np.ndarray:
     """Of the marks `labels` names, those `kept` says (by label; 0 the background) that are
-    the digit's pieces: at least a tenth of the largest kept one's area."""
+    the digit's pieces: at least a tenth of the largest kept one's area; or, given `joined`
+    (the marks joined above the hysteresis' low level), whose kept marks joined together hold
+    that much (a faint digit that its split left in fragments is one digit, not specks)."""
     areas = np.bincount(labels.ravel(), minlength=len(kept)) * kept
     areas[0] = 0
-    return (areas >= 0.1 * areas.max())[labels] & (labels > 0)
+    largest = areas.max()
+    if joined is not None:
+        group = np.zeros(len(kept), joined.dtype)
+        group[labels.ravel()] = joined.ravel()  # each mark lies inside one joined piece
+        together = np.bincount(group, weights=areas, minlength=int(joined.max()) + 1)
+        together[0] = 0
+        areas = together[group] * (areas > 0)
+    return (areas >= 0.1 * largest)[labels] & (labels > 0)
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
