@@ -167,7 +167,7 @@ def read_judged(
     like none of the ten digits (None: the model has no judge). A digit ViT's reading and its
     judgement come from one pass: both start from its final CLS token."""
     novelty = getattr(model, "novelty", None)
-    if novelty is None:
+    if novelty is None or batch_size < 1:  # (read says what is wrong with the batch size)
         return (*read(model, images, batch_size, device), None)
     if not isinstance(model, ViT):
         from digitformer.inference.novelty import features
