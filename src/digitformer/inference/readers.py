@@ -174,12 +174,13 @@ def read_judged(
 
         tokens, probs = read(model, images, batch_size, device)
         return tokens, probs, novelty.is_novel(features(model, images)).numpy()
-    probs, far = [], []
+    batches: list[np.ndarray] = []
+    far: list[np.ndarray] = []
     for batch in torch.from_numpy(np.ascontiguousarray(images)).split(batch_size):
         cls = model.forward_features(to_float(batch.to(device)))[0][:, 0]
-        probs.append(model.head(cls).float().softmax(-1)[:, None].cpu().numpy())
+        batches.append(model.head(cls).float().softmax(-1)[:, None].cpu().numpy())
         far.append(novelty.is_novel(cls.float().cpu()).numpy())
-    joined = np.concatenate(probs)
+    joined = np.concatenate(batches)
     return joined.argmax(-1), joined, np.concatenate(far)
 
 
