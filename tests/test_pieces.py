@@ -279,3 +279,22 @@ def test_digits_whose_boxes_overlap_but_whose_inks_do_not_touch_are_read_apart(d
         right += number.predict(picture)[0].digits == label
     assert pairs >= 10
     assert right >= pairs - 1
+
+
+def test_strokes_with_no_ink_under_them_and_a_faint_smudge_are_no_digits():
+    """Strokes (a mask) where the ink is 0, and ink nowhere darker than a twentieth, are no
+    digit: nothing is cut from them and the digit's preparation refuses them as blank."""
+    from digitformer.inference.ink import Ink
+    from digitformer.inference.pieces import _apart
+    from digitformer.inference.prepare import ink_to_mnist
+
+    image, mask = np.zeros((30, 60), np.float32), np.zeros((30, 60), bool)
+    image[5:25, 5:9], mask[5:25, 5:9] = 1.0, True  # a tall stroke
+    mask[5:25, 30:34] = True  # strokes with nothing under them
+    mask[5:25, 50:54] = True
+    cut = _apart(image, mask, 20.0)
+    assert [(a, b) for a, b, _, _ in cut] == [(5, 9), (30, 34), (50, 54)]
+    assert [float(ink.sum()) for _, _, ink, _ in cut] == [80.0, 0.0, 0.0]
+    faint = np.full((20, 20), 0.04, np.float32)
+    with pytest.raises(NoInk):
+        ink_to_mnist(Ink(faint, faint > 0))

@@ -14,7 +14,7 @@ its canvas is read a piece at a time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,14 +40,16 @@ CUTS = True
 @dataclass(frozen=True)
 class Piece:
     """One digit, or a cluster of touching digits: `image` float (h, w), light ink on black
-    with a margin, as `find_ink` found it in the whole picture, and `mask` its strokes;
-    `single` when it is about one digit wide; `span` its columns [left, right) as shares of the
-    picture's width (so they hold at any size it is read at)."""
+    with a margin, as `find_ink` found it in the whole picture; `single` when it is about one
+    digit wide; `span` its columns [left, right) as shares of the picture's width (so they
+    hold at any size it is read at); `digit` uint8 (28, 28), the piece made as MNIST was, which
+    the digit reader reads (its strokes not looked for again: a faint loop beside a dark
+    crossing was lost so, twice)."""
 
     image: np.ndarray
-    mask: np.ndarray
     single: bool
     span: tuple[float, float] = (0.0, 1.0)
+    digit: np.ndarray = field(kw_only=True)
 
 
 def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
@@ -70,7 +72,12 @@ def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
             # two loops is two marks half as tall, and would make the line's digits look small)
             single = bool(b - a <= SINGLE_WIDTH * cut.shape[0])
             span = ((start + a) / width, (start + b) / width)
-            pieces.append(Piece(np.pad(cut, margin), np.pad(strokes, margin), single, span))
+            cut, strokes = np.pad(cut, margin), np.pad(strokes, margin)
+            try:
+                digit = ink_to_mnist(Ink(cut, strokes))
+            except NoInk:
+                continue  # a faint smudge: nothing of it stands out of the paper
+            pieces.append(Piece(cut, single, span, digit=digit))
     if not pieces:
         raise NoInk("no digit found (only marks much smaller than digits)")
     return pieces
@@ -82,7 +89,8 @@ def _apart(image: np.ndarray, mask: np.ndarray, height: float) -> list:
     marks stand apart (boxes that overlap, a slanted neighbour's tail over the next digit's
     columns) is cut along its marks, not its columns. Only marks of a digit's height (DIGIT_PART
     of the line's) make digits of their own; smaller ones join the nearest (a 5's bar, a broken
-    stroke), and tall marks sharing most of their columns are one digit (an 8 of two loops)."""
+    stroke), and tall marks sharing half the columns of the narrower are one digit (an 8 of
+    two loops)."""
     whole = [(0, image.shape[1], image, mask)]
     if image.shape[1] <= SINGLE_WIDTH * DIGIT_PART * height:
         return whole  # narrower than any mark tall enough to be a digit
@@ -105,10 +113,10 @@ def _apart(image: np.ndarray, mask: np.ndarray, height: float) -> list:
     nearest = ndimage.distance_transform_edt(
         labels == 0, return_distances=False, return_indices=True
     )
-    parts = np.where(image > 0, owner[labels[tuple(nearest)]], 0)
+    parts = np.where((image > 0) | mask, owner[labels[tuple(nearest)]], 0)
     out = []
     for n in range(1, len(groups) + 1):
-        cols = np.flatnonzero((parts == n).any(0))
+        cols = np.flatnonzero((parts == n).any(0))  # never empty: each holds a tall mark
         a, b = int(cols[0]), int(cols[-1]) + 1
         part = parts[:, a:b] == n
         out.append((a, b, np.where(part, image[:, a:b], 0), part & mask[:, a:b]))
@@ -172,12 +180,10 @@ def read_in_pieces(
         """The `chosen` pieces read by `model`: {owner: (Prediction, its input)}, unjudged (a
         mark in a number is read as the digit it is most like)."""
         pieces = [cut[i][k] for i, k in chosen]
-        # a digit is ink already: it goes to the digit reader as MNIST was made, its strokes not
-        # looked for again (a faint loop beside a dark crossing was lost so, twice)
-        digits = layout == "digit"
+        digits = layout == "digit"  # a digit is ink already, made as MNIST was (Piece.digit)
         part = predict_pictures(
             model,
-            [_as_mnist(p) if digits else p.image for p in pieces],
+            [p.digit.astype(np.float32) / 255 if digits else p.image for p in pieces],
             [labels[o] for o in chosen],
             not digits,
             batch_size,
@@ -216,11 +222,6 @@ def _recut(digit_model, cut, asked, read, batch_size, device) -> dict:
         for o, f in zip(asked, found)
         if f is not None
     }
-
-
-def _as_mnist(piece: Piece) -> np.ndarray:
-    """A piece as the digit reader reads it: float (28, 28) in [0, 1], made as MNIST was."""
-    return ink_to_mnist(Ink(piece.image, piece.mask)).astype(np.float32) / 255
 
 
 def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Prediction | None:

@@ -91,7 +91,10 @@ def to_mnist(pixels: np.ndarray) -> np.ndarray:
 
 def ink_to_mnist(ink: Ink) -> np.ndarray:
     """A digit's strokes (light on black, found) -> uint8 (28, 28), as MNIST was made: the pen
-    evened out, the ink's box scaled to 20 pixels, its centre of mass at the centre."""
+    evened out, the ink's box scaled to 20 pixels, its centre of mass at the centre. Raises
+    NoInk when none of it is darker than a twentieth of full ink."""
+    if not (ink.image > 0.05).any():  # (the pen only grows: then no stroke would be either)
+        raise NoInk("no digit found (nothing stands out of the background)")
     rows, cols = np.nonzero(ink.image > 0)
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     box = max(bottom - top, right - left)
