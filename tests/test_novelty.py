@@ -72,3 +72,17 @@ def test_a_reading_and_its_judgement_come_from_one_pass_as_from_two(digit_model)
     judged = digit_model.novelty.is_novel(features(digit_model, images)).numpy()
     np.testing.assert_array_equal(far, judged)
     assert far[60:].sum() >= 8 and far[:60].sum() <= 3  # scribbles refused, digits kept
+
+
+def test_predict_names_the_files_like_no_digit(tmp_path):
+    """`predict_paths` (the `predict` command) passes on which files the judge found like
+    none of the ten digits: the scribbles it refused, not the digits it read."""
+    from digitformer.inference.predict import predict_paths
+
+    test = load_split(SUBSET, "test")
+    for k, image in enumerate(list(test.images[:4]) + scribbles(4, seed=1)):
+        Image.fromarray(255 - np.asarray(image)).resize((84, 84)).save(tmp_path / f"{k}.png")
+    out = predict_paths([str(tmp_path)], device="cpu")
+    refused = {r.file for r in out.results if (r.reason or "").startswith("not a digit")}
+    assert refused and out.unlike == refused
+    assert not out.unlike & {r.file for r in out.results[:4]}

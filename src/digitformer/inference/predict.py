@@ -89,7 +89,8 @@ class Readings:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # the pictures a digit reader's judge finds like none of the ten digits (refused, unless
-    # the reader was asked not to judge: then read as the digit they are most like)
+    # the reader was asked not to judge: then read as the digit they are most like); a
+    # number read in pieces lists none (its pieces are judged inside `read_in_pieces`)
     unlike: set[str] = field(default_factory=set)
 
 
@@ -322,6 +323,7 @@ def _read_chunk(
             layouts_picked = [layouts[i] for i in picked]
             part = predict_pictures(reader, *chosen, preprocess, batch_size, dev, layouts_picked)
         out.errors += part.errors
+        out.unlike |= part.unlike
         found |= {r.file: (r, image) for r, image in zip(part.results, part.inputs)}
     for name in names:
         if name in found:
