@@ -328,6 +328,15 @@ def _shadow(picture, rng):
     return soft_shadow(picture, blur=h / 20, centre=centre, radius=rng.uniform(0.3, 0.6) * h)
 
 
+def _one_side_lighter(digit, rng):
+    """The digit's ink beyond a line through its centre, at a random angle, 40-70% as dark."""
+    picture = _paper(digit)
+    ys, xs = np.mgrid[0:112, 0:112] - 56
+    angle = rng.uniform(0, 2 * np.pi)
+    beyond = np.cos(angle) * xs + np.sin(angle) * ys > 0
+    return np.where(beyond, PAPER - (PAPER - picture) * rng.uniform(0.4, 0.7), picture)
+
+
 INVARIANCE = {
     "crop 0-50% margin": _crop,
     "scale 0.25x-8x": _scale,
@@ -338,6 +347,7 @@ INVARIANCE = {
     "rotated +-15": lambda d, r: ndimage_rotate(_paper(d), r.uniform(-15, 15)),
     "gradient": lambda d, r: _paper(d) * _ramp((112, 112), r, r.uniform(0.35, 0.7)),
     "shadow": lambda d, r: _shadow(_paper(d), r),
+    "one side lighter": _one_side_lighter,
 }
 
 
@@ -384,6 +394,23 @@ def test_a_digit_read_right_on_its_frame_reads_the_same_on_any_clear_picture_of_
     read = _read(reader, [INVARIANCE[name](d, rng) for d in images])
     same = np.mean([r == str(y) for r, y in zip(read, labels)])
     assert same >= 0.9, f"{name}: {same:.0%} read the same"
+
+
+def test_a_prepared_digit_is_as_full_of_ink_as_mnists_however_dark_its_pen(digits):
+    """MNIST's strokes are saturated: 38% of a digit's inked pixels are at full ink. A digit
+    drawn with a dark pen, a pale pencil, or one side pressed lighter is prepared as full."""
+    rng = np.random.default_rng(0)
+    pens = {
+        "dark": _paper,
+        "pale": lambda d: PAPER - (PAPER - _paper(d)) * 0.4,
+        "one side lighter": lambda d: _one_side_lighter(d, rng),
+    }
+    for name, pen in pens.items():
+        full = []
+        for d in digits.images[:30]:
+            x = prepare(np.clip(pen(d), 0, 1).astype(np.float32), grid=False) / 255
+            full.append(np.mean(x[x > 0] >= 0.95))
+        assert 0.3 <= np.median(full) <= 0.6, f"{name}: {np.median(full):.0%} at full ink"
 
 
 def test_a_digit_cropped_tight_to_its_ink_or_filling_a_tiny_scan_is_read(digits, reader):

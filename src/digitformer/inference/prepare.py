@@ -89,6 +89,9 @@ def to_mnist(pixels: np.ndarray) -> np.ndarray:
     return ink_to_mnist(find_ink(pixels))
 
 
+MNIST_FULL = 0.38  # the share of an MNIST digit's inked pixels at full ink (>= 0.95 of it)
+
+
 def ink_to_mnist(ink: Ink) -> np.ndarray:
     """A digit's strokes (light on black, found) -> uint8 (28, 28), as MNIST was made: the pen
     evened out, the ink's box scaled to 20 pixels, its centre of mass at the centre. Raises
@@ -108,7 +111,9 @@ def ink_to_mnist(ink: Ink) -> np.ndarray:
     digit = np.asarray(
         Image.fromarray(crop.astype(np.float32)).resize(size, resample), dtype=np.float32
     )
-    digit = digit / max(1e-6, float(digit.max()))  # the darkest stroke is full ink, as in MNIST
+    inked = digit[digit > 0]
+    full = float(np.quantile(inked, 1 - MNIST_FULL)) if inked.size else 0.0
+    digit = np.clip(digit / max(1e-6, full), 0, 1)  # as much of it full ink as of MNIST's
     canvas = np.zeros((28, 28), np.float32)
     top, left = (28 - size[1]) // 2, (28 - size[0]) // 2
     canvas[top : top + size[1], left : left + size[0]] = digit
