@@ -94,8 +94,10 @@ MNIST_FULL = 0.38  # the share of an MNIST digit's inked pixels at full ink (>= 
 
 def ink_to_mnist(ink: Ink) -> np.ndarray:
     """A digit's strokes (light on black, found) -> uint8 (28, 28), as MNIST was made: the pen
-    evened out, the ink's box scaled to 20 pixels, its centre of mass at the centre. Raises
-    NoInk when none of it is darker than a twentieth of full ink."""
+    evened out, the ink's box scaled to 20 pixels, as much of its ink at full ink as of an
+    MNIST digit's (MNIST_FULL: a pale pencil, or a side pressed lighter, reads as a dark pen),
+    its centre of mass at the centre. Raises NoInk when none of it is darker than a twentieth
+    of full ink."""
     if not (ink.image > 0.05).any():  # (the pen only grows: then no stroke would be either)
         raise NoInk("no digit found (nothing stands out of the background)")
     rows, cols = np.nonzero(ink.image > 0)
