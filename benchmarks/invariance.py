@@ -198,8 +198,9 @@ def run(args) -> dict:
     first = order[: 2 * args.count]
     own, accepted = read([test.images[i].astype(np.float32) / 255 for i in first])
     # got right: read as its label, and not refused (the judge turns down a few MNIST frames)
-    right = first[(own == test.labels[first]) & accepted][: args.count]
-    turned_down = int(np.sum((own == test.labels[first]) & ~accepted))
+    as_labelled = own == test.labels[first]
+    right = first[as_labelled & accepted][: args.count]
+    turned_down = int(np.sum(as_labelled & ~accepted))
     images, labels = test.images[right], test.labels[right]
     rows: dict[str, dict] = {}
 

@@ -113,8 +113,7 @@ def ink_to_mnist(ink: Ink) -> np.ndarray:
     digit = np.asarray(
         Image.fromarray(crop.astype(np.float32)).resize(size, resample), dtype=np.float32
     )
-    inked = digit[digit > 0]
-    full = float(np.quantile(inked, 1 - MNIST_FULL)) if inked.size else 0.0
+    full = float(np.quantile(digit[digit > 0], 1 - MNIST_FULL))  # (never empty: see above)
     digit = np.clip(digit / max(1e-6, full), 0, 1)  # as much of it full ink as of MNIST's
     canvas = np.zeros((28, 28), np.float32)
     top, left = (28 - size[1]) // 2, (28 - size[0]) // 2
