@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 from digitformer.training.evaluate import evaluate_checkpoint
-from digitformer.training.optim import lr_at
+from digitformer.training.optim import Muon, lr_at, orthogonalized
 from digitformer.training.settings import resolve_settings
 from digitformer.training.tasks import build_task
 from digitformer.training.train import train
@@ -176,6 +176,28 @@ def test_elastic_augmentation_reaches_the_training_batches(mnist_dir, tmp_path, 
     (affine, labels), (elastic, same_labels) = first_batch(), first_batch(aug_elastic=1.0)
     assert torch.equal(labels, same_labels) and not torch.allclose(affine, elastic)
     assert torch.equal(elastic, first_batch(aug_elastic=1.0)[0])  # seeded
+
+
+def test_muon_steps_as_pytorchs_with_its_orthogonalization_in_float32_on_the_cpu():
+    torch.manual_seed(0)
+    tall = torch.randn(512, 128)
+    x = orthogonalized(tall, (3.4445, -4.7750, 2.0315), 5, 1e-7)
+    assert x.dtype == torch.float32 and x.shape == tall.shape
+    singular = torch.linalg.svdvals(x)  # the quintic's band around 1, not exact orthogonality
+    assert singular.min() > 0.5 and singular.max() < 1.5
+    ours = torch.nn.Parameter(torch.randn(128, 512))
+    theirs = torch.nn.Parameter(ours.detach().clone())
+    options = {"lr": 1e-2, "weight_decay": 0.1, "adjust_lr_fn": "match_rms_adamw"}
+    mine, reference = Muon([ours], **options), torch.optim.Muon([theirs], **options)
+    start = ours.detach().clone()
+    for _ in range(3):
+        ours.grad, theirs.grad = (g := torch.randn(128, 512)), g.clone()
+        mine.step()
+        reference.step()
+    moved = (theirs - start).abs().max()
+    assert moved > 0.01  # three real steps, equal but for PyTorch's bfloat16 rounding
+    assert (ours - theirs).abs().max() < 0.02 * moved
+    assert mine.state_dict()["state"][0].keys() == reference.state_dict()["state"][0].keys()
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():

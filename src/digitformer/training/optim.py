@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim import _muon
 from torch.optim.swa_utils import AveragedModel
 
 from digitformer.training.settings import TrainSettings
@@ -51,10 +52,55 @@ def make_optimizer(
     adamw = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), fused=fused or None)
     if not muon:
         return adamw
-    orthogonal = torch.optim.Muon(
-        muon, lr=s.lr, weight_decay=s.weight_decay, adjust_lr_fn="match_rms_adamw"
-    )
+    orthogonal = Muon(muon, lr=s.lr, weight_decay=s.weight_decay, adjust_lr_fn="match_rms_adamw")
     return Optimizers(orthogonal, adamw)
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon, its Newton-Schulz iterations in float32 on the CPU. PyTorch's runs
+    them in bfloat16 whatever the device: on a CPU without bfloat16 matrix units (this
+    project's AMD EPYC: a 128x512 product 40x slower than in float32) that made the optimizer
+    three quarters of a `fast` step (docs/training.md, "Muon's bfloat16 on a CPU"). On a GPU,
+    bfloat16 as PyTorch does. The same update rule, state and saved form as PyTorch's."""
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            buffers: list[torch.Tensor] = []
+            self._init_group(group, params, grads, buffers)
+            lr, momentum = group["lr"], group["momentum"]
+            for p, grad, buf in zip(params, grads, buffers):
+                buf.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+                update = orthogonalized(
+                    update, group["ns_coefficients"], group["ns_steps"], group["eps"]
+                )
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-_muon._adjust_lr(lr, group["adjust_lr_fn"], p.shape))
+        return loss
+
+
+def orthogonalized(
+    matrix: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration towards the orthogonal factor of `matrix`, as
+    torch.optim's, in float32 on the CPU and bfloat16 elsewhere."""
+    a, b, c = coefficients
+    x = matrix.to(torch.float32 if matrix.device.type == "cpu" else torch.bfloat16)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
 
 
 class Optimizers:
