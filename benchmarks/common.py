@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -82,3 +83,32 @@ def timed_run(
         "test": test,
         "seconds": seconds,
     }
+
+
+def launched_run(
+    task_name: str, profile: str, overrides: dict, data_dir: str, out_dir: str, nproc: int
+) -> dict[str, Any]:
+    """As timed_run, trained by `digitformer train --nproc N` (torchrun, one thread a process);
+    its time is rank 0's `train()` call to its last validation (the epoch records' `elapsed`),
+    not the processes' start."""
+    run = f"{task_name}-{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
+    command = [
+        sys.executable, "-m", "digitformer", "train", task_name, "--config", profile,
+        "--env-file", "none", "--data-dir", data_dir, "--out-dir", out_dir, "--name", run,
+        "--nproc", str(nproc), "--threads", "1", *sets,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    if subprocess.run(command, env=env).returncode != 0:
+        raise DigitformerError(f"the training under torchrun failed: {' '.join(command)}")
+    folder = Path(out_dir) / run
+    history = json.loads((folder / "last.json").read_text())["history"]
+    settings = resolve_settings(
+        task_name, profile, {"data_dir": data_dir, **overrides}, env_file=None
+    )
+    task = build_task(settings, torch.device("cpu"), with_test=True)
+    model, _ = load_model(folder / "last.safetensors", torch.device("cpu"))
+    test, _ = task.evaluate(model, "test")
+    summary = {"run_dir": str(folder), "history": history}
+    return {"settings": settings, "task": task, "summary": summary, "model": model,
+            "test": test, "seconds": history[-1]["elapsed"]}  # fmt: skip

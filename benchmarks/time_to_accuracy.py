@@ -2,10 +2,13 @@
 on the same machine in the same run.
 
     python -m benchmarks.time_to_accuracy --profile fast --seeds 3 --json OUT.json
+    python -m benchmarks.time_to_accuracy --profile fast --nproc 2   (two processes, torchrun)
 
 Per seed: the whole `train()` time (validation and checkpoints included; not the data loading
 before it nor the test evaluation after it), the test accuracy of the last epoch, and the first
-epoch whose validation accuracy reached --target. Then the mean and spread over the seeds.
+epoch whose validation accuracy reached --target. With --nproc N the profile trains under
+torchrun, one thread a process, and the time is rank 0's `train()` to its last validation.
+Then the mean and spread over the seeds.
 
 The baseline is the default profile's `train()` time on this machine, measured in the same run
 (the machines differ up to 2x from one session to the next, so only the ratio travels):
@@ -20,7 +23,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from benchmarks.common import guard, machine, timed_run, write_json
+from benchmarks.common import guard, launched_run, machine, timed_run, write_json
 from digitformer.training.settings import resolve_settings
 from digitformer.training.tasks import TASKS
 from digitformer.utils.errors import DigitformerError
@@ -65,6 +68,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--out-dir", default=".data/bench-runs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="train the profile with N processes (torchrun)"
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     baseline_epochs = parse_baseline(args.baseline)
@@ -73,13 +79,13 @@ def main() -> None:
 
     seeds = []
     for seed in seed_list:
-        run = timed_run(
-            args.task,
-            args.profile,
-            {**overrides, "seed": seed, "display": False},
-            args.data_dir,
-            args.out_dir,
-        )
+        settings = {**overrides, "seed": seed, "display": False}
+        if args.nproc > 1:
+            run = launched_run(
+                args.task, args.profile, settings, args.data_dir, args.out_dir, args.nproc
+            )
+        else:
+            run = timed_run(args.task, args.profile, settings, args.data_dir, args.out_dir)
         metric = run["task"].primary_metric
         row = {
             "seed": seed,
@@ -105,6 +111,7 @@ def main() -> None:
         "task": args.task,
         "profile": args.profile,
         "overrides": overrides,
+        "processes": args.nproc,
         "target": args.target,
         "seeds": seeds,
         f"mean_test_{metric}": statistics.mean(scores),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from digitformer.utils.errors import DigitformerError
 
@@ -61,11 +62,14 @@ def each(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
     workers = min(torch.get_num_threads(), len(items), MAX_WORKERS)
     if workers <= 1:
         return [work(item) for item in items]
-    pool = ThreadPoolExecutor(workers)
-    try:
-        return list(pool.map(work, items))
-    finally:  # an error (or Ctrl-C) stops what has not started, as a loop would
-        pool.shutdown(wait=True, cancel_futures=True)
+    # NumPy's OpenBLAS would start threads of its own for each worker's small products, and
+    # they spin between calls: on 2 cores two workers then ran slower than one (threadpoolctl)
+    with threadpool_limits(1, user_api="blas"):
+        pool = ThreadPoolExecutor(workers)
+        try:
+            return list(pool.map(work, items))
+        finally:  # an error (or Ctrl-C) stops what has not started, as a loop would
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 MAX_WORKERS = 8  # each may hold a picture decoded at full size (a 5000x5000 PNG: 100 MB)
