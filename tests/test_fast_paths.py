@@ -59,27 +59,35 @@ def digits():
     return load_split(SUBSET, "test")
 
 
-def test_a_folder_read_on_two_threads_is_read_as_on_one(tmp_path, digits):
-    """predict_paths prepares its pictures on the threads PyTorch uses: the same answers."""
+def test_a_folder_read_by_two_processes_is_read_as_by_one(tmp_path, digits):
+    """predict_paths reads a folder of MIN_FOLDER pictures or more in a process per thread
+    PyTorch uses (fewer, on threads): the same answers, errors and order."""
     from PIL import Image
 
-    from digitformer.inference.predict import predict_paths
+    from digitformer.inference import predict
 
     rng = np.random.default_rng(0)
-    for i in range(12):
+    count = predict.MIN_FOLDER + 2
+    for i in range(count):
         paper = np.full((90, 90), 230, np.uint8)
         paper[20:76, 17:73] = 255 - np.asarray(Image.fromarray(digits.images[i]).resize((56, 56)))
         noisy = np.clip(paper + rng.normal(0, 6, paper.shape), 0, 255).astype(np.uint8)
         Image.fromarray(noisy).save(tmp_path / f"{i:02d}.png")
+    (tmp_path / "50-broken.png").write_bytes(b"\x89PNG not really")
     answers = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
+        assert predict._workers(count + 1, torch.device("cpu")) == threads
         ink._CACHE.clear()
-        read = predict_paths([str(tmp_path)], device="cpu")
-        answers.append([(r.file, r.digits, r.reason) for r in read.results])
+        read = predict.predict_paths([str(tmp_path)], device="cpu")
+        answers.append(([(r.file, r.digits, r.reason) for r in read.results], read.errors))
     torch.set_num_threads(1)
     assert answers[0] == answers[1]
-    assert sum(d == str(y) for (_, d, _), y in zip(answers[0], digits.labels[:12])) >= 11
+    results, errors = answers[0]
+    assert len(results) == count and len(errors) == 1 and "50-broken.png" in errors[0]
+    assert [f for f, _, _ in results] == sorted(f for f, _, _ in results)
+    right = sum(d == str(y) for (_, d, _), y in zip(results, digits.labels[:count]))
+    assert right >= 0.9 * count
 
 
 def test_the_paper_sampled_every_few_pixels_comes_back_where_it_was_taken():

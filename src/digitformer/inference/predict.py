@@ -272,16 +272,81 @@ def predict_paths(
         loaded = load_model(checkpoint, dev)[0]
         models[kind_of(loaded).name] = loaded
     out = Readings(errors=errors)
-    chunks = [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
+    workers = _workers(len(files), dev)
+    size = CHUNK if workers == 1 else max(MIN_SHARE, min(CHUNK, -(-len(files) // (2 * workers))))
+    chunks = [files[i : i + size] for i in range(0, len(files), size)]
     many = len(files) > 50  # a folder of pictures: show progress (on standard error)
-    for chunk in track(chunks, "reading pictures", disable=not many, transient=True, console=ERR):
-        # a chunk at a time: memory stays that of one chunk, however large the folder
-        _read_chunk(chunk, model, checkpoint is not None, models, preprocess, batch_size, dev, out)
+    if workers > 1:
+        parts = _in_processes(chunks, (model, checkpoint, preprocess, batch_size), workers)
+    else:  # a chunk at a time: memory stays that of one chunk, however large the folder
+        fixed = checkpoint is not None
+        parts = (
+            _read_chunk(chunk, model, fixed, models, preprocess, batch_size, dev, Readings())
+            for chunk in chunks
+        )
+    bar = track(
+        parts, "reading pictures", len(chunks), disable=not many, transient=True, console=ERR
+    )
+    for part in bar:
+        out.results += part.results
+        out.inputs += part.inputs
+        out.errors += part.errors
+        out.unlike |= part.unlike
     out.warnings = [f"{r.file}: {r.warning}" for r in out.results if r.warning]
     return out
 
 
 CHUNK = 64  # pictures decoded, prepared and read together by `predict_paths` (see ink.KEPT)
+MIN_SHARE = 16  # ...and no fewer when a folder is shared among processes
+MIN_FOLDER = 64  # a folder of this many pictures or more is read by a process per core
+
+
+def _workers(count: int, dev: torch.device) -> int:
+    """Processes to read `count` pictures with: on the CPU, one per thread PyTorch uses, for
+    a folder large enough to repay their start (each loads its readers); else 1."""
+    if dev.type != "cpu" or count < MIN_FOLDER or sys.platform == "win32":
+        return 1
+    return max(1, min(torch.get_num_threads(), MAX_PROCESSES, count // MIN_SHARE))
+
+
+MAX_PROCESSES = 8
+
+
+def _in_processes(chunks: list[list[Path]], job: tuple, workers: int):
+    """Each chunk read by `_read_chunk` in a pool of forked processes of one thread (PyTorch's
+    and BLAS's) each: the preparation is many small NumPy and SciPy calls that hold the GIL
+    between them, so threads share one core's worth of it. -> each chunk's Readings, in order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=job) as pool:
+        yield from pool.map(_read_in_worker, chunks)
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(model: str, checkpoint, preprocess: bool, batch_size: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+    dev = torch.device("cpu")
+    models: dict[str, nn.Module] = {}
+    if checkpoint is not None:
+        loaded = load_model(checkpoint, dev)[0]
+        models[kind_of(loaded).name] = loaded
+    _WORKER.update(
+        model=model, fixed=checkpoint is not None, models=models, preprocess=preprocess,
+        batch_size=batch_size, dev=dev,
+    )  # fmt: skip
+
+
+def _read_in_worker(files: list[Path]) -> Readings:
+    w = _WORKER
+    return _read_chunk(files, w["model"], w["fixed"], w["models"], w["preprocess"],
+                       w["batch_size"], w["dev"], Readings())  # fmt: skip
 
 
 def _read_chunk(
@@ -293,10 +358,10 @@ def _read_chunk(
     batch_size: int,
     dev: torch.device,
     out: Readings,
-) -> None:
-    """Read `files` into `out`: each by the reader its layout calls for (`model` "auto"), by
-    the bundled reader `model`, or by the one checkpoint in `models` (`fixed`); readers are
-    loaded the first time a chunk needs them."""
+) -> Readings:
+    """Read `files` into `out`, and return it: each by the reader its layout calls for (`model`
+    "auto"), by the bundled reader `model`, or by the one checkpoint in `models` (`fixed`);
+    readers are loaded the first time a chunk needs them."""
     pictures, names, errors = read_files(files)
     out.errors += errors
     layouts = each(layout_of, pictures)  # what each picture looks like
@@ -329,3 +394,4 @@ def _read_chunk(
         if name in found:
             out.results.append(found[name][0])
             out.inputs.append(found[name][1])
+    return out
