@@ -1,5 +1,7 @@
 """The preparation's fast paths give what the library calls they replace give, and reading on
-several threads gives what one thread gives."""
+several threads or processes gives what one gives."""
+
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from scipy import ndimage
 
 from digitformer.data import load_split
 from digitformer.inference import ink, paper
+from digitformer.utils.errors import DigitformerError
 from digitformer.utils.runtime import each
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -88,6 +91,26 @@ def test_a_folder_read_by_two_processes_is_read_as_by_one(tmp_path, digits):
     assert [f for f, _, _ in results] == sorted(f for f, _, _ in results)
     right = sum(d == str(y) for (_, d, _), y in zip(results, digits.labels[:count]))
     assert right >= 0.9 * count
+
+
+def _stop_at_once(files):
+    os._exit(3)  # as a process killed for memory
+
+
+def test_a_process_reading_pictures_that_dies_is_one_clear_error(tmp_path, digits, monkeypatch):
+    from PIL import Image
+
+    from digitformer.inference import predict
+
+    for i in range(predict.MIN_FOLDER):
+        Image.fromarray(255 - digits.images[i]).save(tmp_path / f"{i:02d}.png")
+    monkeypatch.setattr(predict, "_read_in_worker", _stop_at_once)  # forked workers have it
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(DigitformerError, match="a process reading pictures stopped"):
+            predict.predict_paths([str(tmp_path)], device="cpu")
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_the_paper_sampled_every_few_pixels_comes_back_where_it_was_taken():

@@ -318,10 +318,19 @@ def _in_processes(chunks: list[list[Path]], job: tuple, workers: int):
     between them, so threads share one core's worth of it. -> each chunk's Readings, in order."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=job) as pool:
+    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=job)
+    try:
         yield from pool.map(_read_in_worker, chunks)
+    except BrokenProcessPool:
+        raise DigitformerError(
+            "a process reading pictures stopped (out of memory?): read fewer at a time, "
+            "or with --threads 1"
+        ) from None
+    finally:  # an error (or Ctrl-C) stops what has not started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 _WORKER: dict = {}

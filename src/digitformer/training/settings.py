@@ -39,7 +39,7 @@ class TrainSettings:
     )
     epochs: int = flag(10, "passes over the training data")
     batch_size: int = field(
-        default=128, metadata={"flag": "images per training step (per process)"}
+        default=128, metadata={"flag": "images per training step (all processes together)"}
     )
     lr: float = flag(1e-3, "peak learning rate")
     min_lr: float = 1e-5
