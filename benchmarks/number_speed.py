@@ -6,8 +6,10 @@ Makes `--count` lines of 1 to 8 MNIST test digits (the project's own generator, 
 measures speed, not accuracy), each written dark on white paper at twice the canvas size and
 saved as a PNG in a temporary folder, then times reading the folder as `predict` does
 (decoding, finding the ink, cutting into pieces, the digit and numbers models: `Reader`)
-in pieces (the default), in pieces with clusters read by the numbers model alone (no cuts), and
-with the numbers model alone, in the same run, best of `--repeat`.
+in pieces (the default), in pieces with clusters read by the numbers model alone (no cuts),
+with the numbers model alone, and as the `predict` command reads a folder (`predict_paths`:
+in pieces, a process per thread, the readers loaded in the time), in the same run, best of
+`--repeat`.
 Also the share read right. Needs the MNIST test set (`digitformer data fetch`, or --data-dir).
 """
 
@@ -60,6 +62,25 @@ def timed(
     return best, {r.file: r.digits for r in readings.results}, too_wide
 
 
+def timed_command(paths: list[str], repeat: int) -> tuple[float, dict, int]:
+    """As timed(), by `predict_paths` (the `predict --model number` command: a folder of 64
+    or more in a process per thread, each loading its readers, in the time)."""
+    from digitformer.inference import ink
+    from digitformer.inference import pieces as in_pieces
+    from digitformer.inference.predict import predict_paths
+
+    in_pieces.CUTS = True  # the default (forked workers take the module as it is here)
+    best, readings = float("inf"), None
+    for _ in range(repeat):
+        ink._CACHE.clear()
+        t0 = time.perf_counter()
+        readings = predict_paths(paths, model="number", device="cpu")
+        best = min(best, time.perf_counter() - t0)
+    assert readings is not None
+    too_wide = sum("too wide" in error for error in readings.errors)
+    return best, {r.file: r.digits for r in readings.results}, too_wide
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
@@ -77,8 +98,12 @@ def main() -> None:
             ("pieces", True, True),
             ("pieces_no_cuts", True, False),
             ("model_alone", False, False),
+            ("predict_command", True, True),
         ):
-            seconds, read, refused = timed(paths, pieces, args.repeat, cuts)
+            if name == "predict_command":
+                seconds, read, refused = timed_command(paths, args.repeat)
+            else:
+                seconds, read, refused = timed(paths, pieces, args.repeat, cuts)
             right = np.mean([read.get(p) == want for p, want in zip(paths, truth)])
             out[name] = {
                 "seconds": round(seconds, 2),
