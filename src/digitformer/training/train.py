@@ -246,8 +246,7 @@ def _introduce(run: Run) -> None:
 
 
 def _validate_and_save(run: Run, epoch: int, train_stats: dict, seconds: float) -> dict:
-    """Validate the epoch's model, record it, and save the state, last and (if better) best.
-    -> the validation metrics."""
+    """Validate the epoch's model, record it, save the state, last and (if better) best: -> val."""
     task, served = run.task, run.served
     val, predictions = task.evaluate(served, "val")
     score = val[task.primary_metric]
@@ -347,9 +346,8 @@ def _train_epoch(run: Run, epoch: int) -> dict[str, float]:
 
 def _step(run: Run, inputs: torch.Tensor, targets: torch.Tensor):
     """One optimizer step at the schedule's rate; -> (loss, correct, predictions)."""
-    lr = lr_at(run.step, run.total_steps, run.settings)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr_at(run.step, run.total_steps, run.settings)
     with autocast(run.device):
         loss, right, n = run.task.loss(run.stepper, inputs, targets)
     run.optimizer.zero_grad(set_to_none=True)
