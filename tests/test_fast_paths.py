@@ -2,6 +2,7 @@
 several threads or processes gives what one gives."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,7 +81,9 @@ def test_a_folder_read_by_two_processes_is_read_as_by_one(tmp_path, digits):
     answers = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        assert predict._workers(count + 1, torch.device("cpu")) == threads
+        folder = [tmp_path / "x.png"] * (count + 1)
+        assert predict._workers(folder, torch.device("cpu")) == threads
+        assert predict._workers([*folder, Path(predict.STDIN)], torch.device("cpu")) == 1
         ink._CACHE.clear()
         read = predict.predict_paths([str(tmp_path)], device="cpu")
         answers.append(([(r.file, r.digits, r.reason) for r in read.results], read.errors))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,18 +272,17 @@ def predict_paths(
         loaded = load_model(checkpoint, dev)[0]
         models[kind_of(loaded).name] = loaded
     out = Readings(errors=errors)
-    workers = _workers(len(files), dev)
-    size = CHUNK if workers == 1 else max(MIN_SHARE, min(CHUNK, -(-len(files) // (2 * workers))))
+    workers = _workers(files, dev)
+    # a chunk at a time (in each process): memory stays that of one chunk, however large the
+    # folder; shared among processes, four chunks each or more, so that they end together
+    size = CHUNK if workers == 1 else max(MIN_SHARE, min(CHUNK, -(-len(files) // (4 * workers))))
     chunks = [files[i : i + size] for i in range(0, len(files), size)]
     many = len(files) > 50  # a folder of pictures: show progress (on standard error)
+    job = (model, checkpoint is not None, models, preprocess, batch_size, dev)
     if workers > 1:
-        parts = _in_processes(chunks, (model, checkpoint, preprocess, batch_size), workers)
-    else:  # a chunk at a time: memory stays that of one chunk, however large the folder
-        fixed = checkpoint is not None
-        parts = (
-            _read_chunk(chunk, model, fixed, models, preprocess, batch_size, dev, Readings())
-            for chunk in chunks
-        )
+        parts = _in_processes(chunks, job, workers)
+    else:
+        parts = (_read_chunk(chunk, *job, out=Readings()) for chunk in chunks)
     bar = track(
         parts, "reading pictures", len(chunks), disable=not many, transient=True, console=ERR
     )
@@ -301,61 +300,70 @@ MIN_SHARE = 16  # ...and no fewer when a folder is shared among processes
 MIN_FOLDER = 64  # a folder of this many pictures or more is read by a process per core
 
 
-def _workers(count: int, dev: torch.device) -> int:
-    """Processes to read `count` pictures with: on the CPU, one per thread PyTorch uses, for
-    a folder large enough to repay their start (each loads its readers); else 1."""
-    if dev.type != "cpu" or count < MIN_FOLDER or sys.platform == "win32":
+def _workers(files: list[Path], dev: torch.device) -> int:
+    """Processes to read `files` with: on a Linux CPU, one per thread PyTorch uses, for a
+    folder large enough to repay their start (each loads its readers); else 1 (standard
+    input is the parent's alone; macOS and Windows do not fork safely)."""
+    if dev.type != "cpu" or len(files) < MIN_FOLDER or sys.platform != "linux":
         return 1
-    return max(1, min(torch.get_num_threads(), MAX_PROCESSES, count // MIN_SHARE))
+    if any(str(f) == STDIN for f in files):
+        return 1
+    return max(1, min(torch.get_num_threads(), MAX_PROCESSES, len(files) // MIN_SHARE))
 
 
 MAX_PROCESSES = 8
 
 
-def _in_processes(chunks: list[list[Path]], job: tuple, workers: int):
+def _in_processes(chunks: list[list[Path]], job: tuple, workers: int) -> Iterator[Readings]:
     """Each chunk read by `_read_chunk` in a pool of forked processes of one thread (PyTorch's
     and BLAS's) each: the preparation is many small NumPy and SciPy calls that hold the GIL
-    between them, so threads share one core's worth of it. -> each chunk's Readings, in order."""
+    between them, so threads share one core's worth of it. The workers are forked here, before
+    the caller starts its progress bar's thread, and inherit `job` (the readers loaded so far).
+    -> each chunk's Readings, in order."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
+    _WORKER["job"] = job  # (the parent's own reading does not look here)
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker)
+    try:
+        parts = pool.map(_read_in_worker, chunks)  # submitted at once: the workers fork now
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    return _collected(pool, parts)
+
+
+def _collected(pool, parts: Iterator[Readings]) -> Iterator[Readings]:
     from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=job)
     try:
-        yield from pool.map(_read_in_worker, chunks)
-    except BrokenProcessPool:
+        yield from parts
+    except BrokenProcessPool as error:
         raise DigitformerError(
-            "a process reading pictures stopped (out of memory?): read fewer at a time, "
-            "or with --threads 1"
+            f"a process reading pictures stopped ({error}; out of memory?): read fewer at a "
+            "time, or with --threads 1"
         ) from None
     finally:  # an error (or Ctrl-C) stops what has not started
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-_WORKER: dict = {}
+_WORKER: dict = {}  # what a reading process reads with (set before it is forked)
 
 
-def _start_worker(model: str, checkpoint, preprocess: bool, batch_size: int) -> None:
+def _start_worker() -> None:
+    import signal
+
     from threadpoolctl import threadpool_limits
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
     threadpool_limits(1)
-    dev = torch.device("cpu")
-    models: dict[str, nn.Module] = {}
-    if checkpoint is not None:
-        loaded = load_model(checkpoint, dev)[0]
-        models[kind_of(loaded).name] = loaded
-    _WORKER.update(
-        model=model, fixed=checkpoint is not None, models=models, preprocess=preprocess,
-        batch_size=batch_size, dev=dev,
-    )  # fmt: skip
 
 
 def _read_in_worker(files: list[Path]) -> Readings:
-    w = _WORKER
-    return _read_chunk(files, w["model"], w["fixed"], w["models"], w["preprocess"],
-                       w["batch_size"], w["dev"], Readings())  # fmt: skip
+    model, fixed, models, preprocess, batch_size, dev = _WORKER["job"]
+    return _read_chunk(files, model, fixed, models, preprocess, batch_size, dev, Readings())
 
 
 def _read_chunk(

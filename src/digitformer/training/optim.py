@@ -12,10 +12,10 @@ import math
 
 import torch
 from torch import nn
-from torch.optim import _muon
 from torch.optim.swa_utils import AveragedModel
 
 from digitformer.training.settings import TrainSettings
+from digitformer.utils.errors import DigitformerError
 
 
 def lr_at(step: int, total: int, s: TrainSettings) -> float:
@@ -52,11 +52,13 @@ def make_optimizer(
     adamw = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), fused=fused or None)
     if not muon:
         return adamw
+    if not hasattr(torch.optim, "Muon"):
+        raise DigitformerError(f"optimizer: muon needs torch >= 2.9 (this is {torch.__version__})")
     orthogonal = Muon(muon, lr=s.lr, weight_decay=s.weight_decay, adjust_lr_fn="match_rms_adamw")
     return Optimizers(orthogonal, adamw)
 
 
-class Muon(torch.optim.Muon):
+class Muon(getattr(torch.optim, "Muon", torch.optim.Optimizer)):  # type: ignore[misc]
     """torch.optim.Muon, its Newton-Schulz iterations in float32 on the CPU. PyTorch's runs
     them in bfloat16 whatever the device: on a CPU without bfloat16 matrix units (this
     project's AMD EPYC: a 128x512 product 40x slower than in float32) that made the optimizer
@@ -82,8 +84,17 @@ class Muon(torch.optim.Muon):
                     update, group["ns_coefficients"], group["ns_steps"], group["eps"]
                 )
                 p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-_muon._adjust_lr(lr, group["adjust_lr_fn"], p.shape))
+                p.add_(update, alpha=-lr * _rate_scale(group["adjust_lr_fn"], p.shape))
         return loss
+
+
+def _rate_scale(how: str | None, shape: torch.Size) -> float:
+    """torch.optim.Muon's adjust_lr_fn: "match_rms_adamw" makes an update as large as AdamW's
+    (0.2 sqrt(max(A, B))); "original" (None) as Keller Jordan's, sqrt(max(1, A / B))."""
+    rows, cols = shape[:2]
+    if how == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return math.sqrt(max(1, rows / cols)) if how in (None, "original") else 1.0
 
 
 def orthogonalized(

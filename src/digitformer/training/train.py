@@ -61,7 +61,6 @@ def train(
 
     `resume` continues the run in its folder; settings that change the run are refused
     unless `force`. `on_epoch(epoch, val_metrics)` may raise to stop early (sweeps prune so)."""
-    started = time.perf_counter()
     dist = dist_env()
     device = device_for(dist, pick_device(settings.device))
     configure_threads(settings.threads)
@@ -83,6 +82,7 @@ def train(
     init_distributed(device, dist)
     try:
         task = task or build_task(settings, device)
+        started = time.perf_counter()  # `elapsed`: from here, the data loaded
         run = _start(settings, task, logger, device, dist, resume=resume, force=force)
         run.started = started
         try:
@@ -123,7 +123,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     best: float = -1.0
     claim: IO | None = None  # the locked claim on the folder while this process trains in it
-    started: float = 0.0  # perf_counter() when this process's train() began
+    started: float = 0.0  # perf_counter() when this process's data was loaded (or resumed)
 
     @property
     def served(self) -> nn.Module:
@@ -260,7 +260,7 @@ def _validate_and_save(run: Run, epoch: int, train_stats: dict, seconds: float) 
         f"val_{task.primary_metric}": score,
         "seconds": seconds,
         "samples_per_second": train_stats["samples"] / seconds,
-        "elapsed": time.perf_counter() - run.started,  # since train() began, validation included
+        "elapsed": time.perf_counter() - run.started,  # since the data was loaded, validation too
     }
     record |= {f"val_{name}": val[name] for name in task.extra_metrics}
     record["display_predictions"] = predictions[:10].tolist()  # for `viz`'s epoch pictures
