@@ -89,8 +89,8 @@ def launched_run(
     task_name: str, profile: str, overrides: dict, data_dir: str, out_dir: str, nproc: int
 ) -> dict[str, Any]:
     """As timed_run, trained by `digitformer train --nproc N` (torchrun, one thread a process);
-    its time is rank 0's `train()` call to its last validation (the epoch records' `elapsed`),
-    not the processes' start."""
+    its time is rank 0's, from its data loaded to its last validation (the epoch records'
+    `elapsed`), as timed_run's leaves out the data loading."""
     run = f"{task_name}-{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
     command = [

@@ -7,7 +7,7 @@ on the same machine in the same run.
 Per seed: the whole `train()` time (validation and checkpoints included; not the data loading
 before it nor the test evaluation after it), the test accuracy of the last epoch, and the first
 epoch whose validation accuracy reached --target. With --nproc N the profile trains under
-torchrun, one thread a process, and the time is rank 0's `train()` to its last validation.
+torchrun, one thread a process, timed from rank 0's data loaded to its last validation.
 Then the mean and spread over the seeds.
 
 The baseline is the default profile's `train()` time on this machine, measured in the same run
