@@ -61,7 +61,7 @@ def timed_run(
     """Train `profile` from scratch in a new run folder and score its last epoch on the test
     set: settings, task, summary, model, test metrics and the wall time of the whole `train()`
     call (per-epoch validation and checkpoints included; not the data loading before it)."""
-    run = f"{task_name}-{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = run_name(task_name, profile)
     settings = resolve_settings(
         task_name,
         profile,
@@ -73,8 +73,7 @@ def timed_run(
     t0 = time.perf_counter()
     summary = train(settings, task=task)
     seconds = time.perf_counter() - t0
-    model, _ = load_model(Path(summary["run_dir"]) / "last.safetensors", device)
-    test, _ = task.evaluate(model, "test")
+    model, test = tested(task, Path(summary["run_dir"]), device)
     return {
         "settings": settings,
         "task": task,
@@ -91,7 +90,7 @@ def launched_run(
     """As timed_run, trained by `digitformer train --nproc N` (torchrun, one thread a process);
     its time is rank 0's, from its data loaded to its last validation (the epoch records'
     `elapsed`), as timed_run's leaves out the data loading."""
-    run = f"{task_name}-{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = run_name(task_name, profile)
     sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
     command = [
         sys.executable, "-m", "digitformer", "train", task_name, "--config", profile,
@@ -107,8 +106,19 @@ def launched_run(
         task_name, profile, {"data_dir": data_dir, **overrides}, env_file=None
     )
     task = build_task(settings, torch.device("cpu"), with_test=True)
-    model, _ = load_model(folder / "last.safetensors", torch.device("cpu"))
-    test, _ = task.evaluate(model, "test")
+    model, test = tested(task, folder, torch.device("cpu"))
     summary = {"run_dir": str(folder), "history": history}
     return {"settings": settings, "task": task, "summary": summary, "model": model,
             "test": test, "seconds": history[-1]["elapsed"]}  # fmt: skip
+
+
+def run_name(task_name: str, profile: str) -> str:
+    """A benchmark run's folder name: the task, the profile and the time it started."""
+    return f"{task_name}-{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def tested(task, folder: Path, device: torch.device) -> tuple[Any, dict]:
+    """The run's last checkpoint and its metrics on the task's test set."""
+    model, _ = load_model(folder / "last.safetensors", device)
+    test, _ = task.evaluate(model, "test")
+    return model, test

@@ -94,16 +94,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         truth = write_lines(Path(tmp), args.count, args.data_dir)
         paths = sorted(str(p) for p in Path(tmp).glob("*.png"))
-        for name, pieces, cuts in (
-            ("pieces", True, True),
-            ("pieces_no_cuts", True, False),
-            ("model_alone", False, False),
-            ("predict_command", True, True),
-        ):
-            if name == "predict_command":
-                seconds, read, refused = timed_command(paths, args.repeat)
-            else:
-                seconds, read, refused = timed(paths, pieces, args.repeat, cuts)
+        rows = {
+            "pieces": lambda: timed(paths, True, args.repeat, True),
+            "pieces_no_cuts": lambda: timed(paths, True, args.repeat, False),
+            "model_alone": lambda: timed(paths, False, args.repeat, False),
+            "predict_command": lambda: timed_command(paths, args.repeat),
+        }
+        for name, row in rows.items():
+            seconds, read, refused = row()
             right = np.mean([read.get(p) == want for p, want in zip(paths, truth)])
             out[name] = {
                 "seconds": round(seconds, 2),
