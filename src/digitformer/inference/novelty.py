@@ -1,4 +1,5 @@
-"""Is it a digit at all? A class-conditional Gaussian over the digit ViT's features.
+"""Is it a digit at all? A class-conditional Gaussian over the digit ViT's features, and the
+probability of an eleventh class, "not a digit", that the reader was taught.
 
     novelty = fit(model, train_images, train_labels, held_out_images)   # once, when bundling
     far = novelty.is_novel(features(model, inputs))                      # (N,) bool
@@ -11,6 +12,13 @@ covariance (Lee et al., NeurIPS 2018, "A simple unified framework for detecting
 out-of-distribution samples and adversarial attacks"), the threshold the distance that a share
 `keep` of held-out digits (never used in the fit) stays within. Nothing here is tuned on
 non-digits: how many of those it refuses is measured (`benchmarks/independent`).
+
+A reader's features are made to tell digits apart, not digits from the rest, and the Gaussian
+alone let a quarter of the marks that are no digit through. So the bundled reader was also
+taught them (`digitformer.training.not_digit`: pictures of marks of `digitformer.data.marks`,
+prepared as any picture is, as an eleventh class beside the ten): `other` is the head it was
+taught with, (11, D + 1) with the bias last, and a mark is no digit too where the eleventh
+class's probability is over `other_threshold`, set like the distance's by held-out digits.
 """
 
 from __future__ import annotations
@@ -32,11 +40,14 @@ KEEP = 0.995  # the share of held-out digits the threshold keeps
 @dataclass(frozen=True)
 class Novelty:
     """means (10, D), precision (D, D) of the features, and the largest distance a digit is
-    allowed."""
+    allowed; optionally the taught head `other` (11, D + 1) and the largest probability of
+    "not a digit" a digit is allowed."""
 
     means: torch.Tensor
     precision: torch.Tensor
     threshold: float
+    other: torch.Tensor | None = None
+    other_threshold: float = 1.0
 
     def distance(self, feats: torch.Tensor) -> torch.Tensor:
         """(N, D) features -> (N,) Mahalanobis distance to the nearest class mean."""
@@ -44,25 +55,43 @@ class Novelty:
         d2 = torch.einsum("ncd,de,nce->nc", diff, self.precision.double(), diff)
         return d2.min(1).values.clamp(min=0).sqrt().float()
 
+    def not_digit(self, feats: torch.Tensor) -> torch.Tensor:
+        """(N, D) features -> (N,) probability of the taught class "not a digit" (0 untaught)."""
+        if self.other is None:
+            return torch.zeros(len(feats))
+        logits = feats.float() @ self.other[:, :-1].T.float() + self.other[:, -1].float()
+        return logits.softmax(-1)[:, -1]
+
     def is_novel(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.distance(feats) > self.threshold
+        far = self.distance(feats) > self.threshold
+        return far | (self.not_digit(feats) > self.other_threshold)
 
     def save(self, path: str | Path) -> None:
         tensors = {
             "means": self.means.float().contiguous(),
             "precision": self.precision.float().contiguous(),
         }
+        metadata = {"threshold": repr(self.threshold)}
+        if self.other is not None:
+            tensors["other"] = self.other.float().contiguous()
+            metadata["other_threshold"] = repr(self.other_threshold)
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"threshold": repr(self.threshold)})
+            save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> Novelty:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            threshold = float(f.metadata()["threshold"])
+            metadata = f.metadata()
         tensors = load_file(str(path))
-        return cls(tensors["means"], tensors["precision"], threshold)
+        return cls(
+            tensors["means"],
+            tensors["precision"],
+            float(metadata["threshold"]),
+            tensors.get("other"),
+            float(metadata.get("other_threshold", 1.0)),
+        )
 
 
 @torch.inference_mode()
@@ -82,9 +111,11 @@ def fit(
     labels: np.ndarray,
     held_out: np.ndarray,
     keep: float = KEEP,
+    other: torch.Tensor | None = None,
 ) -> Novelty:
     """Class means and shared covariance from (images, labels); the threshold from `held_out`
-    digits (which the fit never saw): the distance that a share `keep` of them stays within."""
+    digits (which the fit never saw): the distance that a share `keep` of them stays within;
+    and with a taught head `other`, the probability of "not a digit" that they stay within."""
     feats = features(model, images).double()
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     means = torch.stack([feats[labels_t == c].mean(0) for c in range(10)])
@@ -92,6 +123,10 @@ def fit(
     cov = centred.T @ centred / len(feats)
     cov += 1e-6 * torch.eye(cov.shape[0], dtype=cov.dtype) * cov.diagonal().mean()
     precision = torch.linalg.inv(cov)
-    first = Novelty(means.float(), precision.float(), float("inf"))
-    distances = first.distance(features(model, held_out)).numpy()
-    return Novelty(first.means, first.precision, float(np.quantile(distances, keep)))
+    first = Novelty(means.float(), precision.float(), float("inf"), other)
+    held = features(model, held_out)
+    threshold = float(np.quantile(first.distance(held).numpy(), keep))
+    if other is None:
+        return Novelty(first.means, first.precision, threshold)
+    taught = float(np.quantile(first.not_digit(held).numpy(), keep))
+    return Novelty(first.means, first.precision, threshold, other, taught)
