@@ -14,11 +14,13 @@ out-of-distribution samples and adversarial attacks"), the threshold the distanc
 non-digits: how many of those it refuses is measured (`benchmarks/independent`).
 
 A reader's features are made to tell digits apart, not digits from the rest, and the Gaussian
-alone let a quarter of the marks that are no digit through. So the bundled reader was also
-taught them (`digitformer.training.not_digit`: pictures of marks of `digitformer.data.marks`,
-prepared as any picture is, as an eleventh class beside the ten): `other` is the head it was
-taught with, (11, D + 1) with the bias last, and a mark is no digit too where the eleventh
-class's probability is over `other_threshold`, set like the distance's by held-out digits.
+alone lets a quarter of the marks that are no digit through. A reader can also be taught them
+(`digitformer.training.not_digit`: pictures of marks of `digitformer.data.marks`, prepared as
+any picture is, as an eleventh class beside the ten): `other` is the head it was taught with,
+(11, D + 1) with the bias last, and a mark is no digit too where the eleventh class's
+probability is over `other_threshold`, set like the distance's by held-out digits. (Measured,
+not bundled: it reads single digits better and numbers in pieces worse; see
+docs/reading-pictures.md.)
 """
 
 from __future__ import annotations
