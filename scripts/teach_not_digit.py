@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=860, help="batches of 128 digits, 16 marks")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--marks-per-batch", type=int, default=16, help="0: no marks (a control)")
+    parser.add_argument("--blocks", type=int, help="train only the last BLOCKS encoder blocks")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     model, meta = load_model(args.base)
@@ -60,6 +62,8 @@ def main() -> None:
         args.steps,
         args.lr,
         seed=args.seed,
+        marks_per_batch=args.marks_per_batch,
+        blocks=args.blocks,
         log=lambda line: print(line, flush=True),
     )
     with torch.inference_mode():
@@ -72,6 +76,8 @@ def main() -> None:
         "steps": args.steps,
         "lr": args.lr,
         "seed": args.seed,
+        "blocks": args.blocks,
+        "marks_per_batch": args.marks_per_batch,
     }
     keep = {k: v for k, v in meta.items() if k not in ("format", "version", "stored_as")}
     args.out.mkdir(parents=True, exist_ok=True)

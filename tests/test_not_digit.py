@@ -73,3 +73,26 @@ def test_a_taught_judge_refuses_marks_it_never_saw_and_keeps_digits(taught, tmp_
     assert again.other_threshold == novelty.other_threshold
     feats = features(model, unseen[:20])
     torch.testing.assert_close(again.not_digit(feats), novelty.not_digit(feats))
+
+
+def test_taught_in_its_last_blocks_only_the_rest_of_the_reader_is_as_it_was():
+    base, meta = load_model("pretrained:digit")
+    model = copy.deepcopy(base).float()
+    train = load_split(SUBSET, "train")
+    marks = as_read(not_digits(np.random.default_rng(3), 40, train.images, train.labels))
+    teach(
+        model,
+        train.images,
+        train.labels,
+        marks,
+        meta["settings"],
+        5,
+        1e-3,
+        batch_size=16,
+        marks_per_batch=4,
+        blocks=1,
+    )
+    before, after = base.state_dict(), model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k].float(), after[k])}
+    assert moved and all(k.startswith(("encoder.5.", "norm.", "head.")) for k in moved)
+    assert any(k.startswith("encoder.5.") for k in moved)

@@ -36,18 +36,23 @@ def teach(
     batch_size: int = 128,
     marks_per_batch: int = 16,
     seed: int = 0,
+    blocks: int | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> torch.Tensor:
     """Fine-tune `model` (a ViT) in place for `steps` batches of `digits` (uint8 (N, 28, 28))
     with their `labels`, and of `marks` (class 10), a cosine schedule from `lr`; augmented as
     `settings` (the model's training settings: aug_stroke, aug_shift, aug_rotate, aug_scale,
-    aug_lowres) say.
-    Returns the taught head (11, D + 1), bias last."""
+    aug_lowres) say; only the last `blocks` encoder blocks, the final norm and the head learn
+    (None: all of it). Returns the taught head (11, D + 1), bias last."""
     gen = torch.Generator().manual_seed(seed)
     other = nn.Linear(model.head.in_features, 1)
     nn.init.zeros_(other.weight)
     nn.init.zeros_(other.bias)
-    params = [*model.parameters(), *other.parameters()]
+    if blocks is not None:
+        model.requires_grad_(False)
+        for part in [*model.encoder[len(model.encoder) - blocks :], model.norm, model.head]:
+            part.requires_grad_(True)
+    params = [p for p in [*model.parameters(), *other.parameters()] if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=settings.get("weight_decay", 0.05))
     images, targets = torch.from_numpy(digits), torch.from_numpy(labels.astype(np.int64))
     bank = torch.from_numpy(marks)
