@@ -7,7 +7,8 @@ reader's judge what a digit is not (`digitformer.inference.novelty`).
 Both go through the same paper, pen, blur and noise, so that what tells them apart is the mark,
 not how it was drawn. The marks: blobs and dots, a soft shadow with nothing written under it,
 scribbles, crossed strokes, a dash lying down, an arc, printed letters that look like no digit,
-and MNIST training digits lying on their side (never a test digit). Nothing here is drawn by
+and from MNIST training digits (never a test digit) a digit lying on its side, a digit's left
+part and two digits touching. `mnist_like` gives the same marks as 28x28 MNIST-format frames. Nothing here is drawn by
 the independent evaluation suite's code (`benchmarks/independent`), nor tuned on it.
 """
 
