@@ -8,8 +8,9 @@ Both go through the same paper, pen, blur and noise, so that what tells them apa
 not how it was drawn. The marks: blobs and dots, a soft shadow with nothing written under it,
 scribbles, crossed strokes, a dash lying down, an arc, printed letters that look like no digit,
 and from MNIST training digits (never a test digit) a digit lying on its side, a digit's left
-part and two digits touching. `mnist_like` gives the same marks as 28x28 MNIST-format frames. Nothing here is drawn by
-the independent evaluation suite's code (`benchmarks/independent`), nor tuned on it.
+part and two digits touching. `mnist_like` gives the same marks as 28x28 MNIST-format frames.
+Nothing here is drawn by the independent evaluation suite's code (`benchmarks/independent`),
+nor tuned on it.
 """
 
 from __future__ import annotations
