@@ -23,7 +23,7 @@ from benchmarks.common import guard
 from safetensors.torch import load_file
 
 from digitformer.data import load_split
-from digitformer.data.augment import random_affine, random_resolution, random_stroke
+from digitformer.data.augment import as_trained
 from digitformer.data.marks import on_paper
 from digitformer.inference.checkpoint import PRETRAINED_DIR, load_model
 from digitformer.inference.novelty import KEEP, fit
@@ -36,9 +36,7 @@ def augmented(images: np.ndarray, settings: dict, seed: int) -> np.ndarray:
     """uint8 digits as the reader was trained on them, in place (no shift: the preparation
     centres every digit)."""
     gen = torch.Generator().manual_seed(seed)
-    x = random_stroke(to_float(torch.from_numpy(images)), gen, settings.get("aug_stroke", 0.0))
-    x = random_affine(x, gen, 0.0, settings.get("aug_rotate", 10.0), settings.get("aug_scale", 0.1))
-    x = random_resolution(x, gen, settings.get("aug_lowres", 0.0))
+    x = as_trained(to_float(torch.from_numpy(images)), gen, settings, shift=0.0)
     return (x.squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 

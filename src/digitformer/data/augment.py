@@ -5,6 +5,8 @@ made thicker or thinner by grayscale morphology); resolution and focus."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -161,3 +163,26 @@ def random_blur(images: torch.Tensor, generator: torch.Generator, p: float) -> t
     blurred = blurred * peak / blurred.amax((2, 3), keepdim=True).clamp(min=1e-6)
     chosen = (torch.rand(images.shape[0], generator=generator) < p).view(-1, 1, 1, 1)
     return torch.where(chosen.to(images.device), blurred, images)
+
+
+def as_trained(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    settings: Mapping[str, Any],
+    shift: float | None = None,
+) -> torch.Tensor:
+    """A digit reader's augmentation of images (N, 1, H, W), as its training settings give it
+    (`vars(TrainSettings)`, or the dict a checkpoint keeps): the pen, one affine map (shift,
+    rotation, scale, elastic), the resolution. `shift` in place of the settings' (0: digits
+    that something centres later)."""
+    images = random_stroke(images, generator, settings.get("aug_stroke", 0.0))
+    images = random_affine(
+        images,
+        generator,
+        settings.get("aug_shift", 2.0) if shift is None else shift,
+        settings.get("aug_rotate", 10.0),
+        settings.get("aug_scale", 0.1),
+        settings.get("aug_elastic", 0.0),
+        settings.get("aug_elastic_sigma", 4.0),
+    )
+    return random_resolution(images, generator, settings.get("aug_lowres", 0.0))

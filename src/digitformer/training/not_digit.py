@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitformer.data.augment import random_affine, random_resolution, random_stroke
+from digitformer.data.augment import as_trained
 from digitformer.utils.tensors import to_float
 
 
@@ -41,9 +41,9 @@ def teach(
 ) -> torch.Tensor:
     """Fine-tune `model` (a ViT) in place for `steps` batches of `digits` (uint8 (N, 28, 28))
     with their `labels`, and of `marks` (class 10), a cosine schedule from `lr`; augmented as
-    `settings` (the model's training settings: aug_stroke, aug_shift, aug_rotate, aug_scale,
-    aug_lowres) say; only the last `blocks` encoder blocks, the final norm and the head learn
-    (None: all of it). Returns the taught head (11, D + 1), bias last."""
+    `settings` (the model's training settings) say (`data.augment.as_trained`); only the last
+    `blocks` encoder blocks, the final norm and the head learn (None: all of it). Returns the
+    taught head (11, D + 1), bias last."""
     gen = torch.Generator().manual_seed(seed)
     other = nn.Linear(model.head.in_features, 1)
     nn.init.zeros_(other.weight)
@@ -62,16 +62,7 @@ def teach(
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         pick = torch.randint(len(images), (batch_size,), generator=gen)
         drawn = torch.randint(len(bank), (marks_per_batch,), generator=gen)
-        x = to_float(torch.cat([images[pick], bank[drawn]]))
-        x = random_stroke(x, gen, settings.get("aug_stroke", 0.0))
-        x = random_affine(
-            x,
-            gen,
-            settings.get("aug_shift", 2.0),
-            settings.get("aug_rotate", 10.0),
-            settings.get("aug_scale", 0.1),
-        )
-        x = random_resolution(x, gen, settings.get("aug_lowres", 0.0))
+        x = as_trained(to_float(torch.cat([images[pick], bank[drawn]])), gen, settings)
         y = torch.cat([targets[pick], torch.full((marks_per_batch,), 10)])
         cls = model.forward_features(x)[0][:, 0]
         loss = F.cross_entropy(torch.cat([model.head(cls), other(cls)], 1), y)

@@ -21,9 +21,9 @@ from rich.progress import track
 from torch import nn
 
 from digitformer.data.augment import (
+    as_trained,
     random_affine,
     random_blur,
-    random_resolution,
     random_stroke,
     two_loop_eights,
 )
@@ -91,11 +91,7 @@ class Task:
         s = self.settings
         if not s.augment:
             return images
-        images = random_stroke(images, gen, s.aug_stroke)
-        images = random_affine(
-            images, gen, s.aug_shift, s.aug_rotate, s.aug_scale, s.aug_elastic, s.aug_elastic_sigma
-        )
-        return random_resolution(images, gen, s.aug_lowres)
+        return as_trained(images, gen, vars(s))
 
     def steps_per_epoch(self) -> int:
         return -(-self.epoch_size() // self.settings.batch_size)
