@@ -31,7 +31,6 @@ from benchmarks.common import guard, machine, write_json
 from digitformer.data import load_split
 from digitformer.inference import readers
 from digitformer.inference.checkpoint import load_model
-from digitformer.inference.novelty import features
 from digitformer.inference.prepare import NoInk, prepare
 
 SCALE = 4  # the digits are drawn at 4x their MNIST frame, 112x112
@@ -188,9 +187,9 @@ def run(args) -> dict:
         """Digits read, and whether each picture was read at all: ink found, and (as
         `predict` does) not refused as unlike any digit."""
         inputs, found = prepared(pictures)
-        digits, _ = readers.read(model, inputs)
+        digits, _, far = readers.read_judged(model, inputs, views=True)  # as predict reads
         if novelty is not None:
-            found &= ~novelty.is_novel(features(model, inputs)).numpy()
+            found &= ~far
         return digits[:, 0], found
 
     test = load_split(args.data_dir, "test")

@@ -1,6 +1,7 @@
 """Teach the bundled digit reader what is not a digit, and fit its judge.
 
     python -m scripts.teach_not_digit --out .data/runs/digit-not-digit [--steps 860]
+    python -m scripts.teach_not_digit --out .data/runs/digit-marks --scratch   # trained anew
     python -m scripts.bundle_pretrained .data/runs/digit-not-digit --name digit --command "..."
     python -m scripts.fit_novelty --model .data/runs/digit-not-digit --keep 0.999
 
@@ -25,6 +26,7 @@ from safetensors.torch import save_file
 from digitformer.data import load_split
 from digitformer.data.marks import mnist_like, not_digits
 from digitformer.inference.checkpoint import load_model, save_checkpoint
+from digitformer.models import build_model
 from digitformer.training.not_digit import as_read, teach
 from digitformer.training.tasks import split_train_val
 from digitformer.utils.fileio import atomic_path
@@ -43,11 +45,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--marks-per-batch", type=int, default=16, help="0: no marks (a control)")
     parser.add_argument("--blocks", type=int, help="train only the last BLOCKS encoder blocks")
+    parser.add_argument(
+        "--scratch",
+        action="store_true",
+        help="train a new model of --base's shape with --base's recipe (its epochs, rates and"
+        " warm-up), the marks in every batch, instead of fine-tuning --base",
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     model, meta = load_model(args.base)
     model.float()
     train, val = split_train_val(load_split(args.data_dir, "train"), 5000, None)
+    recipe = meta["settings"]
+    schedule = dict(steps=args.steps, lr=args.lr, warmup=0, min_lr=0.0)
+    if args.scratch:  # the base's own training run, the marks added to each batch
+        model = build_model(meta["model_type"], meta["model_config"])
+        steps = recipe["epochs"] * -(-len(train.labels) // recipe["batch_size"])
+        schedule = dict(
+            steps=steps, lr=recipe["lr"], warmup=recipe["warmup_steps"], min_lr=recipe["min_lr"]
+        )
     rng = np.random.default_rng(10 + args.seed)
     drawn = as_read(not_digits(rng, args.marks, train.images, train.labels))
     print(f"{len(drawn)} of {args.marks} pictures of marks have ink to read", flush=True)
@@ -58,10 +74,13 @@ def main() -> None:
         train.images,
         train.labels,
         marks,
-        meta["settings"],
-        args.steps,
-        args.lr,
+        recipe,
+        schedule["steps"],
+        schedule["lr"],
+        batch_size=recipe["batch_size"] if args.scratch else 128,
         seed=args.seed,
+        warmup=schedule["warmup"],
+        min_lr=schedule["min_lr"],
         marks_per_batch=args.marks_per_batch,
         blocks=args.blocks,
         log=lambda line: print(line, flush=True),
@@ -73,8 +92,8 @@ def main() -> None:
         "base": args.base,
         "marks": len(drawn),
         "frames": args.frames,
-        "steps": args.steps,
-        "lr": args.lr,
+        "scratch": args.scratch,
+        **schedule,
         "seed": args.seed,
         "blocks": args.blocks,
         "marks_per_batch": args.marks_per_batch,

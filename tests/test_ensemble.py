@@ -113,3 +113,24 @@ def test_eval_tta_cli(trained_runs, capsys):
     assert f"{len(TTA_VIEWS)} test-time views averaged" in capsys.readouterr().out.splitlines()[0]
     assert main(["eval", trained_runs["encoder-decoder"], "--tta", "--beam", "3"]) == 1
     assert "no --tta" in capsys.readouterr().err
+
+
+def test_a_digit_read_unsure_is_read_again_in_its_views(monkeypatch):
+    """read_judged(views=True): a digit under UNSURE gets the mean of its views'
+    probabilities (the test-time ensemble's), a sure one is read as it is."""
+    from digitformer.inference import readers
+
+    (model,) = models("encoder-only", 1)
+    images = (torch.rand(8, 28, 28) * 255).to(torch.uint8)
+    x = images[:, None].float() / 255
+    alone = F.softmax(model(x), -1)
+    viewed = Ensemble([model], tta=True)(x).exp()
+    top = alone.max(-1).values
+    monkeypatch.setattr(readers, "UNSURE", float(top.median()))
+    unsure = top < readers.UNSURE
+    assert 0 < unsure.sum() < len(images)
+    _, probs, _ = readers.read_judged(model, images.numpy(), views=True)
+    expected = torch.where(unsure[:, None], viewed, alone)
+    torch.testing.assert_close(torch.from_numpy(probs[:, 0]), expected)
+    _, plain, _ = readers.read_judged(model, images.numpy())
+    torch.testing.assert_close(torch.from_numpy(plain[:, 0]), alone)

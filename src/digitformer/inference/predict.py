@@ -132,7 +132,8 @@ def predict_pictures(
     reader that knows its digits (`novelty`) and `judge`, where a mark is like none of them; a
     warning where the picture's layout (`layouts`, found here when not given) is not what this
     reader reads), their prepared inputs (zeros for those), and one message per picture that
-    could not be prepared."""
+    could not be prepared. A digit the reader is unsure of is read again in its test-time
+    views (`readers.read_judged`)."""
     kind = kind_of(model)
 
     def prepared(i: int) -> tuple[str, np.ndarray | DigitformerError]:
@@ -159,7 +160,7 @@ def predict_pictures(
     readable = [i for i, r in enumerate(out.results) if r.reason is None]
     if readable:
         batch = np.stack([out.inputs[i] for i in readable])
-        tokens, probs, far = read_judged(model, batch, batch_size, device)
+        tokens, probs, far = read_judged(model, batch, batch_size, device, views=True)
         for k, (row, digits) in enumerate(zip(readable, token_strings(tokens))):
             _fill(out.results[row], digits, probs[k])
         for row in [] if far is None else np.asarray(readable)[far]:

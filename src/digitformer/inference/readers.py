@@ -30,6 +30,9 @@ from digitformer.utils.tensors import to_float
 DIGIT_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (6, 0, 0), (-6, 0, 0))
 # A number is moved as a whole, a pixel each way: turning a wide canvas would lift its ends.
 NUMBER_VIEWS = DIGIT_VIEWS[:5]
+# A digit read below this probability is read again in its views, averaged (`read_judged`):
+# on lone digits of numbers, the views' gain at a tenth of their cost (docs/numbers.md).
+UNSURE = 0.9
 END_TOKEN = 10  # a number's end token (the start token's id too)
 
 
@@ -162,26 +165,48 @@ def read_judged(
     images: np.ndarray,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    views: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """`read`, and whether the model's judge (`novelty`, a digit reader's) finds each input
     like none of the ten digits (None: the model has no judge). A digit ViT's reading and its
-    judgement come from one pass: both start from its final CLS token."""
+    judgement come from one pass: both start from its final CLS token. `views` (a digit ViT):
+    a digit it is unsure of (`UNSURE`) is read again in its test-time views, and their
+    probabilities averaged (the judge looks at the digit as it is)."""
     novelty = getattr(model, "novelty", None)
-    if novelty is None or batch_size < 1:  # (read says what is wrong with the batch size)
-        return (*read(model, images, batch_size, device), None)
-    if not isinstance(model, ViT):
+    if batch_size < 1 or (novelty is None and not views) or not isinstance(model, ViT):
+        tokens, probs = read(model, images, batch_size, device)
+        if novelty is None:
+            return tokens, probs, None
         from digitformer.inference.novelty import features
 
-        tokens, probs = read(model, images, batch_size, device)
         return tokens, probs, novelty.is_novel(features(model, images)).numpy()
     batches: list[np.ndarray] = []
     far: list[np.ndarray] = []
     for batch in torch.from_numpy(np.ascontiguousarray(images)).split(batch_size):
-        cls = model.forward_features(to_float(batch.to(device)))[0][:, 0]
-        batches.append(model.head(cls).float().softmax(-1)[:, None].cpu().numpy())
-        far.append(novelty.is_novel(cls.float().cpu()).numpy())
+        x = to_float(batch.to(device))
+        cls = model.forward_features(x)[0][:, 0]
+        seen = model.head(cls).float().softmax(-1)
+        if views:
+            seen = _second_look(model, x, seen)
+        batches.append(seen[:, None].cpu().numpy())
+        if novelty is not None:
+            far.append(novelty.is_novel(cls.float().cpu()).numpy())
     joined = np.concatenate(batches)
-    return joined.argmax(-1), joined, np.concatenate(far)
+    return joined.argmax(-1), joined, np.concatenate(far) if far else None
+
+
+def _second_look(model: nn.Module, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """probs (B, 10) of digits x (B, 1, 28, 28), those under UNSURE averaged over the views."""
+    from digitformer.inference.ensemble import tta_views
+
+    unsure = probs.max(-1).values < UNSURE
+    if not unsure.any():
+        return probs
+    others = tta_views(x[unsure])[1:]  # the first view is the digit as it is, read already
+    seen = [probs[unsure], *(model(v).float().softmax(-1) for v in others)]
+    probs = probs.clone()
+    probs[unsure] = torch.stack(seen).mean(0)
+    return probs
 
 
 def where_looked(model: nn.Module, images: torch.Tensor) -> np.ndarray:

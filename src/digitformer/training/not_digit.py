@@ -13,8 +13,8 @@ taught with, the ten rows and the eleventh, is returned for its judge
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from digitformer.data.augment import as_trained
+from digitformer.training.optim import lr_at, make_optimizer
 from digitformer.utils.tensors import to_float
 
 
@@ -37,10 +38,13 @@ def teach(
     marks_per_batch: int = 16,
     seed: int = 0,
     blocks: int | None = None,
+    warmup: int = 0,
+    min_lr: float = 0.0,
     log: Callable[[str], None] = lambda _: None,
 ) -> torch.Tensor:
     """Fine-tune `model` (a ViT) in place for `steps` batches of `digits` (uint8 (N, 28, 28))
-    with their `labels`, and of `marks` (class 10), a cosine schedule from `lr`; augmented as
+    with their `labels`, and of `marks` (class 10), the rate warmed up to `lr` for `warmup`
+    steps and then decayed to `min_lr` as a training run's is (`optim.lr_at`); augmented as
     `settings` (the model's training settings) say (`data.augment.as_trained`); only the last
     `blocks` encoder blocks, the final norm and the head learn (None: all of it). Returns the
     taught head (11, D + 1), bias last."""
@@ -53,13 +57,20 @@ def teach(
         for part in [*model.encoder[len(model.encoder) - blocks :], model.norm, model.head]:
             part.requires_grad_(True)
     params = [p for p in [*model.parameters(), *other.parameters()] if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=settings.get("weight_decay", 0.05))
+    # as a training run's AdamW: no decay on biases, norms and positions (`optim.make_optimizer`)
+    recipe = SimpleNamespace(
+        lr=lr, weight_decay=settings.get("weight_decay", 0.05), optimizer="adamw"
+    )
+    opt = make_optimizer(model, recipe, fused=False)
+    opt.add_param_group({"params": [other.weight], "weight_decay": recipe.weight_decay})
+    opt.add_param_group({"params": [other.bias], "weight_decay": 0.0})
     images, targets = torch.from_numpy(digits), torch.from_numpy(labels.astype(np.int64))
     bank = torch.from_numpy(marks)
     model.train()
+    schedule = SimpleNamespace(lr=lr, min_lr=min_lr, warmup_steps=warmup)
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            group["lr"] = lr_at(step, steps, schedule)
         pick = torch.randint(len(images), (batch_size,), generator=gen)
         drawn = torch.randint(len(bank), (marks_per_batch,), generator=gen)
         x = as_trained(to_float(torch.cat([images[pick], bank[drawn]])), gen, settings)
