@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from digitformer.apps.cli import main
-from digitformer.inference.ensemble import Ensemble
 from digitformer.data import load_split, make_grids
+from digitformer.inference.ensemble import Ensemble
 from digitformer.inference.prepare import is_mnist_like, prepare, read_gray, to_mnist
 from digitformer.inference.readers import UNSURE
 
