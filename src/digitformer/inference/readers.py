@@ -202,10 +202,10 @@ def _second_look(model: nn.Module, x: torch.Tensor, probs: torch.Tensor) -> torc
     unsure = probs.max(-1).values < UNSURE
     if not unsure.any():
         return probs
-    others = tta_views(x[unsure])[1:]  # the first view is the digit as it is, read already
-    seen = [probs[unsure], *(model(v).float().softmax(-1) for v in others)]
+    others = torch.cat(tta_views(x[unsure])[1:])  # the first view is the digit as it is
+    seen = model(others).float().softmax(-1).view(-1, int(unsure.sum()), probs.shape[-1])
     probs = probs.clone()
-    probs[unsure] = torch.stack(seen).mean(0)
+    probs[unsure] = torch.cat([probs[unsure][None], seen]).mean(0)
     return probs
 
 
