@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -69,11 +71,15 @@ def spread(samples: np.ndarray, step: int, small: tuple[int, int], shape: tuple[
     return (rows @ samples @ cols.T).astype(np.float32)
 
 
+@lru_cache(maxsize=64)  # a folder's pictures, a number's pieces: the same few sizes again
 def _weights(count: int, step: int, small: int, full: int) -> np.ndarray:
     """(full, count): each full-size pixel's bilinear weights over `count` samples taken
-    every `step` pixels of a copy `small` pixels long (pixel centres, as a box reduction's)."""
+    every `step` pixels of a copy `small` pixels long (pixel centres, as a box reduction's).
+    Read-only: the answers are shared."""
     at = (step * np.arange(count) + 0.5) * full / small - 0.5
-    return np.stack([np.interp(np.arange(full), at, e) for e in np.eye(count)], 1)
+    weights = np.stack([np.interp(np.arange(full), at, e) for e in np.eye(count)], 1)
+    weights.flags.writeable = False
+    return weights
 
 
 def paper_inside(edged: np.ndarray) -> np.ndarray:
