@@ -570,3 +570,18 @@ def test_strokes_of_one_pen_stay_however_faint_or_blurred():
     for sigma in (0.0, 1.5, 3.0):
         mask = find_ink(ndimage.gaussian_filter(sheet, sigma)).mask
         assert mask[30:130, 40:52].mean() > 0.5 and mask[30:42, 80:130].mean() > 0.5, sigma
+
+
+def test_a_thin_pale_one_beside_a_bold_zero_is_ink_not_a_speck():
+    """A speck is small every way: a mark as tall as the writing stays, however little ink it
+    has (a thin 1 beside a bold 0: under a tenth of the 0's area, dropped before); dust does
+    not."""
+    yy, xx = np.mgrid[0:80, 0:160]
+    page = np.full((80, 160), 0.9, np.float32)
+    page[(np.hypot(yy - 40, xx - 40) > 12) & (np.hypot(yy - 40, xx - 40) < 22)] = 0.1  # a bold 0
+    page[20:60, 100:102] = 0.35  # a thin, paler 1 as tall as the 0 (80 pixels against 1072)
+    page[38:41, 140:143] = 0.35  # a speck of dust
+    mask = find_ink(page).mask
+    assert mask[20:60, 98:104].sum() >= 70  # the 1
+    assert not mask[30:50, 130:150].any()  # the speck
+    assert mask[:, :70].sum() > 900  # the 0

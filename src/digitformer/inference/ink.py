@@ -25,6 +25,7 @@ MAX_GAIN = 4.0  # ...up to this many times (a near-black frame's JPEG noise stay
 MIN_SNR = 5.0  # ...and this many times the paper's noise: a 5-sigma mark is not grain
 WEAK_SNR = 6.0  # ...and a faint stretch of stroke joined to a strong one, this many (see _strokes)
 MIN_EDGE = 0.06  # ...and rise at its edges by this share of its height a pixel (see _strokes)
+TALL = 0.5  # ...or at least this share of the tallest mark's height, however thin (_drop_specks)
 ONE_PEN = 0.5  # ...and at least this share as steeply as the picture's sharpest mark (_sharp_marks)
 TIE_BREAK = 0.02  # weight of the whole picture's polarity against the local one's (find_ink)
 MNIST_STROKE = 2.6  # median stroke width of MNIST digits in their 20-pixel box
@@ -330,19 +331,32 @@ def _drop_specks(
     labels: np.ndarray, kept: np.ndarray, joined: np.ndarray | None = None
 ) -> np.ndarray:
     """Of the marks `labels` names, those `kept` says (by label; 0 the background) that are
-    the digit's pieces: at least a tenth of the largest kept one's area; or, given `joined`
-    (the marks joined above the hysteresis' low level), whose kept marks joined together hold
-    that much (a faint digit that its split left in fragments is one digit, not specks)."""
+    the digit's pieces: at least a tenth of the largest kept one's area, or at least TALL of
+    the tallest one's height (a speck is small every way; a thin 1 beside a bold 0 has a
+    fifth of its ink, and is as tall). Given `joined` (the marks joined above the hysteresis'
+    low level), a mark's kept fragments joined together count as one (a faint digit that its
+    split left in fragments is one digit, not specks)."""
     areas = np.bincount(labels.ravel(), minlength=len(kept)) * kept
     areas[0] = 0
     largest = areas.max()
+    top, bottom = np.full(len(kept), labels.shape[0]), np.zeros(len(kept), int)
+    for label, box in enumerate(ndimage.find_objects(labels, len(kept) - 1), 1):
+        if box is not None and areas[label]:
+            top[label], bottom[label] = box[0].start, box[0].stop
     if joined is not None:
         group = np.zeros(len(kept), joined.dtype)
         group[labels.ravel()] = joined.ravel()  # each mark lies inside one joined piece
         together = np.bincount(group, weights=areas, minlength=int(joined.max()) + 1)
         together[0] = 0
         areas = together[group] * (areas > 0)
-    return (areas >= 0.1 * largest)[labels] & (labels > 0)
+        highest = np.full(len(together), labels.shape[0])
+        lowest = np.zeros(len(together), int)
+        np.minimum.at(highest, group, top)
+        np.maximum.at(lowest, group, bottom)
+        top, bottom = highest[group], lowest[group]
+    heights = np.where(areas > 0, bottom - top, 0)
+    keep = (areas >= 0.1 * largest) | (heights >= TALL * heights.max())
+    return keep[labels] & (labels > 0)
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
