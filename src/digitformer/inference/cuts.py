@@ -10,6 +10,12 @@ by the digit reader; the cluster is read as the row of runs, edge to edge, whose
 most probable together (a shortest path over the candidates, each run scored by the log of its
 reading's probability). The digit reader's judge says whether each chosen run looks like one
 digit; where one does not (half a digit, two digits), the cut is not trusted.
+
+The numbers model, which counted the cluster's digits, also votes: the row of as many runs, the
+row of one fewer and its own reading are scored by both readers' log-probabilities together
+(`read_by_cuts(..., number=...)`). Not one more: the digit reader is sure of half a 0 or a 4's
+stem, so a row of more runs costs it little, and on the development seed the rows of one more
+fixed no number and broke five.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from digitformer.inference.ink import Ink
 from digitformer.inference.predict import Prediction
 from digitformer.inference.prepare import ink_to_mnist
 from digitformer.inference.readers import read_judged
+from digitformer.utils.tensors import to_float
 
 MAX_CANDIDATES = 12  # cut columns tried per cluster (the least inked local minima)
 WIDEST = 1.3  # a run wider than this times the digits' height is not one digit
@@ -87,27 +94,56 @@ def _without_slivers(run: np.ndarray) -> np.ndarray:
 
 
 def best_path(
-    spans: list[tuple[int, int]], scores: list[float], width: int, count: int | None = None
-) -> list[int] | None:
-    """The indices of the spans that tile [0, width) edge to edge with the largest total score
-    (log-probabilities: the most probable reading), `count` of them when given; None when no
-    such row of spans tiles it."""
+    spans: list[tuple[int, int]],
+    scores,
+    width: int,
+    count: int | None = None,
+    digits: str | None = None,
+) -> tuple[float, list[int]] | None:
+    """(total, indices) of the row of spans that tiles [0, width) edge to edge with the largest
+    total score, `count` of them when given; None when no such row tiles it. `scores`: a
+    log-probability per span, or (spans, 10) of each digit: a span then scores its most
+    probable digit's, or with `digits` given (as many spans as it has), the digit its place
+    in the row reads."""
+    table = np.asarray(scores, np.float64)
+    if digits is not None:
+        count, wanted = len(digits), [int(d) for d in digits]
     by_start: dict[int, list[int]] = {}
     for k, (a, _) in enumerate(spans):
         by_start.setdefault(a, []).append(k)
     # best[(edge, n)]: the best row of n spans from 0 to edge, (total, path)
     best: dict[tuple[int, int], tuple[float, list[int]]] = {(0, 0): (0.0, [])}
     for a in sorted({a for a, _ in spans}):
-        for n in range(len(spans)):
+        for n in range(len(spans) if count is None else count):
             if (a, n) not in best:
                 continue
             total, path = best[a, n]
             for k in by_start[a]:
+                if table.ndim == 1:
+                    score = table[k]
+                else:
+                    score = table[k, wanted[n]] if digits is not None else table[k].max()
                 key = (spans[k][1], n + 1)
-                if key not in best or total + scores[k] > best[key][0]:
-                    best[key] = (total + scores[k], [*path, k])
+                if key not in best or total + score > best[key][0]:
+                    best[key] = (total + float(score), [*path, k])
     ends = [v for (b, n), v in best.items() if b == width and n > 0 and count in (None, n)]
-    return max(ends, key=lambda v: v[0])[1] if ends else None
+    return max(ends, key=lambda v: v[0]) if ends else None
+
+
+def sequence_logp(model: nn.Module, inputs: np.ndarray, strings: list[str]) -> np.ndarray:
+    """log P(each string, then the end token) under a numbers model (teacher forcing), each
+    string read from its own input (uint8 (N, H, W), as the model's reader prepares them)."""
+    cfg = model.cfg
+    targets = torch.full((len(strings), cfg.steps), -100)
+    for k, s in enumerate(strings):
+        seq = [int(ch) for ch in s][: cfg.steps - 1] + [cfg.end_token]
+        targets[k, : len(seq)] = torch.tensor(seq)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(to_float(torch.from_numpy(inputs).to(device)), targets.to(device))
+    logp = torch.log_softmax(logits.float().cpu(), -1)
+    picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * (targets >= 0)
+    return picked.sum(1).numpy()
 
 
 def read_by_cuts(
@@ -116,13 +152,21 @@ def read_by_cuts(
     counts: list[int | None],
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    number: tuple[nn.Module, list, list] | None = None,
 ) -> list[Prediction | None]:
     """Clusters (light ink on black, with a margin, as `find_ink` gives them) -> each read as
     the most probable row of digits the digit reader finds in it, `counts[i]` of them where
     given (a Prediction named "", whose `spans` are shares of the cluster's ink width), or None
     where no row of runs that the reader's judge takes for digits spans it. The runs are ink
     already: each goes to the model as MNIST was made (`ink_to_mnist`), without looking for
-    its ink again."""
+    its ink again.
+
+    `number`: (a numbers model, its input of each cluster, its reading of each; None where it
+    has none). Each cluster's candidates are then the rows of one digit fewer and as many as it
+    is counted to hold (two or more), and the numbers model's reading cut as it reads; the one
+    kept is the most probable under both readers together (the sum of their log-probabilities,
+    a product of experts: the numbers model knows how many digits a cluster's shape holds, the
+    digit reader each digit's)."""
     found, inputs = [], []
     for image in clusters:
         ys, xs = np.nonzero(image)
@@ -132,26 +176,65 @@ def read_by_cuts(
         inputs += [ink_to_mnist(Ink(crop, crop > 0)) for crop in crops]
     if not inputs:
         return [None] * len(clusters)
-    tokens, probs, far = read_judged(digit_model, np.stack(inputs), batch_size, device)
-    best = probs[:, 0, :10].max(-1)
-    if far is None:
-        far = np.zeros(len(inputs), bool)
-    scores = np.where(far, -np.inf, np.log(np.maximum(best, 1e-12)))
+    _, probs, far = read_judged(digit_model, np.stack(inputs), batch_size, device)
+    probs = probs[:, 0, :10]
+    table = np.log(np.maximum(probs, 1e-12))
+    if far is not None:
+        table[far] = -np.inf  # a run like none of the ten digits is no digit of the row
+    options = [
+        _candidates(spans, table[first : first + len(spans)], width, count, number, i)
+        for i, ((width, spans, first), count) in enumerate(zip(found, counts))
+    ]
+    if number is not None:
+        _add_sequence_logp(number, options, batch_size)
     out: list[Prediction | None] = []
-    for (width, spans, first), count in zip(found, counts):
-        runs = range(first, first + len(spans))
-        path = best_path(spans, [float(scores[k]) for k in runs], width, count)
-        if path is None or any(far[first + k] for k in path):
+    for (width, spans, first), choices in zip(found, options):
+        if not choices:
             out.append(None)
             continue
+        digits, (_, path) = max(choices.items(), key=lambda kv: kv[1][0])
         rows = [first + k for k in path]
         out.append(
             Prediction(
                 "",
-                "".join(str(int(tokens[k, 0])) for k in rows),
-                [float(best[k]) for k in rows],
-                [[float(x) for x in probs[k, 0, :10]] for k in rows],
+                digits,
+                [float(probs[k, int(d)]) for k, d in zip(rows, digits)],
+                [[float(x) for x in probs[k]] for k in rows],
                 spans=[[spans[k][0] / width, spans[k][1] / width] for k in path],
             )
         )
     return out
+
+
+def _candidates(spans, table, width, count, number, i) -> dict[str, tuple[float, list[int]]]:
+    """{digits: (the digit reader's log P, the runs)} of one cluster's candidate rows: its
+    best row of `count` runs; with `number`, where it counts two digits or more, of one fewer
+    too, and the numbers model's reading (one digit against more is decided
+    before: `pieces._choose`; the numbers model takes any wide piece for two digits). Only
+    rows of runs the judge takes for digits."""
+    voted = number is not None and (count or 0) >= 2 and number[1][i] is not None
+    lengths = [count - 1, count] if voted else [count]
+    rows = {}
+    for n in lengths:
+        row = best_path(spans, table, width, n)
+        if row is not None and np.isfinite(row[0]):
+            rows["".join(str(int(table[k].argmax())) for k in row[1])] = row
+    said = number[2][i] if voted else None
+    if said and said not in rows:
+        row = best_path(spans, table, width, digits=said)
+        if row is not None and np.isfinite(row[0]):
+            rows[said] = row
+    return rows
+
+
+def _add_sequence_logp(number, options: list[dict], batch_size: int) -> None:
+    """Each candidate's score plus its log P under the numbers model, read from its cluster's
+    input to that model."""
+    model, inputs, _ = number
+    asked = [(i, s) for i, choices in enumerate(options) for s in choices if len(choices) > 1]
+    for start in range(0, len(asked), batch_size):
+        chunk = asked[start : start + batch_size]
+        x = np.stack([inputs[i] for i, _ in chunk])
+        for (i, s), logp in zip(chunk, sequence_logp(model, x, [s for _, s in chunk])):
+            total, path = options[i][s]
+            options[i][s] = (total + float(logp), path)

@@ -35,6 +35,9 @@ MARGIN = 0.3  # each piece is read on black this share of the digits' height aro
 # clusters re-read by the digit reader, cut into as many digits as the numbers model read there
 # (digitformer.inference.cuts); False: the numbers model's reading stands
 CUTS = True
+# ...and read as one digit fewer, or as the numbers model read it, where both readers together
+# find that more probable (`read_by_cuts(..., number=...)`)
+VOTE = True
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,12 @@ def read_in_pieces(
     as_number, number_part = read_as(number_model, "number", asked)
     read = {o: _choose(as_digit.get(o, (None,))[0], as_number.get(o, (None,))[0]) for o in owners}
     if CUTS and asked:  # the sequence model says how many digits, the digit reader which
-        read.update(_recut(digit_model, cut, asked, read, batch_size, device))
+        said = [as_number.get(o, (None, None)) for o in asked]
+        said = [(x, r.digits) if r and r.digits else (None, None) for r, x in said]
+        number = (number_model, [x for x, _ in said], [d for _, d in said])
+        read.update(
+            _recut(digit_model, cut, asked, read, batch_size, device, number if VOTE else None)
+        )
     unread = tuple(f"{labels[o]}: " for o in owners if read[o] is None)
     out.errors += [e for e in digit_part.errors + number_part.errors if e.startswith(unread)]
     for i, (result, pieces) in enumerate(zip(out.results, cut)):
@@ -211,12 +219,14 @@ def read_in_pieces(
     return out
 
 
-def _recut(digit_model, cut, asked, read, batch_size, device) -> dict:
+def _recut(digit_model, cut, asked, read, batch_size, device, number=None) -> dict:
     """{owner: reading} of the `asked` clusters the digit reader could cut into as many digits
-    as they were read to hold (their spans as shares of the whole picture)."""
+    as they were read to hold (with `number`, the numbers model and its inputs and readings
+    of them: or one fewer, or as it read them, `read_by_cuts`), their spans as shares of the whole
+    picture."""
     counts = [len(read[o].digits) if read[o] and read[o].digits else None for o in asked]
     clusters = [cut[i][k].image for i, k in asked]
-    found = read_by_cuts(digit_model, clusters, counts, batch_size, device)
+    found = read_by_cuts(digit_model, clusters, counts, batch_size, device, number)
     return {
         o: _within(f, cut[o[0]][o[1]].span, f"piece {o[1] + 1}")
         for o, f in zip(asked, found)
