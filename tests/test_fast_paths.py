@@ -34,6 +34,41 @@ def test_percentile_is_numpys(values, q):
 
 
 @FAST
+@given(
+    st.integers(paper.BRACKETED, 5 * paper.BRACKETED),
+    st.sampled_from(["uniform", "ties", "sorted", "mostly zero"]),
+    st.floats(0, 100),
+    st.integers(0, 2**32 - 1),
+)
+def test_a_large_percentile_bracketed_first_is_numpys(size, kind, q, seed):
+    """Large arrays are partitioned only near the answer: exact whatever the strided sample
+    saw (sorted values, heavy ties, a picture's mostly empty ink)."""
+    values = np.random.default_rng(seed).random(size, dtype=np.float32)
+    if kind == "ties":
+        values = np.round(values * 4) / 4
+    elif kind == "sorted":
+        values = np.sort(values)
+    elif kind == "mostly zero":
+        values = np.clip(values - 0.97, 0, None)
+    assert paper.percentile(values, q) == pytest.approx(np.percentile(values, q), abs=1e-6)
+
+
+@FAST
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(3, 40), st.integers(3, 40)),
+        elements=st.floats(0, 1, width=32),
+    ),
+    st.integers(1, 4),
+)
+def test_window_medians_are_numpys(framed, step):
+    size = max(1, (min(framed.shape) // 2) | 1)
+    windows = np.lib.stride_tricks.sliding_window_view(framed, (size, size))[::step, ::step]
+    assert np.array_equal(paper._window_medians(framed, size, step), np.median(windows, (2, 3)))
+
+
+@FAST
 @given(masks, st.integers(1, 4))
 def test_boundary_and_grow_are_scipys_erosion_and_dilation(mask, steps):
     assert np.array_equal(ink._boundary(mask), mask & ~ndimage.binary_erosion(mask))

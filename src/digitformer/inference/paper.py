@@ -52,11 +52,22 @@ def background(x: np.ndarray, wide: bool = False) -> np.ndarray:
     size = max(3, (min(small.shape) // 2) | 1)
     framed = frame_with_paper(small, size // 2)
     step = BACKGROUND_STEP if min(small.shape) >= 32 else 1
-    windows = np.lib.stride_tricks.sliding_window_view(framed, (size, size))[::step, ::step]
-    values = windows.reshape(*windows.shape[:2], -1)  # an odd count: the median is the middle
+    return spread(_window_medians(framed, size, step), step, small.shape, x.shape)
+
+
+def _window_medians(framed: np.ndarray, size: int, step: int) -> np.ndarray:
+    """The median of every `size`-square window of `framed` (an odd count: the middle value),
+    one every `step` pixels. Partitioned as the pixels' 16-bit ranks, which order as their
+    values do (ties by place) and partition twice as fast as the floats."""
+    flat = framed.ravel()
+    order = np.argsort(flat, kind="stable")
+    ranks = np.empty(flat.size, np.uint16 if flat.size <= 1 << 16 else np.int64)
+    ranks[order] = np.arange(flat.size)
+    view = np.lib.stride_tricks.sliding_window_view(ranks.reshape(framed.shape), (size, size))
+    windows = view[::step, ::step]
+    values = windows.reshape(*windows.shape[:2], -1)
     middle = values.shape[-1] // 2
-    background = np.partition(values, middle, axis=-1)[..., middle].astype(np.float32)
-    return spread(background, step, small.shape, x.shape)
+    return flat[order[np.partition(values, middle, axis=-1)[..., middle]]].astype(np.float32)
 
 
 def spread(samples: np.ndarray, step: int, small: tuple[int, int], shape: tuple[int, int]):
@@ -119,17 +130,54 @@ def frame_with_paper(small: np.ndarray, width: int) -> np.ndarray:
 def percentile(values: np.ndarray, q: float) -> float:
     """np.percentile(values, q) (linear; equal to within a float32 rounding), by one partition
     at one place and a minimum: several times faster than np.percentile and np.median, which
-    partition at several."""
+    partition at several. A large array is first bracketed (`_bracketed`): only the values
+    near the answer are partitioned."""
     flat = values.ravel()
     if flat.size == 0:
         return float("nan")  # as np.percentile (without its warning)
     position = q / 100 * (flat.size - 1)
     k = int(position)
-    part = np.partition(flat, k)
-    low = float(part[k])
-    if position == k:
-        return low
-    return low + (float(part[k + 1 :].min()) - low) * (position - k)
+    top = k + 1 if position > k and k + 1 < flat.size else k  # the last order statistic needed
+    near = _bracketed(flat, k, top) if flat.size >= BRACKETED else None
+    if near is not None:
+        below, near = near
+        part = np.partition(near, (k - below, top - below))
+        low, high = float(part[k - below]), float(part[top - below])
+    else:
+        part = np.partition(flat, k)
+        low = float(part[k])
+        high = float(part[k + 1 :].min()) if top > k else low
+    return low + (high - low) * (position - k)
+
+
+BRACKETED = 4096  # arrays this large are bracketed before they are partitioned
+SAMPLE = 1024  # ...by the order statistics of about this many of their values
+
+
+def _bracketed(flat: np.ndarray, k: int, top: int) -> tuple[int, np.ndarray] | None:
+    """The values of `flat` that hold its k-th to top-th smallest (from 0), and how many lie
+    below them; None when the bracket missed. Its bounds are order statistics of an evenly
+    strided sample, a few standard errors either side of the same rank (as Floyd and Rivest's
+    selection): the counts then prove it holds the answer, which is exact whatever the sample."""
+    sample = flat[:: max(1, flat.size // SAMPLE)]
+    m, n = sample.size, flat.size
+    spread = 3 * int(np.sqrt(m)) + 1
+    low_rank = int(k / n * m) - spread
+    high_rank = int(top / n * m) + spread
+    ranks = [r for r in (low_rank, high_rank) if 0 <= r < m]
+    part = np.partition(sample, ranks) if ranks else sample
+    inside = np.ones(n, bool)
+    below = 0
+    if low_rank >= 0:
+        low = part[low_rank]
+        inside &= flat >= low
+        below = n - int(np.count_nonzero(inside))
+    if high_rank < m:
+        inside &= flat <= part[high_rank]
+    near = flat[inside]
+    if below > k or below + near.size <= top:
+        return None
+    return below, near
 
 
 def median(values: np.ndarray) -> float:
