@@ -69,6 +69,12 @@ def test_window_medians_are_numpys(framed, step):
 
 
 @FAST
+@given(arrays(np.float32, st.integers(1, 5000), elements=st.floats(0, 1, width=32)))
+def test_the_256_bin_histogram_is_numpys(values):
+    assert np.array_equal(ink._histogram256(values), np.histogram(values, 256, (0.0, 1.0))[0])
+
+
+@FAST
 @given(masks, st.integers(1, 4))
 def test_boundary_and_grow_are_scipys_erosion_and_dilation(mask, steps):
     assert np.array_equal(ink._boundary(mask), mask & ~ndimage.binary_erosion(mask))
