@@ -75,6 +75,15 @@ def test_the_256_bin_histogram_is_numpys(values):
 
 
 @FAST
+@given(masks, st.integers(0, 2**32 - 1))
+def test_each_marks_peak_is_scipys_maximum(mask, seed):
+    labels, count = ndimage.label(mask)
+    values = np.random.default_rng(seed).random(mask.shape, dtype=np.float32)
+    want = ndimage.maximum(values, labels, np.arange(1, count + 1)) if count else []
+    assert np.array_equal(ink._peaks(labels, values, count)[1:], np.asarray(want, np.float32))
+
+
+@FAST
 @given(masks, st.integers(1, 4))
 def test_boundary_and_grow_are_scipys_erosion_and_dilation(mask, steps):
     assert np.array_equal(ink._boundary(mask), mask & ~ndimage.binary_erosion(mask))

@@ -275,11 +275,20 @@ def _faint_marks(ink, pieces, count: int, threshold: float, floor: float) -> np.
     as before. The darkest marks are cut where they were."""
     if count == 0:
         return np.zeros(ink.shape, bool)
-    tops = np.zeros(count + 1, ink.dtype)  # (of ink's type: ufunc.at casting is slow)
-    np.maximum.at(tops, pieces.ravel(), ink.ravel())  # each mark's peak (10x ndimage.maximum)
+    tops = _peaks(pieces, ink, count)
     tops[tops < floor] = np.inf
     tops[0] = np.inf
     return ink > threshold * tops[pieces]
+
+
+def _peaks(labels: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Each label's largest value, 1..count (0 at 0 and where a label has none; values are
+    non-negative): `np.maximum.at` over the labelled pixels alone, in the values' own type
+    (10x `ndimage.maximum`, which sorts; a float64 accumulator makes `ufunc.at` slow too)."""
+    on = labels > 0
+    peaks = np.zeros(count + 1, values.dtype)
+    np.maximum.at(peaks, labels[on], values[on])
+    return peaks
 
 
 def _slope(ink: np.ndarray) -> np.ndarray:
@@ -323,9 +332,7 @@ def _sharp_marks(
     labels, count = ndimage.label(mask, structure=EIGHT)
     if count <= 1:
         return mask
-    height = np.zeros(count + 1, ink.dtype)
-    np.maximum.at(height, labels.ravel(), ink.ravel())
-    height = height[1:]
+    height = _peaks(labels, ink, count)[1:]
     edge = _boundary(mask)
     rise = _labelled_percentile(slope[edge], labels[edge], count, 75)
     steep = rise / np.maximum(height, 1e-6)  # the inverse of its edges' width, in pixels
@@ -377,7 +384,8 @@ def _drop_specks(
             top[label], bottom[label] = box[0].start, box[0].stop
     if joined is not None:
         group = np.zeros(len(kept), joined.dtype)
-        group[labels.ravel()] = joined.ravel()  # each mark lies inside one joined piece
+        on = labels > 0  # (the background's group is never read: its area and height are 0)
+        group[labels[on]] = joined[on]  # each mark lies inside one joined piece
         together = np.bincount(group, weights=areas, minlength=int(joined.max()) + 1)
         together[0] = 0
         areas = together[group] * (areas > 0)
