@@ -128,10 +128,9 @@ def frame_with_paper(small: np.ndarray, width: int) -> np.ndarray:
 
 
 def percentile(values: np.ndarray, q: float) -> float:
-    """np.percentile(values, q) (linear; equal to within a float32 rounding), by one partition
-    at one place and a minimum: several times faster than np.percentile and np.median, which
-    partition at several. A large array is first bracketed (`_bracketed`): only the values
-    near the answer are partitioned."""
+    """np.percentile(values, q) (linear; equal to within a float32 rounding), by one partition:
+    several times faster than np.percentile and np.median. A large array is first bracketed
+    (`_bracketed`), and only the values near the answer are partitioned."""
     flat = values.ravel()
     if flat.size == 0:
         return float("nan")  # as np.percentile (without its warning)
