@@ -84,6 +84,14 @@ def test_each_marks_peak_is_scipys_maximum(mask, seed):
 
 
 @FAST
+@given(arrays(np.float32, st.tuples(st.integers(2, 40), st.integers(2, 40)),
+              elements=st.floats(-1, 1, width=32)))  # fmt: skip
+def test_the_slope_is_numpys_hypot_of_the_gradient(contrast):
+    gy, gx = np.gradient(contrast)
+    np.testing.assert_array_equal(ink._slope(contrast), np.hypot(gy, gx))
+
+
+@FAST
 @given(masks, st.integers(1, 4))
 def test_boundary_and_grow_are_scipys_erosion_and_dilation(mask, steps):
     assert np.array_equal(ink._boundary(mask), mask & ~ndimage.binary_erosion(mask))
