@@ -86,13 +86,10 @@ def train(
         run = _start(settings, task, logger, device, dist, resume=resume, force=force)
         run.started = started
         try:
-            summary = _train(run, on_epoch)
+            return _train(run, on_epoch)
         finally:
             if run.claim is not None:
                 run.claim.close()  # the run folder is free for the next training
-        if dist.active:  # no rank tears Gloo down while another still talks to it: without
-            torch.distributed.barrier()  # this, a loaded machine saw rank 0 abort at exit
-        return summary
     except RuntimeError as exc:
         if dist.active and ("Connection" in str(exc) or "timed out" in str(exc).lower()):
             raise DigitformerError(
