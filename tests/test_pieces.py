@@ -262,8 +262,7 @@ def overlapped(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
 
 def test_digits_whose_boxes_overlap_but_whose_inks_do_not_touch_are_read_apart(digits):
     """A slanted neighbour's tail over the next digit's columns leaves no empty column between
-    them: the run is cut along its marks, and each digit is read alone as if they stood apart.
-    (Slim digits, 1s, make runs no wider than a digit, which are read whole: see above.)"""
+    them: the run is cut along its marks, and each digit is read alone as if they stood apart."""
     number = digitformer.load("number")
     wide = np.flatnonzero(digits.labels != 1)
     pairs, right = 0, 0
@@ -298,3 +297,47 @@ def test_strokes_with_no_ink_under_them_and_a_faint_smudge_are_no_digits():
     faint = np.full((20, 20), 0.04, np.float32)
     with pytest.raises(NoInk):
         ink_to_mnist(Ink(faint, faint > 0))
+
+
+def test_a_1_close_beside_another_digit_is_cut_from_it_though_the_two_are_no_wider_than_one(
+    digits,
+):
+    """A 1 whose box overlaps a smaller neighbour's makes a run no wider than it is tall: it is
+    still two marks side by side, and cut along them (read whole, `14` was read `4`). Two loops
+    one above the other stay one digit (an 8)."""
+    from PIL import Image, ImageDraw
+    from scipy import ndimage
+
+    def ink(image, scale=1.0):
+        rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+        crop = Image.fromarray(image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+        size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+        return np.asarray(crop.resize(size, Image.BILINEAR), np.int32)
+
+    ones = np.flatnonzero(digits.labels == 1)[:100]
+    others = np.flatnonzero(digits.labels != 1)[:100]
+    narrow, cut = 0, 0
+    for one, other in zip(ones, others):
+        a, b = ink(digits.images[one]), ink(digits.images[other], 0.7)  # a smaller neighbour
+        pair = None
+        for overlap in range(1, min(a.shape[1], b.shape[1])):  # the most that does not touch
+            width = a.shape[1] + b.shape[1] - overlap
+            left, right = np.zeros((30, width), np.int32), np.zeros((30, width), np.int32)
+            left[: a.shape[0], : a.shape[1]] = a
+            right[a.shape[0] - b.shape[0] : a.shape[0], a.shape[1] - overlap :] = b
+            if (ndimage.binary_dilation(left > 0) & (right > 0)).any():
+                break
+            pair = np.pad(np.maximum(left, right), 8)
+        if pair is None or pair.shape[1] - 16 > a.shape[0]:
+            continue  # no overlap without touching, or wider than a digit: cut as before
+        narrow += 1
+        pieces = cut_at_gaps(1 - np.kron(pair, np.ones((2, 2))).astype(np.float32) / 255)
+        cut += len(pieces) == 2
+    assert narrow >= 8
+    assert cut >= narrow - 1
+    eight = Image.new("L", (60, 80), 255)
+    pen = ImageDraw.Draw(eight)
+    pen.ellipse((14, 6, 46, 36), outline=0, width=5)
+    pen.ellipse((10, 40, 50, 74), outline=0, width=5)  # 4 pixels below the upper loop
+    pieces = cut_at_gaps(np.asarray(eight, np.float32) / 255)
+    assert len(pieces) == 1 and pieces[0].single

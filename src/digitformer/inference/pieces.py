@@ -88,22 +88,16 @@ def cut_at_gaps(pixels: np.ndarray) -> list[Piece]:
 
 def _apart(image: np.ndarray, mask: np.ndarray, height: float) -> list:
     """A run of ink columns (`image`, its strokes `mask`) -> [(first column, stop column, its
-    ink, its strokes)] of the digits in it that do not touch: a run wider than a digit whose
-    marks stand apart (boxes that overlap, a slanted neighbour's tail over the next digit's
-    columns) is cut along its marks, not its columns. Only marks of a digit's height (DIGIT_PART
-    of the line's) make digits of their own; smaller ones join the nearest (a 5's bar, a broken
-    stroke), and tall marks sharing half the columns of the narrower are one digit (an 8 of
-    two loops)."""
+    ink, its strokes)] of the digits in it that do not touch: a run whose marks stand apart
+    (boxes that overlap, a slanted neighbour's tail over the next digit's columns) is cut along
+    its marks, not its columns, however narrow it is (a 1 beside a 4 is no wider than one
+    digit). Only marks of a digit's height (DIGIT_PART of the line's) make digits of their own;
+    smaller ones join the nearest (a 5's bar, a broken stroke), and tall marks sharing half the
+    columns of the narrower are one digit (an 8 of two loops)."""
     whole = [(0, image.shape[1], image, mask)]
-    if image.shape[1] <= SINGLE_WIDTH * DIGIT_PART * height:
-        return whole  # narrower than any mark tall enough to be a digit
     labels, count = ndimage.label(mask, EIGHT)
     boxes = ndimage.find_objects(labels)
     tall = [k for k, (r, _) in enumerate(boxes) if r.stop - r.start >= DIGIT_PART * height]
-    # wider than one digit: than its tallest mark (a digit above the other's baseline makes
-    # the two together taller than either)
-    if not tall or image.shape[1] <= SINGLE_WIDTH * max(_height(boxes[k]) for k in tall):
-        return whole
     groups = _side_by_side(boxes, tall)
     if len(groups) < 2:
         return whole
@@ -140,10 +134,6 @@ def _side_by_side(boxes: list, tall: list[int]) -> list[list[int]]:
         else:
             groups.append([k])
     return groups
-
-
-def _height(box: tuple[slice, slice]) -> int:
-    return box[0].stop - box[0].start
 
 
 def _centre(box: tuple[slice, slice]) -> float:
