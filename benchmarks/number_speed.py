@@ -7,9 +7,10 @@ measures speed, not accuracy), each written dark on white paper at twice the can
 saved as a PNG in a temporary folder, then times reading the folder as `predict` does
 (decoding, finding the ink, cutting into pieces, the digit and numbers models: `Reader`)
 in pieces (the default), in pieces with clusters read by the numbers model alone (no cuts),
-with the numbers model alone, and as the `predict` command reads a folder (`predict_paths`:
-in pieces, a process per thread, the readers loaded in the time), in the same run, best of
-`--repeat`.
+with the numbers model alone, as the `predict` command reads a folder (`predict_paths`:
+in pieces, a process per thread, the readers loaded in the time), and by the command itself
+in a fresh interpreter (`cli`: Python's start, the imports and writing a CSV too; the rows
+before share this process's imports), in the same run, best of `--repeat`.
 Also the share read right. Needs the MNIST test set (`digitformer data fetch`, or --data-dir).
 """
 
@@ -81,6 +82,25 @@ def timed_command(paths: list[str], repeat: int) -> tuple[float, dict, int]:
     return best, {r.file: r.digits for r in readings.results}, too_wide
 
 
+def timed_cli(folder: Path, repeat: int) -> tuple[float, dict, int]:
+    """As timed(), by `python -m digitformer predict --model number FOLDER --csv` in a fresh
+    interpreter: what a user waits for."""
+    import csv
+    import subprocess
+    import sys
+
+    out = folder.parent / "read.csv"
+    command = [sys.executable, "-m", "digitformer", "predict", "--model", "number", str(folder)]
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([*command, "--csv", str(out)], check=True, capture_output=True)
+        best = min(best, time.perf_counter() - t0)
+    with out.open() as f:
+        read = {row["file"]: row["digits"] or None for row in csv.DictReader(f)}
+    return best, read, 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
@@ -92,13 +112,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = {"count": args.count, "threads": args.threads, "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
-        truth = write_lines(Path(tmp), args.count, args.data_dir)
-        paths = sorted(str(p) for p in Path(tmp).glob("*.png"))
+        folder = Path(tmp) / "lines"
+        folder.mkdir()
+        truth = write_lines(folder, args.count, args.data_dir)
+        paths = sorted(str(p) for p in folder.glob("*.png"))
         rows = {
             "pieces": lambda: timed(paths, True, args.repeat, True),
             "pieces_no_cuts": lambda: timed(paths, True, args.repeat, False),
             "model_alone": lambda: timed(paths, False, args.repeat, False),
             "predict_command": lambda: timed_command(paths, args.repeat),
+            "cli": lambda: timed_cli(folder, args.repeat),
         }
         for name, row in rows.items():
             seconds, read, refused = row()

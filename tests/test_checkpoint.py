@@ -154,3 +154,22 @@ def test_bundled_models_by_name(tmp_path):
         model, meta = load_model(f"pretrained:{name}")
         assert meta["model_type"] == kind and meta["stored_as"] == "float16"
         assert all(p.dtype == torch.float32 for p in model.parameters())  # computes in fp32
+
+
+def test_loading_a_numbers_reader_does_not_import_torchdynamo():
+    """The shapes check builds the model on the meta device without its random fills, which
+    there (nn.Embedding's `normal_`) import TorchDynamo: 0.9 s of the start of every process
+    that reads numbers. Checked in a fresh interpreter (this one may have imported it); the
+    model loaded is the real one, and reads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, digitformer\n"
+        "reader = digitformer.load('number')\n"
+        "line = np.ones((40, 120), np.float32); line[8:32, 20:24] = 0; line[8:32, 60:64] = 0\n"
+        "print('torch._dynamo' in sys.modules, reader.predict(line)[0].digits)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "11"]

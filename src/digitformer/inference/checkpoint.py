@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from digitformer.inference.readers import READERS
 from digitformer.models import MODEL_TYPES, build_model
@@ -154,7 +155,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     allocated."""
     path, meta, shapes = read_meta(path)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _NoRandomInit():
             skeleton = build_model(meta["model_type"], meta["model_config"])
     except (TypeError, ValueError) as exc:
         raise DigitformerError(f"{path}: invalid model config ({exc})") from None
@@ -179,6 +180,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
         model.novelty = Novelty.load(novelty)  # says when a mark is no digit at all
     return model, meta
+
+
+class _NoRandomInit(TorchFunctionMode):
+    """A skeleton built without its random fills (its shapes are all it is for). On the meta
+    device `normal_` (nn.Embedding's) goes through `torch._refs`, which imports TorchDynamo:
+    0.9 s of the start of every process that loads a numbers reader."""
+
+    init = nn.init
+    SKIPPED = (torch.Tensor.normal_, torch.Tensor.uniform_, init.normal_, init.uniform_)
+    SKIPPED += (init.trunc_normal_, init.kaiming_uniform_, init.xavier_uniform_)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.SKIPPED:
+            return args[0] if args else (kwargs or {})["tensor"]  # filled in place: itself
+        return func(*args, **(kwargs or {}))
 
 
 # ---- training state for --resume ---------------------------------------------------------
