@@ -6,7 +6,8 @@
 Takes `--count` MNIST test digits (seeded) that the bundled digit reader gets right on their
 own 28x28 frame (reads as their label and does not refuse as "not a digit"), draws each dark
 on light paper (its frame 4x larger, 112x112) and puts the picture through each
-transformation with random parameters in the stated ranges (seeded):
+transformation with random parameters in the stated ranges (seeded; a handwriting's slant
+and width among them):
 the share read the same as on its own frame (a picture refused, as "no digit found" or as
 "not a digit" (`--no-novelty`: without that test), is not). Then blank pictures of each kind
 (nothing written): the share refused. And two sets of other pictures, scored by
@@ -124,6 +125,27 @@ def texture(picture: np.ndarray, rng) -> np.ndarray:
     return picture + (grain + rng.normal(0, 0.02, picture.shape)).astype(np.float32)
 
 
+def slanted(digit, rng):
+    """Leaning by -20 to +20 degrees (a shear: the top moved sideways, as handwriting leans)."""
+    picture = Image.fromarray(on_paper(digit))
+    tan, c = np.tan(np.radians(rng.uniform(-20, 20))), picture.height / 2
+    # each output pixel (x, y) reads the input at (x + tan * (y - c), y)
+    sheared = picture.transform(
+        picture.size, Image.AFFINE, (1, tan, -tan * c, 0, 1, 0), Image.BILINEAR, fillcolor=0.92
+    )
+    return np.asarray(sheared, np.float32)
+
+
+def narrower_or_wider(digit, rng):
+    """The picture's width times 0.6 to 1.6 (uniform in its log): a narrow or a broad hand."""
+    picture = on_paper(digit)
+    h, w = picture.shape
+    factor = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
+    method = Image.BOX if factor < 1 else Image.BILINEAR
+    squeezed = Image.fromarray(picture).resize((max(1, round(w * factor)), h), method)
+    return np.asarray(squeezed, np.float32)
+
+
 TRANSFORMS = {
     "crop to 0-50% margin": crop,
     "scale 0.25x-8x": scaled,
@@ -137,6 +159,8 @@ TRANSFORMS = {
     "lighting gradient": lambda d, r: gradient(on_paper(d), r),
     "soft shadow": lambda d, r: shadow(on_paper(d), r),
     "one side lighter (40-70%)": lighter_side,
+    "slanted +-20 degrees": slanted,
+    "narrower or wider (x0.6-1.6)": narrower_or_wider,
 }
 
 

@@ -118,3 +118,36 @@ def test_lower_resolution_spreads_fine_detail_keeps_the_ink_and_touches_its_shar
     assert torch.equal(random_resolution(images, torch.Generator(), 0.0), images)
     again = random_resolution(images, torch.Generator().manual_seed(0), 0.5)
     assert torch.equal(again, out)  # seeded
+
+
+def test_a_slant_leans_the_top_right_and_a_width_narrows_and_neither_unasked_draws_anything():
+    """A vertical bar slanted by 20 degrees leans by tan(20) of its height, its top to the
+    right; a width of 0.6 makes a level bar 0.6 as long; and a recipe without either draws the
+    same maps it drew before they existed (the same stream of random numbers)."""
+    import math
+
+    bar = torch.zeros(1, 1, 28, 28)
+    bar[..., 4:24, 13:15] = 1.0
+    leaned = warp(bar, 0.0, 1.0, 0.0, 0.0, None, 20.0, 1.0)[0, 0]
+    cols = torch.arange(28, dtype=torch.float32)
+
+    def centre(rows):
+        ink = leaned[rows]
+        return float((ink.sum(0) * cols).sum() / ink.sum())
+
+    lean = centre(slice(4, 8)) - centre(slice(20, 24))  # the top's centre minus the bottom's
+    assert abs(lean - math.tan(math.radians(20)) * 16) < 1.0
+    level = torch.zeros(1, 1, 28, 28)
+    level[..., 13:15, 4:24] = 1.0
+    narrow = warp(level, 0.0, 1.0, 0.0, 0.0, None, 0.0, 0.6)[0, 0]
+    assert abs(float(narrow.sum()) / float(level.sum()) - 0.6) < 0.05
+    digits = torch.rand(8, 1, 28, 28)
+    unasked = torch.Generator().manual_seed(3)
+    random_affine(digits, unasked, rotate=15.0)
+    four_each = torch.Generator().manual_seed(3)
+    torch.rand(8, 4, generator=four_each)  # what it drew before: shift, rotation, scale
+    assert torch.equal(unasked.get_state(), four_each.get_state())
+    asked = torch.Generator().manual_seed(3)
+    random_affine(digits, asked, rotate=15.0, shear=20.0, aspect=0.4)
+    torch.rand(8, 2, generator=four_each)  # ...then a slant and a width for each
+    assert torch.equal(asked.get_state(), four_each.get_state())

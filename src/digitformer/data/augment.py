@@ -20,6 +20,8 @@ def random_affine(
     scale: float = 0.1,
     elastic: float = 0.0,
     sigma: float = 4.0,
+    shear: float = 0.0,
+    aspect: float = 0.0,
 ) -> torch.Tensor:
     """Apply one random affine map per image: images (N, 1, H, W) float -> same shape.
 
@@ -27,6 +29,10 @@ def random_affine(
     generator so a seed gives the same augmentation on any device. elastic > 0 adds a smooth
     random displacement field (uniform noise per pixel blurred by a Gaussian of `sigma` pixels)
     whose standard deviation is about `elastic` pixels. Simard's alpha 34, sigma 4 is ~1.4.
+    shear > 0: a slant of up to that many degrees either way (the top moved sideways, as
+    people's writing leans); aspect > 0: the width times exp(+-aspect), uniform in its log
+    (a narrower or wider hand). Each is drawn only when asked for, after the rest, so a recipe
+    without them draws what it drew before.
     """
     n = images.shape[0]
     u = torch.rand(n, 4, generator=generator) * 2 - 1  # (N, 4) in [-1, 1]
@@ -34,8 +40,17 @@ def random_affine(
     if elastic > 0:
         flow = elastic_flow(n, *images.shape[2:], elastic, sigma, generator)
         flow = flow.to(images.device, images.dtype)
+    slant = (torch.rand(n, generator=generator) * 2 - 1) * shear if shear > 0 else 0.0
+    width = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * aspect) if aspect > 0 else 1.0
     return warp(
-        images, u[:, 0] * rotate, 1 + u[:, 1] * scale, -u[:, 2] * shift, -u[:, 3] * shift, flow
+        images,
+        u[:, 0] * rotate,
+        1 + u[:, 1] * scale,
+        -u[:, 2] * shift,
+        -u[:, 3] * shift,
+        flow,
+        slant,
+        width,
     )
 
 
@@ -57,19 +72,32 @@ def elastic_flow(
     return blur * (elastic * 2 * math.sqrt(math.pi) * sigma * math.sqrt(3))
 
 
-def warp(images, degrees, zoom, dx, dy, flow: torch.Tensor | None = None) -> torch.Tensor:
+def warp(
+    images, degrees, zoom, dx, dy, flow: torch.Tensor | None = None, slant=0.0, width=1.0
+) -> torch.Tensor:
     """Rotate (degrees), scale (zoom) and shift (pixels) each image (N, 1, H, W) about its
     centre, zero outside; each argument a tensor (N,) or a number. Whole-pixel shifts are exact.
-    `flow` (N, 2, H, W), x then y displacement in pixels, is added where each output pixel reads."""
+    `flow` (N, 2, H, W), x then y displacement in pixels, is added where each output pixel reads.
+    `slant` (degrees, positive: the top leans right) and `width` (a factor on the width) come
+    before the rotation and zoom."""
     n, _, h, w = images.shape
-    degrees, zoom, dx, dy = (
-        torch.as_tensor(v, dtype=torch.float32).expand(n) for v in (degrees, zoom, dx, dy)
+    degrees, zoom, dx, dy, slant, width = (
+        torch.as_tensor(v, dtype=torch.float32).expand(n)
+        for v in (degrees, zoom, dx, dy, slant, width)
     )
     angle = degrees * (math.pi / 180)
     # affine_grid maps output coords to input coords in [-1, 1]: invert the zoom and the shift
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     tx, ty = -dx * 2 / w, -dy * 2 / h
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    # ...and, read first, the inverse of the slant and the width: x_in = (x + tan * y) / width
+    # (y grows downwards: the top, y < 0, moves right for a positive slant)
+    tan = torch.tan(slant * (math.pi / 180))
+    lean = torch.stack(
+        [torch.stack([1 / width, tan / width], 1), torch.stack([torch.zeros(n), torch.ones(n)], 1)],
+        1,
+    )  # (N, 2, 2); the identity when neither is asked for, and then theta is as it was
+    theta = lean @ theta
     grid = F.affine_grid(
         theta.to(images.device, images.dtype), list(images.shape), align_corners=False
     )
@@ -184,5 +212,7 @@ def as_trained(
         settings.get("aug_scale", 0.1),
         settings.get("aug_elastic", 0.0),
         settings.get("aug_elastic_sigma", 4.0),
+        settings.get("aug_shear", 0.0),
+        settings.get("aug_aspect", 0.0),
     )
     return random_resolution(images, generator, settings.get("aug_lowres", 0.0))

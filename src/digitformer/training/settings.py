@@ -55,6 +55,8 @@ class TrainSettings:
     aug_scale: float = 0.1  # +- fraction
     aug_elastic: float = 0.0  # elastic distortion, deviation in pixels; 0: none
     aug_elastic_sigma: float = 4.0  # smoothness of the elastic field, pixels
+    aug_shear: float = 0.0  # a slant of up to this many degrees either way; 0: none
+    aug_aspect: float = 0.0  # the width times exp(+-this); 0: none
     aug_stroke: float = 0.0  # share of images drawn with a thicker or thinner pen
     aug_lowres: float = 0.0  # share of images seen at a lower resolution (9-16 px a frame)
     aug_blur: float = 0.0  # numbers: share of numbers out of focus
