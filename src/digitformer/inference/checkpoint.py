@@ -187,9 +187,10 @@ class _NoRandomInit(TorchFunctionMode):
     device `normal_` (nn.Embedding's) goes through `torch._refs`, which imports TorchDynamo:
     0.9 s of the start of every process that loads a numbers reader."""
 
-    init = nn.init
-    SKIPPED = (torch.Tensor.normal_, torch.Tensor.uniform_, init.normal_, init.uniform_)
-    SKIPPED += (init.trunc_normal_, init.kaiming_uniform_, init.xavier_uniform_)
+    SKIPPED: frozenset = frozenset(
+        (torch.Tensor.normal_, torch.Tensor.uniform_, nn.init.normal_, nn.init.uniform_)
+        + (nn.init.trunc_normal_, nn.init.kaiming_uniform_, nn.init.xavier_uniform_)
+    )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in self.SKIPPED:
