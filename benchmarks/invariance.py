@@ -44,10 +44,12 @@ def on_paper(digit: np.ndarray, scale: int = SCALE) -> np.ndarray:
     return 0.92 - 0.8 * ink / 255
 
 
-def resized(picture: np.ndarray, factor: float) -> np.ndarray:
+def resized(picture: np.ndarray, factor: float, height: float | None = None) -> np.ndarray:
+    """`picture` scaled by `factor` (its height by `height` where given)."""
     h, w = picture.shape
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    method = Image.BOX if factor < 1 else Image.BILINEAR
+    height = factor if height is None else height
+    size = (max(1, round(w * factor)), max(1, round(h * height)))
+    method = Image.BOX if min(factor, height) < 1 else Image.BILINEAR
     return np.asarray(Image.fromarray(picture.astype(np.float32)).resize(size, method), np.float32)
 
 
@@ -138,12 +140,7 @@ def slanted(digit, rng):
 
 def narrower_or_wider(digit, rng):
     """The picture's width times 0.6 to 1.6 (uniform in its log): a narrow or a broad hand."""
-    picture = on_paper(digit)
-    h, w = picture.shape
-    factor = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
-    method = Image.BOX if factor < 1 else Image.BILINEAR
-    squeezed = Image.fromarray(picture).resize((max(1, round(w * factor)), h), method)
-    return np.asarray(squeezed, np.float32)
+    return resized(on_paper(digit), float(np.exp(rng.uniform(np.log(0.6), np.log(1.6)))), 1.0)
 
 
 TRANSFORMS = {
