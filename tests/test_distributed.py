@@ -33,6 +33,7 @@ DRIVER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from helpers import settings_for
     from digitformer.training.train import train
+    from digitformer.utils.runtime import end_worker
 
     steps, unequal = [0], [0]
 
@@ -51,6 +52,7 @@ DRIVER = textwrap.dedent(
     settings = settings_for("encoder-only", {data!r}, Path({root!r}), run="ddp", **{run!r})
     train(settings)
     Path({root!r}, f"rank{{os.environ['RANK']}}.txt").write_text(f"{{steps[0]}} {{unequal[0]}}")
+    end_worker(0)  # as `digitformer train` ends a worker
     """
 )
 

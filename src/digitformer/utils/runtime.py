@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import torch
 from threadpoolctl import threadpool_limits
@@ -130,6 +131,17 @@ def init_distributed(device: torch.device, dist: Dist) -> None:
         raise DigitformerError(f"the {backend} backend is not available in this PyTorch build")
     seconds = float(os.environ.get("DIGITFORMER_DIST_TIMEOUT", "300"))
     torch_dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds))
+
+
+def end_worker(code: int = 0) -> NoReturn:
+    """End a torchrun worker whose run is saved, without the interpreter's teardown. Under
+    load a Gloo worker thread can still be letting go of the last collective's tensor when
+    the interpreter finalizes; it then needs the GIL, Python ends the thread, and the process
+    aborts ("terminate called without an active exception", seen in a core dump; DDP keeps
+    the group alive past destroy_process_group, so its threads cannot be joined first)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def device_for(dist: Dist, device: torch.device) -> torch.device:

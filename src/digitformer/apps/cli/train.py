@@ -116,7 +116,7 @@ def cmd_train(args) -> int:
     from digitformer.training.logger import export_wandb_env
     from digitformer.training.settings import env_settings, resolve_settings
     from digitformer.training.train import STATE_FILE, check_model_settings, run_folder, train
-    from digitformer.utils.runtime import dist_env
+    from digitformer.utils.runtime import dist_env, end_worker
 
     if args.nproc is not None:
         return _launch(args.nproc, args.argv)
@@ -151,6 +151,8 @@ def cmd_train(args) -> int:
     if main_process:
         best, where = 100 * summary["best"], summary["run_dir"]
         print(f"done: best validation {best:.2f}%; checkpoints in {where}")
+    if dist_env().active:
+        end_worker(0)  # saved: skip the teardown where Gloo's threads can abort the process
     return 0
 
 
