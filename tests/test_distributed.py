@@ -126,3 +126,24 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_refused(data, tmp_p
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(DigitformerError, match="RANK 2 does not fit WORLD_SIZE 2"):
         train(settings)
+
+
+def test_train_nproc_2_through_the_command_ends_cleanly(data, tmp_path):
+    """`digitformer train --nproc 2`: torchrun's workers end with end_worker once saved (the
+    interpreter's teardown could abort a Gloo worker); the run is whole and reported once."""
+    args = ["train", "encoder-only", "--nproc", "2", "--env-file", "none", "--data-dir", str(data)]
+    args += ["--out-dir", str(tmp_path / "runs"), "--no-display", "--epochs", "1", "--name", "cli"]
+    args += ["--set", "train_size=128", "--set", "val_size=64", "--set", "model.depth=1"]
+    args += ["--set", "model.dim=32", "--set", "batch_size=32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIGITFORMER_DIST_TIMEOUT": "30"}
+    result = subprocess.run(
+        [sys.executable, "-m", "digitformer", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done: best validation") == 1  # rank 0 alone reports
+    model, meta = load_model(tmp_path / "runs" / "cli")
+    assert meta["epoch"] == 1
