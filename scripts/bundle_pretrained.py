@@ -1,11 +1,14 @@
 """Bundle a trained run into the package as a pretrained model, and measure it as stored.
 
     python -m scripts.bundle_pretrained RUN --name digit --command "digitformer train ..."
+    python -m scripts.bundle_pretrained RUN --name digit --partner --command "..."
 
 Writes src/digitformer/pretrained/NAME.safetensors (weights in fp16: half the size; the
 model computes in fp32 once loaded) and updates pretrained/report.json with the test results
 of exactly those stored weights (read once and with --tta), the run, the command that trained
-it and the commit it was trained at.
+it and the commit it was trained at. --partner: the run becomes NAME.partner.safetensors, a
+second reader that the bundled one averages its readings with (`readers.read`); the report gives
+it alone and the two together (what `pretrained:NAME` now reads).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def main() -> None:
     parser.add_argument("--commit", help="the commit it was trained at (default: HEAD)")
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--no-tta", dest="tta", action="store_false")
+    parser.add_argument("--partner", action="store_true", help="bundle as NAME's partner")
     args = parser.parse_args()
     weights, meta = read_checkpoint(args.run)
     task = READERS[args.name].task
@@ -54,17 +58,24 @@ def main() -> None:
         raise DigitformerError(f"pretrained:{args.name} must be trained on {task}")
     half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     meta = {**meta, "stored_as": "float16", "history": meta.get("history", [])[-1:]}
-    target = PRETRAINED_DIR / f"{args.name}.safetensors"
+    entry = f"{args.name}.partner" if args.partner else args.name
+    target = PRETRAINED_DIR / f"{entry}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         save_file(half, str(tmp), metadata={"digitformer": json.dumps(meta)})
     commit = args.commit or subprocess.check_output(["git", "rev-parse", "HEAD"], text=True)
     reading = {}
+    # what pretrained:NAME reads (with its partner, where it has one); a partner alone too
+    sources = {"": f"pretrained:{args.name}"}
+    if args.partner:
+        sources = {"": str(target), "with its partner, ": f"pretrained:{args.name}"}
     for tta in (False, True) if args.tta else (False,):
-        result = evaluate_checkpoint(f"pretrained:{args.name}", "test", args.data_dir, tta=tta)
-        reading["tta" if tta else "once"] = {k: result[k] for k in KEPT if k in result}
+        for label, source in sources.items():
+            result = evaluate_checkpoint(source, "test", args.data_dir, tta=tta)
+            key = label + ("tta" if tta else "once")
+            reading[key] = {k: result[k] for k in KEPT if k in result}
     report = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
-    report[args.name] = {
+    report[entry] = {
         "model_type": meta["model_type"],
         "parameters": sum(v.numel() for v in weights.values()),
         "bytes": target.stat().st_size,
@@ -78,7 +89,7 @@ def main() -> None:
         "torch": torch.__version__,
     }
     REPORT.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report[args.name], indent=2))
+    print(json.dumps(report[entry], indent=2))
 
 
 if __name__ == "__main__":

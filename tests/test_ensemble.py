@@ -134,3 +134,40 @@ def test_a_digit_read_unsure_is_read_again_in_its_views(monkeypatch):
     torch.testing.assert_close(torch.from_numpy(probs[:, 0]), expected)
     _, plain, _ = readers.read_judged(model, images.numpy())
     torch.testing.assert_close(torch.from_numpy(plain[:, 0]), alone)
+
+
+def test_a_digit_reader_with_a_partner_reads_with_both(monkeypatch):
+    """`model.partners`: read gives the mean of the two models' probabilities; read_judged
+    with views asks the partner only of the digits the model is unsure of (their views
+    averaged over both), and reads a sure digit as the model alone does."""
+    from digitformer.inference import readers
+
+    a, b = models("encoder-only", 2)
+    images = (torch.rand(8, 28, 28) * 255).to(torch.uint8)
+    x = images[:, None].float() / 255
+    pair = Ensemble([a, b])(x).exp()
+    alone = F.softmax(a(x), -1)
+    a.partners = [b]
+    _, probs = readers.read(a, images.numpy())
+    torch.testing.assert_close(torch.from_numpy(probs[:, 0]), pair)
+    monkeypatch.setattr(readers, "UNSURE", float(alone.max(-1).values.median()))
+    unsure = alone.max(-1).values < readers.UNSURE
+    assert 0 < unsure.sum() < len(images)
+    tokens, judged, _ = readers.read_judged(a, images.numpy(), views=True)
+    expected = torch.where(unsure[:, None], Ensemble([a, b], tta=True)(x).exp(), alone)
+    torch.testing.assert_close(torch.from_numpy(judged[:, 0]), expected)
+    assert (tokens[:, 0] == expected.argmax(-1).numpy()).all()
+
+
+def test_the_bundled_digit_reader_loads_its_partner_when_first_needed(mnist_dir):
+    from digitformer.inference.checkpoint import load_model
+    from digitformer.inference.readers import partners_of, read_judged
+
+    model, _ = load_model("pretrained:digit")
+    assert getattr(model, "partners", None) is None  # not loaded yet
+    blank = torch.zeros(1, 28, 28, dtype=torch.uint8).numpy()
+    read_judged(model, blank, views=True)  # a blank frame: unsure, so the partner is asked
+    (partner,) = model.partners
+    assert partner is not model and partners_of(model) == [partner]
+    result = evaluate_checkpoint("pretrained:digit", "test", str(mnist_dir), device="cpu")
+    assert result["models"] == 2

@@ -179,6 +179,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         from digitformer.inference.novelty import Novelty
 
         model.novelty = Novelty.load(novelty)  # says when a mark is no digit at all
+    partner = path.with_suffix(".partner.safetensors")
+    if path.parent == PRETRAINED_DIR and partner.is_file():  # a second digit reader, loaded
+        model.partner_path = partner  # when first needed (readers.partners_of)
     return model, meta
 
 

@@ -153,7 +153,11 @@ def read(
         raise DigitformerError("batch size must be at least 1")
     tokens, probs = [], []
     for batch in torch.from_numpy(images).split(batch_size):
-        t, p = cast(Any, model).read(to_float(batch.to(device)))  # ViT.read or Seq2Seq.read
+        x = to_float(batch.to(device))
+        t, p = cast(Any, model).read(x)  # ViT.read or Seq2Seq.read
+        if partners_of(model):
+            p = _with_partners(model, x, p[:, 0].float())[:, None]
+            t = p.argmax(-1)
         tokens.append(t.cpu().numpy())
         probs.append(p.float().cpu().numpy())
     return np.concatenate(tokens), np.concatenate(probs)
@@ -186,8 +190,7 @@ def read_judged(
         x = to_float(batch.to(device))
         cls = model.forward_features(x)[0][:, 0]
         seen = model.head(cls).float().softmax(-1)
-        if views:
-            seen = _second_look(model, x, seen)
+        seen = _second_look(model, x, seen) if views else _with_partners(model, x, seen)
         batches.append(seen[:, None].cpu().numpy())
         if novelty is not None:
             far.append(novelty.is_novel(cls.float().cpu()).numpy())
@@ -195,17 +198,48 @@ def read_judged(
     return joined.argmax(-1), joined, np.concatenate(far) if far else None
 
 
+def partners_of(model: nn.Module) -> list[nn.Module]:
+    """Other digit ViTs trained alike that a digit reader averages its readings with: the
+    bundled one has one (docs/numbers.md, "Two digit readers"), loaded the first time it is
+    needed (`model.partner_path`, set by `checkpoint.load_model`), so a reader whose digits
+    are all sure never loads it. Its judge and attention stay the model's own."""
+    found = getattr(model, "partners", None)
+    if found is None:
+        path = getattr(model, "partner_path", None)
+        if path is None:
+            return []
+        from digitformer.inference.checkpoint import load_model
+
+        device = next(model.parameters()).device
+        found = [load_model(path, device)[0]]
+        vars(model)["partners"] = found  # a plain attribute, not one of its modules
+    return found
+
+
+def _with_partners(model: nn.Module, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """probs (B, 10), a digit ViT's own of x, averaged with its partners' (`partners_of`)."""
+    partners = partners_of(model)
+    if not partners:
+        return probs
+    return torch.stack([probs, *(p(x).float().softmax(-1) for p in partners)]).mean(0)
+
+
 def _second_look(model: nn.Module, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """probs (B, 10) of digits x (B, 1, 28, 28), those under UNSURE averaged over the views."""
+    """probs (B, 10) of digits x (B, 1, 28, 28), the model's own; those under UNSURE averaged
+    over the views, the model's and its partners' (`partners_of`): a sure digit costs one
+    reading, and a reader whose digits are all sure never loads its partner."""
     from digitformer.inference.ensemble import tta_views
 
     unsure = probs.max(-1).values < UNSURE
     if not unsure.any():
         return probs
-    others = torch.cat(tta_views(x[unsure])[1:])  # the first view is the digit as it is
-    seen = model(others).float().softmax(-1).view(-1, int(unsure.sum()), probs.shape[-1])
+    doubtful = x[unsure]
+    first = _with_partners(model, doubtful, probs[unsure])
+    others = torch.cat(tta_views(doubtful)[1:])  # the first view is the digit as it is
+    seen = _with_partners(model, others, model(others).float().softmax(-1))
+    seen = seen.view(-1, int(unsure.sum()), probs.shape[-1])
     probs = probs.clone()
-    probs[unsure] = torch.cat([probs[unsure][None], seen]).mean(0)
+    probs[unsure] = torch.cat([first[None], seen]).mean(0)
     return probs
 
 

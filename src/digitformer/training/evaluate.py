@@ -9,7 +9,7 @@ import numpy as np
 
 from digitformer.inference.checkpoint import load_model
 from digitformer.inference.ensemble import Ensemble
-from digitformer.inference.readers import kind_of
+from digitformer.inference.readers import kind_of, partners_of
 from digitformer.training.tasks import task_for_checkpoint
 from digitformer.utils.errors import DigitformerError
 from digitformer.utils.runtime import pick_device
@@ -34,11 +34,13 @@ def evaluate_checkpoint(
     paths = path if isinstance(path, list) else [path]
     loaded = [load_model(p, dev) for p in paths]
     model, meta = loaded[0]
-    if len(loaded) > 1 or tta:
+    # a bundled digit reader reads with its partner (readers.read): measured as it reads
+    members = [m for loaded_model, _ in loaded for m in (loaded_model, *partners_of(loaded_model))]
+    if len(members) > 1 or tta:
         types = {m["model_type"] for _, m in loaded}
         if len(types) > 1:
             raise DigitformerError(f"an ensemble needs one model type, got {sorted(types)}")
-        model = Ensemble([m for m, _ in loaded], tta=tta).eval()
+        model = Ensemble(members, tta=tta).eval()
     if beam_size != 1:  # checked before the data is loaded
         if kind_of(model).name == "digit" or len(paths) > 1 or tta:
             raise DigitformerError("--beam is for a single encoder-decoder checkpoint, no --tta")
@@ -49,7 +51,7 @@ def evaluate_checkpoint(
     views = len(kind_of(model).views)
     return {
         "checkpoint": ", ".join(map(str, paths)),
-        "models": len(paths),
+        "models": len(members),
         "model_type": meta["model_type"],
         "kind": kind_of(model).name,
         "split": split,
