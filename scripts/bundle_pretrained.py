@@ -7,8 +7,8 @@ Writes src/digitformer/pretrained/NAME.safetensors (weights in fp16: half the si
 model computes in fp32 once loaded) and updates pretrained/report.json with the test results
 of exactly those stored weights (read once and with --tta), the run, the command that trained
 it and the commit it was trained at. --partner: the run becomes NAME.partner.safetensors, a
-second reader that the bundled one averages its readings with (`readers.read`); the report gives
-it alone and the two together (what `pretrained:NAME` now reads).
+second reader that the bundled one asks where it is unsure (`readers.partners_of`); the report
+gives it alone and the two together (what `eval pretrained:NAME` now measures).
 """
 
 from __future__ import annotations
