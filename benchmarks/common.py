@@ -33,6 +33,9 @@ def machine() -> str:
     where = (
         f"{os.cpu_count()} vCPU {cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    flags = getattr(torch.cpu, "get_capabilities", dict)()
+    bf16 = [name for name in ("amx_bf16", "avx512_bf16") if flags.get(name)]
+    where += f", bf16 units: {' '.join(bf16) or 'none'}"
     if torch.cuda.is_available():
         where = f"{torch.cuda.get_device_name()} + {where}"
     return where

@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 import time
 
+import torch
 from torch.profiler import ProfilerActivity, profile
+
+from digitformer.utils.runtime import autocast
 
 # Op names (aten's, less "aten::") -> family; the first pattern that matches names it.
 FAMILIES = (
@@ -45,18 +48,21 @@ def family(op: str) -> str:
     return "other ops"
 
 
-def run_steps(task, model, optimizer, batches) -> float:
+def run_steps(task, model, optimizer, batches, precision: str = "fp32") -> float:
     """A training step on each (images, labels) of `batches`; the seconds they took."""
     t0 = time.perf_counter()
     for images, labels in batches:
-        loss, _, _ = task.loss(model, images, labels)
+        with autocast(torch.device("cpu"), precision):
+            loss, _, _ = task.loss(model, images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return time.perf_counter() - t0
 
 
-def step_breakdown(task, model, optimizer, batches, steps: int = 20, warmup: int = 3) -> dict:
+def step_breakdown(
+    task, model, optimizer, batches, steps: int = 20, warmup: int = 3, precision: str = "fp32"
+) -> dict:
     """Seconds a step spends drawing its batch and in forward, backward and the optimizer
     (timed apart, `steps` steps after `warmup`), and the shares of the model's step
     (forward + backward + optimizer, profiled again without the batches) by op family."""
@@ -67,7 +73,8 @@ def step_breakdown(task, model, optimizer, batches, steps: int = 20, warmup: int
         t0 = time.perf_counter()
         images, labels = next(batches)
         t1 = time.perf_counter()
-        loss, _, _ = task.loss(model, images, labels)
+        with autocast(torch.device("cpu"), precision):
+            loss, _, _ = task.loss(model, images, labels)
         t2 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -79,7 +86,7 @@ def step_breakdown(task, model, optimizer, batches, steps: int = 20, warmup: int
                 phases[name] += dt / steps
             drawn.append((images, labels))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        wall = run_steps(task, model, optimizer, drawn)
+        wall = run_steps(task, model, optimizer, drawn, precision)
     by_family: dict[str, float] = {}
     by_op: dict[str, float] = {}
     for event in prof.key_averages():

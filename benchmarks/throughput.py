@@ -4,6 +4,7 @@
     python -m benchmarks.throughput --steps 60
     python -m benchmarks.throughput --efficiency --inference --json benchmarks/results/speed.json
     python -m benchmarks.throughput --efficiency --ops --profiles default   (where the time goes)
+    python -m benchmarks.throughput --efficiency --precision fp32,bf16   (bf16 autocast beside fp32)
     (--profiles default,fast: the profiles --efficiency and --inference measure, of both tasks)
 
 ours:     attention through F.scaled_dot_product_attention; the whole training set in memory as a
@@ -19,7 +20,10 @@ training speed, and the machine's fp32 matrix-multiply peak measured in the same
 of 2048x2048 torch.mm), as a percentage; of every task that has the profile (encoder-only,
 encoder-decoder, numbers). With --ops, also a step's time by phase (drawing the batch, forward,
 backward, optimizer) and its ops' time by family (benchmarks/ops.py); with --compile, the same
-steps through torch.compile, against eager timed again after it.
+steps through torch.compile, against eager timed again after it. With --precision fp32,bf16,
+each profile's steps in fp32 and under bf16 autocast (the attention kernel in fp32: the
+training's own `precision` setting), the share still that of the fp32 peak: on a CPU with AMX
+bf16 matrix units, bf16 can pass it.
 --inference: digits/s and grids/s at batch 1 (latency) and batch 512 (throughput) for PyTorch
 eager, TorchScript and ONNX Runtime, on the same inputs; the answers must agree.
 """
@@ -43,6 +47,7 @@ from digitformer.training.settings import PROFILE_DIR, resolve_settings
 from digitformer.training.tasks import TASKS, build_task
 from digitformer.training.train import make_optimizer
 from digitformer.utils.errors import DigitformerError
+from digitformer.utils.runtime import autocast
 
 
 class HandAttention(Attention):
@@ -71,14 +76,17 @@ class PerSampleDigits(Dataset):
         return image[0], self.labels[i]
 
 
-def time_steps(model, optimizer, task, batches, steps: int, warmup: int = 5) -> float:
+def time_steps(
+    model, optimizer, task, batches, steps: int, warmup: int = 5, precision: str = "fp32"
+) -> float:
     model.train()
     batches = iter(batches)
     for i in range(warmup + steps):
         if i == warmup:
             t0 = time.perf_counter()
         images, labels = next(batches)
-        loss, _, _ = task.loss(model, images, labels)
+        with autocast(torch.device("cpu"), precision):
+            loss, _, _ = task.loss(model, images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -142,21 +150,23 @@ def efficiency(args) -> list[dict]:
         torch.manual_seed(0)
         model = build_model(task.model_type, settings.model)
         optimizer = make_optimizer(model, settings, fused=False)
-        rate = time_steps(model, optimizer, task, batches, args.steps)
         counted = build_model(task.model_type, settings.model)
         hand_attention(counted)
         flops = training_flops(task, counted, next(task.train_batches(0)))
-        rows.append(
-            {
-                "task": task_name,
-                "profile": profile,
-                "training_flops_per_sample": flops,
-                "samples_per_second": rate,
-                "gflops_per_second": flops * rate / 1e9,
-                "matmul_peak_gflops": peak,
-                "share_of_peak": flops * rate / 1e9 / peak,
-            }
-        )
+        for precision in args.precision.split(","):  # the same model and optimizer, in turn
+            rate = time_steps(model, optimizer, task, batches, args.steps, precision=precision)
+            rows.append(
+                {
+                    "task": task_name,
+                    "profile": profile,
+                    "precision": precision,
+                    "training_flops_per_sample": flops,
+                    "samples_per_second": rate,
+                    "gflops_per_second": flops * rate / 1e9,
+                    "matmul_peak_gflops": peak,
+                    "share_of_peak": flops * rate / 1e9 / peak,
+                }
+            )
         if args.compile:  # the same steps through torch.compile (Inductor), its warm-up apart
             compiled = torch.compile(model, dynamic=False)
             time_steps(compiled, optimizer, task, batches, 3, warmup=0)
@@ -166,9 +176,11 @@ def efficiency(args) -> list[dict]:
             rows[-1]["eager_samples_per_second_again"] = time_steps(
                 model, optimizer, task, batches, args.steps
             )
-        if args.ops:
-            rows[-1]["breakdown"] = step_breakdown(task, model, optimizer, batches, args.ops_steps)
-            print_breakdown(f"{task_name} `{profile}`", rows[-1]["breakdown"])
+        for row in rows[-len(args.precision.split(",")) :] if args.ops else []:
+            row["breakdown"] = step_breakdown(
+                task, model, optimizer, batches, args.ops_steps, precision=row["precision"]
+            )
+            print_breakdown(f"{task_name} `{profile}` {row['precision']}", row["breakdown"])
     for r in rows:
         if "compiled_samples_per_second" in r:
             print(
@@ -177,11 +189,12 @@ def efficiency(args) -> list[dict]:
                 f"{r['compiled_samples_per_second']:,.0f}"
             )
     print(f"fp32 matmul peak (2048x2048 torch.mm): {peak:.1f} GFLOP/s")
-    print("| model | training MFLOP/sample | samples/s | GFLOP/s | of the matmul peak |")
-    print("|---|---|---|---|---|")
+    print("| model | precision | training MFLOP/sample | samples/s | GFLOP/s | of the fp32 peak |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['task']} `{r['profile']}` | {r['training_flops_per_sample'] / 1e6:,.1f} | "
+            f"| {r['task']} `{r['profile']}` | {r['precision']} | "
+            f"{r['training_flops_per_sample'] / 1e6:,.1f} | "
             f"{r['samples_per_second']:,.0f} | {r['gflops_per_second']:.1f} | "
             f"{100 * r['share_of_peak']:.0f}% |"
         )
@@ -286,6 +299,12 @@ def main() -> None:
     parser.add_argument("--ops-steps", type=int, default=20, help="steps --ops profiles")
     parser.add_argument(
         "--compile", action="store_true", help="with --efficiency: also through torch.compile"
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help="with --efficiency: fp32, bf16 (autocast; the attention kernel in fp32) or both, "
+        "comma-separated, each timed on the same model in turn",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -123,6 +123,24 @@ def test_fused_and_explicit_attention_agree(causal):
         assert (weights.triu(1) == 0).all()
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_under_cpu_bf16_autocast_is_the_fp32_one_to_bf16s_precision(causal):
+    """The projections run in bf16, the attention kernel in fp32 (its bf16 backward is slow on
+    a CPU): the output and the gradients match fp32's within bf16's rounding."""
+    torch.manual_seed(0)
+    attn = Attention(32, 4)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    exact, _ = attn(x, causal=causal)
+    (want,) = torch.autograd.grad(exact.square().sum(), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half, _ = attn(x, causal=causal)
+    assert half.dtype == torch.bfloat16
+    (got,) = torch.autograd.grad(half.float().square().sum(), x)
+    torch.testing.assert_close(half.float(), exact, atol=0.03, rtol=0.03)
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.05)
+    assert not torch.equal(half.float(), exact)  # bf16 did run
+
+
 def test_cross_attention_shapes_and_agreement():
     attn = Attention(32, 4).eval()
     x, ctx = torch.randn(2, 3, 32), torch.randn(2, 7, 32)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -222,3 +224,25 @@ def test_eval_with_beam_search(trained_runs, capsys):
     assert "beam search of 3" in capsys.readouterr().out.splitlines()[0]
     assert main(["eval", trained_runs["encoder-only"], "--beam", "3"]) == 1
     assert "--beam is for a single encoder-decoder" in capsys.readouterr().err
+
+
+def test_autocast_follows_the_precision_setting():
+    from digitformer.utils.runtime import autocast, fast_bf16
+
+    cpu = torch.device("cpu")
+    x = torch.randn(4, 8)
+    with autocast(cpu, "fp32"):
+        assert (x @ x.T).dtype == torch.float32
+    with autocast(cpu, "bf16"):
+        assert (x @ x.T).dtype == torch.bfloat16
+    with autocast(cpu, "auto"):  # bf16 only where the CPU multiplies it fast (AMX)
+        assert (x @ x.T).dtype == (torch.bfloat16 if fast_bf16(cpu) else torch.float32)
+    assert fast_bf16(torch.device("meta")) is False
+
+
+def test_bf16_training_on_the_cpu_learns_and_saves_fp32_weights(mnist_dir, tmp_path):
+    s = settings_for("encoder-only", mnist_dir, tmp_path, epochs=4, precision="bf16")
+    summary = train(s)
+    assert summary["best"] > 0.5  # chance is 0.1
+    weights = load_file(str(next(Path(summary["run_dir"]).glob("*.safetensors"))))
+    assert {w.dtype for w in weights.values()} == {torch.float32}

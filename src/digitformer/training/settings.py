@@ -81,6 +81,8 @@ class TrainSettings:
     wandb: bool = False
     wandb_project: str = "digitformer"
     compile: bool = False
+    # auto: bf16 autocast where its matrix products are fast (CUDA; a CPU with AMX), else fp32
+    precision: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -289,6 +291,7 @@ def validate(s: TrainSettings) -> None:
         (min(s.train_grids, s.val_grids, s.test_grids) >= 1, "grid counts must be at least 1"),
         (s.threads is None or s.threads >= 1, "threads must be at least 1"),
         (s.layout in ("line", "grid"), "layout must be line or grid"),
+        (s.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16"),
         (
             not s.init_encoder or s.task in ("encoder-decoder", "numbers"),
             "init_encoder is for the encoder-decoder and numbers tasks",

@@ -348,7 +348,7 @@ def _step(run: Run, inputs: torch.Tensor, targets: torch.Tensor):
     """One optimizer step at the schedule's rate; -> (loss, correct, predictions)."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr_at(run.step, run.total_steps, run.settings)
-    with autocast(run.device):
+    with autocast(run.device, run.settings.precision):
         loss, right, n = run.task.loss(run.stepper, inputs, targets)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -386,6 +386,7 @@ RESUME_FREE = (
     "wandb",
     "wandb_project",
     "compile",
+    "precision",
     "eval_batch_size",
     "data_dir",
     "out_dir",

@@ -76,10 +76,23 @@ def each(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
 MAX_WORKERS = 8  # each may hold a picture decoded at full size (a 5000x5000 PNG: 100 MB)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; fp32 elsewhere (bf16 matmuls are far slower without AVX-512)."""
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products are faster than fp32 on `device`: on CUDA, and on a CPU with
+    AMX's bf16 tiles (Intel Xeon since Sapphire Rapids: 4x fp32's speed on the models' shapes).
+    Elsewhere PyTorch's bf16 CPU kernels are far slower than fp32 (40x on an AMD EPYC:
+    docs/training.md, "bf16 autocast on a CPU with AMX")."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return True
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    return device.type == "cpu" and bool(capabilities.get("amx_bf16", False))
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast for `precision` "bf16", or "auto" where it is fast (`fast_bf16`); fp32
+    otherwise (and on devices autocast does not serve)."""
+    wanted = precision == "bf16" or (precision == "auto" and fast_bf16(device))
+    if wanted and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
