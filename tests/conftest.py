@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import torch
 from helpers import SUBSET, TINY, TINY_TASKS
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves a core to the other
+# fp32 on every machine (training and reading: one variable sets both), so that the exact
+# comparisons (two processes against one, a reader against its model) hold on a CPU with AMX,
+# where `auto` means bf16; the bf16 tests ask for it
+os.environ["DIGITFORMER_PRECISION"] = "fp32"
 
 
 @pytest.fixture

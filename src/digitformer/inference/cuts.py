@@ -29,6 +29,7 @@ from digitformer.inference.ink import Ink
 from digitformer.inference.predict import Prediction
 from digitformer.inference.prepare import ink_to_mnist
 from digitformer.inference.readers import read_judged
+from digitformer.utils.runtime import reading
 from digitformer.utils.tensors import to_float
 
 MAX_CANDIDATES = 12  # cut columns tried per cluster (the least inked local minima)
@@ -139,7 +140,7 @@ def sequence_logp(model: nn.Module, inputs: np.ndarray, strings: list[str]) -> n
         seq = [int(ch) for ch in s][: cfg.steps - 1] + [cfg.end_token]
         targets[k, : len(seq)] = torch.tensor(seq)
     device = next(model.parameters()).device
-    with torch.inference_mode():
+    with reading(model):
         logits = model(to_float(torch.from_numpy(inputs).to(device)), targets.to(device))
     logp = torch.log_softmax(logits.float().cpu(), -1)
     picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * (targets >= 0)

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from digitformer.utils.fileio import atomic_path
+from digitformer.utils.runtime import reading
 from digitformer.utils.tensors import to_float
 
 KEEP = 0.995  # the share of held-out digits the threshold keeps
@@ -96,13 +97,13 @@ class Novelty:
         )
 
 
-@torch.inference_mode()
 def features(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> torch.Tensor:
     """uint8 (N, 28, 28) digits -> (N, D) final CLS features of the digit ViT."""
     device = next(model.parameters()).device
     out = []
     for batch in torch.from_numpy(np.ascontiguousarray(images)).split(batch_size):
-        tokens, _ = model.forward_features(to_float(batch.to(device)))
+        with reading(model):
+            tokens, _ = model.forward_features(to_float(batch.to(device)))
         out.append(tokens[:, 0].float().cpu())
     return torch.cat(out)
 

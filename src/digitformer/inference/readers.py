@@ -23,6 +23,7 @@ from digitformer.inference.attention import digit_looked, grid_looked, number_lo
 from digitformer.inference.prepare import prepare, prepare_number
 from digitformer.models import MODEL_TYPES, Seq2Seq, ViT
 from digitformer.utils.errors import DigitformerError
+from digitformer.utils.runtime import reading
 from digitformer.utils.tensors import to_float
 
 # Test-time views, (degrees, dx, dy) each: the digit itself, moved one pixel each way, and
@@ -140,7 +141,6 @@ def token_strings(tokens: np.ndarray, end: int = END_TOKEN) -> list[str]:
     return out
 
 
-@torch.inference_mode()
 def read(
     model: nn.Module,
     images: np.ndarray,
@@ -151,6 +151,11 @@ def read(
     position for a digit, four for a grid, a number's digits then its end token (10)."""
     if batch_size < 1:
         raise DigitformerError("batch size must be at least 1")
+    with reading(model):
+        return _read(model, images, batch_size, device)
+
+
+def _read(model, images, batch_size, device) -> tuple[np.ndarray, np.ndarray]:
     tokens, probs = [], []
     for batch in torch.from_numpy(images).split(batch_size):
         x = to_float(batch.to(device))
@@ -163,7 +168,6 @@ def read(
     return np.concatenate(tokens), np.concatenate(probs)
 
 
-@torch.inference_mode()
 def read_judged(
     model: nn.Module,
     images: np.ndarray,
@@ -188,9 +192,10 @@ def read_judged(
     far: list[np.ndarray] = []
     for batch in torch.from_numpy(np.ascontiguousarray(images)).split(batch_size):
         x = to_float(batch.to(device))
-        cls = model.forward_features(x)[0][:, 0]
-        seen = model.head(cls).float().softmax(-1)
-        seen = _second_look(model, x, seen) if views else _with_partners(model, x, seen)
+        with reading(model):
+            cls = model.forward_features(x)[0][:, 0]
+            seen = model.head(cls).float().softmax(-1)
+            seen = _second_look(model, x, seen) if views else _with_partners(model, x, seen)
         batches.append(seen[:, None].cpu().numpy())
         if novelty is not None:
             far.append(novelty.is_novel(cls.float().cpu()).numpy())
