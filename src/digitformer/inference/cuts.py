@@ -140,7 +140,7 @@ def sequence_logp(model: nn.Module, inputs: np.ndarray, strings: list[str]) -> n
         seq = [int(ch) for ch in s][: cfg.steps - 1] + [cfg.end_token]
         targets[k, : len(seq)] = torch.tensor(seq)
     device = next(model.parameters()).device
-    with reading(model):
+    with reading(model, len(strings)):
         logits = model(to_float(torch.from_numpy(inputs).to(device)), targets.to(device))
     logp = torch.log_softmax(logits.float().cpu(), -1)
     picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * (targets >= 0)

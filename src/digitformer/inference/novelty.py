@@ -102,7 +102,7 @@ def features(model: nn.Module, images: np.ndarray, batch_size: int = 512) -> tor
     device = next(model.parameters()).device
     out = []
     for batch in torch.from_numpy(np.ascontiguousarray(images)).split(batch_size):
-        with reading(model):
+        with reading(model, len(batch)):
             tokens, _ = model.forward_features(to_float(batch.to(device)))
         out.append(tokens[:, 0].float().cpu())
     return torch.cat(out)

@@ -151,18 +151,14 @@ def read(
     position for a digit, four for a grid, a number's digits then its end token (10)."""
     if batch_size < 1:
         raise DigitformerError("batch size must be at least 1")
-    with reading(model):
-        return _read(model, images, batch_size, device)
-
-
-def _read(model, images, batch_size, device) -> tuple[np.ndarray, np.ndarray]:
     tokens, probs = [], []
     for batch in torch.from_numpy(images).split(batch_size):
         x = to_float(batch.to(device))
-        t, p = cast(Any, model).read(x)  # ViT.read or Seq2Seq.read
-        if partners_of(model):
-            p = _with_partners(model, x, p[:, 0].float())[:, None]
-            t = p.argmax(-1)
+        with reading(model, len(x)):
+            t, p = cast(Any, model).read(x)  # ViT.read or Seq2Seq.read
+            if partners_of(model):
+                p = _with_partners(model, x, p[:, 0].float())[:, None]
+                t = p.argmax(-1)
         tokens.append(t.cpu().numpy())
         probs.append(p.float().cpu().numpy())
     return np.concatenate(tokens), np.concatenate(probs)
@@ -192,7 +188,7 @@ def read_judged(
     far: list[np.ndarray] = []
     for batch in torch.from_numpy(np.ascontiguousarray(images)).split(batch_size):
         x = to_float(batch.to(device))
-        with reading(model):
+        with reading(model, len(x)):
             cls = model.forward_features(x)[0][:, 0]
             seen = model.head(cls).float().softmax(-1)
             seen = _second_look(model, x, seen) if views else _with_partners(model, x, seen)

@@ -100,17 +100,24 @@ PRECISIONS = ("auto", "fp32", "bf16")
 PRECISION_VARIABLE = "DIGITFORMER_PRECISION"  # the readers' precision (training has its setting)
 
 
+MIN_BF16_BATCH = 16  # inputs a call from which bf16 reads faster than fp32 (`reading`)
+
+
 @contextlib.contextmanager
-def reading(model: torch.nn.Module) -> Iterator[None]:
-    """How the readers run a model: without autograd, under `autocast` at the precision
-    DIGITFORMER_PRECISION names (auto, the default: bf16 where it is fast). On an AMX Xeon bf16
-    reads 1.3x the lines a second, and the independent suite's readings are the same within a
-    number or two of 400 (docs/numbers.md, "Reading in bf16")."""
+def reading(model: torch.nn.Module, batch: int) -> Iterator[None]:
+    """How the readers run a model on `batch` inputs at once: without autograd, under
+    `autocast` at the precision DIGITFORMER_PRECISION names (auto, the default: bf16 where it
+    is fast, for batches of MIN_BF16_BATCH or more: on an AMX Xeon the digit ViT reads 64 digits
+    1.9x faster in bf16, one 1.5x slower, its casts then costing more than its products). The
+    independent suite reads the same within a number or two of 400 (docs/numbers.md, "Reading
+    in bf16")."""
     precision = os.environ.get(PRECISION_VARIABLE, "auto").strip().lower() or "auto"
     if precision not in PRECISIONS:
         raise DigitformerError(
             f"{PRECISION_VARIABLE} must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )
+    if precision == "auto" and batch < MIN_BF16_BATCH:
+        precision = "fp32"
     device = next(model.parameters()).device
     with torch.inference_mode(), autocast(device, precision):
         yield
