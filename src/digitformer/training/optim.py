@@ -16,7 +16,6 @@ from torch.optim.swa_utils import AveragedModel
 
 from digitformer.training.settings import TrainSettings
 from digitformer.utils.errors import DigitformerError
-from digitformer.utils.runtime import fast_bf16
 
 
 def lr_at(step: int, total: int, s: TrainSettings) -> float:
@@ -55,14 +54,7 @@ def make_optimizer(
         return adamw
     if not hasattr(torch.optim, "Muon"):
         raise DigitformerError(f"optimizer: muon needs torch >= 2.9 (this is {torch.__version__})")
-    fast = s.precision == "bf16" or (s.precision == "auto" and fast_bf16(muon[0].device))
-    orthogonal = Muon(
-        muon,
-        lr=s.lr,
-        weight_decay=s.weight_decay,
-        adjust_lr_fn="match_rms_adamw",
-        ns_dtype=torch.bfloat16 if fast else None,
-    )
+    orthogonal = Muon(muon, lr=s.lr, weight_decay=s.weight_decay, adjust_lr_fn="match_rms_adamw")
     return Optimizers(orthogonal, adamw)
 
 
@@ -71,13 +63,7 @@ class Muon(getattr(torch.optim, "Muon", torch.optim.Optimizer)):  # type: ignore
     them in bfloat16 whatever the device: on a CPU without bfloat16 matrix units (this
     project's AMD EPYC: a 128x512 product 40x slower than in float32) that made the optimizer
     three quarters of a `fast` step (docs/training.md, "Muon's bfloat16 on a CPU"). On a GPU,
-    bfloat16 as PyTorch does, and on a CPU too where `ns_dtype` says so (`make_optimizer`: where
-    the training's precision is bf16, as on a CPU with AMX). The same update rule, state and
-    saved form as PyTorch's."""
-
-    def __init__(self, params, *, ns_dtype: torch.dtype | None = None, **options) -> None:
-        super().__init__(params, **options)
-        self.ns_dtype = ns_dtype
+    bfloat16 as PyTorch does. The same update rule, state and saved form as PyTorch's."""
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -95,7 +81,7 @@ class Muon(getattr(torch.optim, "Muon", torch.optim.Optimizer)):  # type: ignore
                 buf.lerp_(grad, 1 - momentum)
                 update = grad.lerp(buf, momentum) if group["nesterov"] else buf
                 update = orthogonalized(
-                    update, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype
+                    update, group["ns_coefficients"], group["ns_steps"], group["eps"]
                 )
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(update, alpha=-lr * _rate_scale(group["adjust_lr_fn"], p.shape))
@@ -112,18 +98,12 @@ def _rate_scale(how: str | None, shape: torch.Size) -> float:
 
 
 def orthogonalized(
-    matrix: torch.Tensor,
-    coefficients: tuple[float, float, float],
-    steps: int,
-    eps: float,
-    dtype: torch.dtype | None = None,
+    matrix: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
 ) -> torch.Tensor:
     """Muon's quintic Newton-Schulz iteration towards the orthogonal factor of `matrix`, as
-    torch.optim's, in `dtype`: by default float32 on the CPU and bfloat16 elsewhere."""
+    torch.optim's, in float32 on the CPU and bfloat16 elsewhere."""
     a, b, c = coefficients
-    if dtype is None:
-        dtype = torch.float32 if matrix.device.type == "cpu" else torch.bfloat16
-    x = matrix.to(dtype)
+    x = matrix.to(torch.float32 if matrix.device.type == "cpu" else torch.bfloat16)
     tall = x.size(0) > x.size(1)
     if tall:
         x = x.T
