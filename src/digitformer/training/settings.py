@@ -81,7 +81,8 @@ class TrainSettings:
     wandb: bool = False
     wandb_project: str = "digitformer"
     compile: bool = False
-    # auto: bf16 autocast where its matrix products are fast (CUDA; a CPU with AMX), else fp32
+    # the steps': auto is bf16 autocast where its products are fast (CUDA; a CPU with AMX), else
+    # fp32 (validation reads as the readers do: DIGITFORMER_PRECISION, which sets this too)
     precision: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)
 

@@ -37,6 +37,7 @@ from digitformer.training.metrics import digit_metrics, number_metrics, sequence
 from digitformer.training.settings import TrainSettings
 from digitformer.utils.defaults import DATA_DIR
 from digitformer.utils.errors import DigitformerError
+from digitformer.utils.runtime import reading
 from digitformer.utils.tensors import to_float
 
 STDERR = Console(stderr=True)  # progress goes to standard error: standard output stays data
@@ -134,7 +135,8 @@ class Task:
         for start in track(starts, disable=not progress, **bar):
             images = to_float(data.images[start : start + bs].to(self.device))
             labels = data.labels[start : start + bs].to(self.device)
-            loss, predicted = self.eval_batch(model, images, labels, beam_size)
+            with reading(model, len(labels)):  # as the readers read (bf16 where it is fast)
+                loss, predicted = self.eval_batch(model, images, labels, beam_size)
             total_loss += float(loss) * len(labels)
             preds.append(predicted.cpu().numpy())
         model.train(was_training)
