@@ -57,7 +57,7 @@ def test_environment_variables_with_prefix(monkeypatch):
         ({"aug_elastic_sigma": 0}, "aug_elastic_sigma must be positive"),
         ({"optimizer": "sgd"}, "optimizer must be adamw or muon"),
         ({"ema": 1}, r"ema .* must be in \[0, 1\)"),
-        ({"precision": "fp16"}, "precision must be auto, fp32 or bf16"),
+        ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16"),
     ],
 )
 def test_bad_settings_are_clear_errors(overrides, message):

@@ -292,7 +292,8 @@ def validate(s: TrainSettings) -> None:
         (min(s.train_grids, s.val_grids, s.test_grids) >= 1, "grid counts must be at least 1"),
         (s.threads is None or s.threads >= 1, "threads must be at least 1"),
         (s.layout in ("line", "grid"), "layout must be line or grid"),
-        (s.precision in ("auto", "fp32", "bf16"), "precision must be auto, fp32 or bf16"),
+        # runtime.PRECISIONS (not imported: settings load without torch, for the CLI's speed)
+        (s.precision in ("auto", "fp32", "bf16"), "precision must be one of auto, fp32, bf16"),
         (
             not s.init_encoder or s.task in ("encoder-decoder", "numbers"),
             "init_encoder is for the encoder-decoder and numbers tasks",

@@ -97,9 +97,8 @@ def autocast(device: torch.device, precision: str = "auto") -> contextlib.Abstra
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
-PRECISION_VARIABLE = "DIGITFORMER_PRECISION"  # the readers' precision (training has its setting)
-
-
+# the readers' precision, and training's `precision` setting by its environment name
+PRECISION_VARIABLE = "DIGITFORMER_PRECISION"
 MIN_BF16_BATCH = 16  # inputs a call from which bf16 reads faster than fp32 (`reading`)
 
 
@@ -111,7 +110,7 @@ def reading(model: torch.nn.Module, batch: int) -> Iterator[None]:
     1.9x faster in bf16, one 1.5x slower, its casts then costing more than its products). The
     independent suite reads the same within a number or two of 400 (docs/numbers.md, "Reading
     in bf16")."""
-    precision = os.environ.get(PRECISION_VARIABLE, "auto").strip().lower() or "auto"
+    precision = os.environ.get(PRECISION_VARIABLE, "").strip() or "auto"
     if precision not in PRECISIONS:
         raise DigitformerError(
             f"{PRECISION_VARIABLE} must be one of {', '.join(PRECISIONS)}, got {precision!r}"
