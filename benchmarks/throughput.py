@@ -47,7 +47,7 @@ from digitformer.training.settings import PROFILE_DIR, resolve_settings
 from digitformer.training.tasks import TASKS, build_task
 from digitformer.training.train import make_optimizer
 from digitformer.utils.errors import DigitformerError
-from digitformer.utils.runtime import autocast
+from digitformer.utils.runtime import PRECISIONS, autocast
 
 
 class HandAttention(Attention):
@@ -153,7 +153,7 @@ def efficiency(args) -> list[dict]:
         counted = build_model(task.model_type, settings.model)
         hand_attention(counted)
         flops = training_flops(task, counted, next(task.train_batches(0)))
-        for precision in args.precision.split(","):  # the same model and optimizer, in turn
+        for precision in args.precisions:  # the same model and optimizer, in turn
             rate = time_steps(model, optimizer, task, batches, args.steps, precision=precision)
             rows.append(
                 {
@@ -176,7 +176,7 @@ def efficiency(args) -> list[dict]:
             rows[-1]["eager_samples_per_second_again"] = time_steps(
                 model, optimizer, task, batches, args.steps
             )
-        for row in rows[-len(args.precision.split(",")) :] if args.ops else []:
+        for row in rows[-len(args.precisions) :] if args.ops else []:
             row["breakdown"] = step_breakdown(
                 task, model, optimizer, batches, args.ops_steps, precision=row["precision"]
             )
@@ -308,6 +308,9 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    args.precisions = args.precision.split(",")
+    if not set(args.precisions) <= set(PRECISIONS):
+        parser.error(f"--precision: each of {', '.join(PRECISIONS)}, got {args.precision!r}")
     result = {"machine": machine()}
     if args.efficiency:
         result["efficiency"] = efficiency(args)
