@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine
+from benchmarks.common import machine, write_json
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
 
@@ -85,15 +85,8 @@ def main() -> None:
     base = next(iter(rows.values()))
     for name, rate in rows.items():
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x |")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result = {
-            "images_per_second": rows,
-            "task": args.task,
-            "profile": args.profile,
-            "machine": machine(),
-        }
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    result = {"images_per_second": rows, "task": args.task, "profile": args.profile}
+    write_json(args.json, {**result, "machine": machine()})
 
 
 if __name__ == "__main__":
