@@ -208,10 +208,10 @@ def run(args) -> dict:
         """Digits read, and whether each picture was read at all: ink found, and (as
         `predict` does) not refused as unlike any digit."""
         inputs, found = prepared(pictures)
-        digits, _, far = readers.read_judged(model, inputs, views=True)  # as predict reads
+        judged = readers.read_judged(model, inputs, views=True)  # as predict reads
         if novelty is not None:
-            found &= ~far
-        return digits[:, 0], found
+            found &= ~judged.far
+        return judged.tokens[:, 0], found
 
     test = load_split(args.data_dir, "test")
     order = np.random.default_rng(0).permutation(len(test))

@@ -29,66 +29,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from benchmarks.common import guard, machine, write_json  # noqa: E402
 from digitformer.data import load_split  # noqa: E402
-from digitformer.data.marks import photographed  # noqa: E402
 from digitformer.inference.checkpoint import load_model  # noqa: E402
 from digitformer.inference.novelty import features  # noqa: E402
-from digitformer.inference.pieces import cut_at_gaps  # noqa: E402
-from digitformer.inference.prepare import NoInk  # noqa: E402
 from digitformer.inference.readers import partners_of  # noqa: E402
+from digitformer.training.pairs import narrow_pieces  # noqa: E402
 from digitformer.training.tasks import split_train_val  # noqa: E402
-
-HEIGHT = 60
-
-
-def _inked(frame: np.ndarray) -> np.ndarray:
-    f = frame.astype(np.float32) / 255
-    rows, cols = np.flatnonzero(f.max(1) > 0.2), np.flatnonzero(f.max(0) > 0.2)
-    return f[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-
-
-def compose(frames: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
-    """n (1 or 2) digits side by side, overlapping by up to 35%: light ink on black."""
-    low, high = (0.55, 1.0) if n == 2 else (0.55, 1.7)
-    squeeze = np.exp(rng.uniform(np.log(low), np.log(high)))
-    inks = []
-    for _ in range(n):
-        ink = _inked(frames[rng.integers(len(frames))])
-        h = HEIGHT * rng.uniform(0.8, 1.15)
-        w = ink.shape[1] * h / ink.shape[0] * squeeze * rng.uniform(0.9, 1.1)
-        size = (max(1, round(w)), max(1, round(h)))
-        inks.append(np.asarray(Image.fromarray(ink).resize(size, Image.BILINEAR)))
-    out = np.zeros((int(HEIGHT * 1.4) + 20, sum(i.shape[1] for i in inks) + 40), np.float32)
-    x = 10
-    for k, ink in enumerate(inks):
-        top = 10 + int(rng.integers(0, out.shape[0] - 20 - ink.shape[0] + 1))
-        if k:
-            x -= round(rng.uniform(0.0, 0.35) * min(ink.shape[1], inks[k - 1].shape[1]))
-        region = out[top : top + ink.shape[0], x : x + ink.shape[1]]
-        np.maximum(region, ink, out=region)
-        x += ink.shape[1]
-    return out
-
-
-def narrow_pieces(frames: np.ndarray, rng: np.random.Generator, count: int):
-    """(uint8 (N, 28, 28) pieces as the digit reader gets them, (N,) digits in each)."""
-    pieces, counts = [], []
-    while len(pieces) < count:
-        n = 1 + int(rng.random() < 0.5)
-        picture = compose(frames, rng, n)
-        if rng.random() < 0.5:
-            picture = photographed(picture, rng)
-        try:
-            cut = cut_at_gaps(picture)
-        except NoInk:
-            continue
-        if len(cut) == 1 and cut[0].single:
-            pieces.append(cut[0].digit)
-            counts.append(n)
-    return np.stack(pieces), np.array(counts)
 
 
 def probe(train_x, train_y, test_x, test_y, hidden: int) -> dict:

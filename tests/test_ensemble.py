@@ -129,10 +129,10 @@ def test_a_digit_read_unsure_is_read_again_in_its_views(monkeypatch):
     monkeypatch.setattr(readers, "UNSURE", float(top.median()))
     unsure = top < readers.UNSURE
     assert 0 < unsure.sum() < len(images)
-    _, probs, _ = readers.read_judged(model, images.numpy(), views=True)
+    probs = readers.read_judged(model, images.numpy(), views=True).probs
     expected = torch.where(unsure[:, None], viewed, alone)
     torch.testing.assert_close(torch.from_numpy(probs[:, 0]), expected)
-    _, plain, _ = readers.read_judged(model, images.numpy())
+    plain = readers.read_judged(model, images.numpy()).probs
     torch.testing.assert_close(torch.from_numpy(plain[:, 0]), alone)
 
 
@@ -153,7 +153,7 @@ def test_a_digit_reader_with_a_partner_reads_with_both(monkeypatch):
     monkeypatch.setattr(readers, "UNSURE", float(alone.max(-1).values.median()))
     unsure = alone.max(-1).values < readers.UNSURE
     assert 0 < unsure.sum() < len(images)
-    tokens, judged, _ = readers.read_judged(a, images.numpy(), views=True)
+    tokens, judged, *_ = readers.read_judged(a, images.numpy(), views=True)
     expected = torch.where(unsure[:, None], Ensemble([a, b], tta=True)(x).exp(), alone)
     torch.testing.assert_close(torch.from_numpy(judged[:, 0]), expected)
     assert (tokens[:, 0] == expected.argmax(-1).numpy()).all()

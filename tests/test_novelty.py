@@ -60,17 +60,19 @@ def test_the_bundled_digit_reader_says_not_a_digit_and_numbers_read_on(digit_mod
 
 def test_a_reading_and_its_judgement_come_from_one_pass_as_from_two(digit_model):
     """`read_judged` reads a digit ViT's inputs and judges them from the same CLS token: the
-    same tokens, probabilities and refusals as `read` and `features` taken apart."""
+    same tokens, probabilities, refusals and pairs found as `read` and `features` taken
+    apart."""
     from digitformer.inference.readers import read, read_judged
 
     test = load_split(SUBSET, "test")
     images = np.concatenate([test.images[:60], np.stack(scribbles(20))])
-    tokens, probs, far = read_judged(digit_model, images, batch_size=32)
+    tokens, probs, far, two = read_judged(digit_model, images, batch_size=32)
     apart_tokens, apart_probs = read(digit_model, images)
     np.testing.assert_array_equal(tokens, apart_tokens)
     np.testing.assert_allclose(probs, apart_probs, atol=1e-5)
-    judged = digit_model.novelty.is_novel(features(digit_model, images)).numpy()
-    np.testing.assert_array_equal(far, judged)
+    feats = features(digit_model, images)
+    np.testing.assert_array_equal(far, digit_model.novelty.is_novel(feats).numpy())
+    np.testing.assert_array_equal(two, digit_model.pairs.is_two(feats).numpy())
     assert far[60:].sum() >= 8 and far[:60].sum() <= 3  # scribbles refused, digits kept
 
 

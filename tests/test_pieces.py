@@ -162,7 +162,8 @@ def test_two_slim_digits_touching_are_read_as_two_when_no_one_digit_is_like_them
     """Two 1s touching make one piece narrower than it is tall, which the digit reader reads
     as one digit; where its judge finds it like none of the ten, the numbers model reads it.
     (The judge is given a distance threshold just under and just over this pair's, a Λ, and
-    its taught "not a digit" left out, so that both ways are tried.)"""
+    its taught "not a digit" and the pair probe, `tests/test_pairs.py`, left out, so that
+    both ways are tried.)"""
     import dataclasses
 
     from digitformer.inference.novelty import features
@@ -176,15 +177,16 @@ def test_two_slim_digits_touching_are_read_as_two_when_no_one_digit_is_like_them
     assert len(digit.predict(picture)[0].digits or "") <= 1
     number = digitformer.load("number", pieces=False)
     model = digit.model
-    judge = model.novelty
+    judge, probe = model.novelty, model.pairs
     far = float(judge.distance(features(model, prepare(piece.image, grid=False)[None]))[0])
     try:
+        del model.pairs
         model.novelty = dataclasses.replace(judge, threshold=far - 0.5, other_threshold=1.0)
         (read,) = read_in_pieces(number.model, model, [picture], ["11"]).results
         model.novelty = dataclasses.replace(judge, threshold=far + 0.5, other_threshold=1.0)
         (kept,) = read_in_pieces(number.model, model, [picture], ["11"]).results
     finally:
-        model.novelty = judge
+        model.novelty, model.pairs = judge, probe
     assert read.digits == "11" and len(read.spans) == 2
     assert len(kept.digits) == 1  # taken for a digit, it is the digit reader's
 

@@ -179,6 +179,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         from digitformer.inference.novelty import Novelty
 
         model.novelty = Novelty.load(novelty)  # says when a mark is no digit at all
+    pairs = path.with_suffix(".pairs.safetensors")
+    if path.parent == PRETRAINED_DIR and pairs.is_file():  # says when a narrow piece is two
+        from digitformer.inference.pairs import Pairs
+
+        model.pairs = Pairs.load(pairs)
     partner = path.with_suffix(".partner.safetensors")
     if path.parent == PRETRAINED_DIR and partner.is_file():  # a second digit reader, loaded
         model.partner_path = partner  # when first needed (readers.partners_of)

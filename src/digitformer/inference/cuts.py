@@ -177,8 +177,8 @@ def read_by_cuts(
         inputs += [ink_to_mnist(Ink(crop, crop > 0)) for crop in crops]
     if not inputs:
         return [None] * len(clusters)
-    _, probs, far = read_judged(digit_model, np.stack(inputs), batch_size, device)
-    probs = probs[:, 0, :10]
+    judged = read_judged(digit_model, np.stack(inputs), batch_size, device)
+    probs, far = judged.probs[:, 0, :10], judged.far
     table = np.log(np.maximum(probs, 1e-12))
     if far is not None:
         table[far] = -np.inf  # a run like none of the ten digits is no digit of the row

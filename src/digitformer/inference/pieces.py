@@ -188,19 +188,20 @@ def read_in_pieces(
         return {o: by_label[labels[o]] for o in chosen if labels[o] in by_label}, part
 
     as_digit, digit_part = read_as(digit_model, "digit", owners)
-    far = {o for o in owners if cut[o[0]][o[1]].single and labels[o] in digit_part.unlike}
+    narrow = [o for o in owners if cut[o[0]][o[1]].single]
+    far = {o for o in narrow if labels[o] in digit_part.unlike}
+    two = {o for o in narrow if labels[o] in digit_part.two}  # the pair probe's (`inference.pairs`)
     # the numbers model reads what is wider than a digit, and a narrow piece that is like no
-    # one digit (two slim digits touching: 11, 17)
-    asked = [o for o in owners if not cut[o[0]][o[1]].single or o in far]
+    # one digit or that the pair probe finds two (slim digits touching: 11, 17, 14)
+    asked = [o for o in owners if not cut[o[0]][o[1]].single or o in far | two]
     as_number, number_part = read_as(number_model, "number", asked)
     read = {o: _choose(as_digit.get(o, (None,))[0], as_number.get(o, (None,))[0]) for o in owners}
     if CUTS and asked:  # the sequence model says how many digits, the digit reader which
         said = [as_number.get(o, (None, None)) for o in asked]
         said = [(x, r.digits) if r and r.digits else (None, None) for r, x in said]
         number = (number_model, [x for x, _ in said], [d for _, d in said])
-        read.update(
-            _recut(digit_model, cut, asked, read, batch_size, device, number if VOTE else None)
-        )
+        number = number if VOTE else None
+        read.update(_recut(digit_model, cut, asked, read, batch_size, device, number, two))
     unread = tuple(f"{labels[o]}: " for o in owners if read[o] is None)
     out.errors += [e for e in digit_part.errors + number_part.errors if e.startswith(unread)]
     for i, (result, pieces) in enumerate(zip(out.results, cut)):
@@ -209,12 +210,13 @@ def read_in_pieces(
     return out
 
 
-def _recut(digit_model, cut, asked, read, batch_size, device, number=None) -> dict:
+def _recut(digit_model, cut, asked, read, batch_size, device, number=None, two=()) -> dict:
     """{owner: reading} of the `asked` clusters the digit reader could cut into as many digits
-    as they were read to hold (with `number`, the numbers model and its inputs and readings
-    of them: or one fewer, or as it read them, `read_by_cuts`), their spans as shares of the whole
-    picture."""
+    as they were read to hold, at least two in those found `two` (with `number`, the numbers
+    model and its inputs and readings of them: or one fewer, or as it read them,
+    `read_by_cuts`), their spans as shares of the whole picture."""
     counts = [len(read[o].digits) if read[o] and read[o].digits else None for o in asked]
+    counts = [max(n, 2) if n and o in two else n for n, o in zip(counts, asked)]
     clusters = [cut[i][k].image for i, k in asked]
     found = read_by_cuts(digit_model, clusters, counts, batch_size, device, number)
     return {

@@ -92,6 +92,9 @@ class Readings:
     # the reader was asked not to judge: then read as the digit they are most like); a
     # number read in pieces lists none (its pieces are judged inside `read_in_pieces`)
     unlike: set[str] = field(default_factory=set)
+    # the pictures a digit reader's pair probe (`inference.pairs`) finds two touching digits in
+    # (read as one all the same: `read_in_pieces` asks the numbers model of such a piece)
+    two: set[str] = field(default_factory=set)
 
 
 def find_images(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
@@ -160,9 +163,11 @@ def predict_pictures(
     readable = [i for i, r in enumerate(out.results) if r.reason is None]
     if readable:
         batch = np.stack([out.inputs[i] for i in readable])
-        tokens, probs, far = read_judged(model, batch, batch_size, device, views=True)
+        tokens, probs, far, two = read_judged(model, batch, batch_size, device, views=True)
         for k, (row, digits) in enumerate(zip(readable, token_strings(tokens))):
             _fill(out.results[row], digits, probs[k])
+        for row in [] if two is None else np.asarray(readable)[two]:
+            out.two.add(out.results[row].file)
         for row in [] if far is None else np.asarray(readable)[far]:
             out.unlike.add(out.results[row].file)
             if judge:
@@ -292,6 +297,7 @@ def predict_paths(
         out.inputs += part.inputs
         out.errors += part.errors
         out.unlike |= part.unlike
+        out.two |= part.two
     out.warnings = [f"{r.file}: {r.warning}" for r in out.results if r.warning]
     return out
 
@@ -407,6 +413,7 @@ def _read_chunk(
             part = predict_pictures(reader, *chosen, preprocess, batch_size, dev, layouts_picked)
         out.errors += part.errors
         out.unlike |= part.unlike
+        out.two |= part.two
         found |= {r.file: (r, image) for r, image in zip(part.results, part.inputs)}
     for name in names:
         if name in found:

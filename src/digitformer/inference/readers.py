@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -164,28 +164,40 @@ def read(
     return np.concatenate(tokens), np.concatenate(probs)
 
 
+class Judged(NamedTuple):
+    """`read_judged`'s answer: tokens (N, S) and probabilities (N, S, V) as `read` gives
+    them, and two judgements of a digit reader's inputs from its final CLS token, (N,) bool
+    each, None where the model has no such judge: `far`, like none of the ten digits
+    (`model.novelty`), and `two`, two touching digits (`model.pairs`)."""
+
+    tokens: np.ndarray
+    probs: np.ndarray
+    far: np.ndarray | None
+    two: np.ndarray | None
+
+
 def read_judged(
     model: nn.Module,
     images: np.ndarray,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     views: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """`read`, and whether the model's judge (`novelty`, a digit reader's) finds each input
-    like none of the ten digits (None: the model has no judge). A digit ViT's reading and its
-    judgement come from one pass: both start from its final CLS token. `views` (a digit ViT):
-    a digit it is unsure of (`UNSURE`) is read again in its test-time views, and their
-    probabilities averaged (the judge looks at the digit as it is)."""
-    novelty = getattr(model, "novelty", None)
-    if batch_size < 1 or (novelty is None and not views) or not isinstance(model, ViT):
+) -> Judged:
+    """`read`, and the digit reader's judges' verdicts on each input (`Judged`). A digit ViT's
+    reading and its judgements come from one pass: all start from its final CLS token. `views`
+    (a digit ViT): a digit it is unsure of (`UNSURE`) is read again in its test-time views,
+    and their probabilities averaged (the judges look at the digit as it is)."""
+    judges = getattr(model, "novelty", None), getattr(model, "pairs", None)
+    judged = judges != (None, None)
+    if batch_size < 1 or (not judged and not views) or not isinstance(model, ViT):
         tokens, probs = read(model, images, batch_size, device)
-        if novelty is None:
-            return tokens, probs, None
+        if not judged:
+            return Judged(tokens, probs, None, None)
         from digitformer.inference.novelty import features
 
-        return tokens, probs, novelty.is_novel(features(model, images)).numpy()
+        return Judged(tokens, probs, *_verdicts(judges, features(model, images)))
     batches: list[np.ndarray] = []
-    far: list[np.ndarray] = []
+    verdicts: list[tuple] = []
     for batch in torch.from_numpy(np.ascontiguousarray(images)).split(batch_size):
         x = to_float(batch.to(device))
         with reading(model, len(x)):
@@ -193,10 +205,19 @@ def read_judged(
             seen = model.head(cls).float().softmax(-1)
             seen = _second_look(model, x, seen) if views else _with_partners(model, x, seen)
         batches.append(seen[:, None].cpu().numpy())
-        if novelty is not None:
-            far.append(novelty.is_novel(cls.float().cpu()).numpy())
+        verdicts.append(_verdicts(judges, cls.float().cpu()))
     joined = np.concatenate(batches)
-    return joined.argmax(-1), joined, np.concatenate(far) if far else None
+    far, two = (None if v[0] is None else np.concatenate(v) for v in zip(*verdicts))
+    return Judged(joined.argmax(-1), joined, far, two)
+
+
+def _verdicts(judges: tuple, feats: torch.Tensor) -> tuple[np.ndarray | None, ...]:
+    """(N, D) final CLS features -> each judge's (N,) bool verdict (None: no such judge)."""
+    novelty, pairs = judges
+    return (
+        None if novelty is None else novelty.is_novel(feats).numpy(),
+        None if pairs is None else pairs.is_two(feats).numpy(),
+    )
 
 
 def partners_of(model: nn.Module) -> list[nn.Module]:
