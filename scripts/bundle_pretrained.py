@@ -8,7 +8,9 @@ model computes in fp32 once loaded) and updates pretrained/report.json with the 
 of exactly those stored weights (read once and with --tta), the run, the command that trained
 it and the commit it was trained at. --partner: the run becomes NAME.partner.safetensors, a
 second reader that the bundled one asks where it is unsure (`readers.partners_of`); the report
-gives it alone and the two together (what `eval pretrained:NAME` now measures).
+gives it alone and the two together (what `eval pretrained:NAME` now measures). A new
+`digit` reader's judges are fitted on its own features: refit them after bundling it
+(`python -m scripts.fit_novelty`, "not a digit"; `python -m scripts.fit_pairs`, two digits).
 """
 
 from __future__ import annotations
