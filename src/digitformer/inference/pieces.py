@@ -188,12 +188,12 @@ def read_in_pieces(
         return {o: by_label[labels[o]] for o in chosen if labels[o] in by_label}, part
 
     as_digit, digit_part = read_as(digit_model, "digit", owners)
-    narrow = [o for o in owners if cut[o[0]][o[1]].single]
-    far = {o for o in narrow if labels[o] in digit_part.unlike}
+    narrow = {o for o in owners if cut[o[0]][o[1]].single}
     two = {o for o in narrow if labels[o] in digit_part.two}  # the pair probe's (`inference.pairs`)
     # the numbers model reads what is wider than a digit, and a narrow piece that is like no
     # one digit or that the pair probe finds two (slim digits touching: 11, 17, 14)
-    asked = [o for o in owners if not cut[o[0]][o[1]].single or o in far | two]
+    doubted = two | {o for o in narrow if labels[o] in digit_part.unlike}
+    asked = [o for o in owners if o not in narrow or o in doubted]
     as_number, number_part = read_as(number_model, "number", asked)
     read = {o: _choose(as_digit.get(o, (None,))[0], as_number.get(o, (None,))[0]) for o in owners}
     if CUTS and asked:  # the sequence model says how many digits, the digit reader which
