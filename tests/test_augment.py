@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from digitformer.data.augment import elastic_flow, random_affine, warp
@@ -151,3 +152,48 @@ def test_a_slant_leans_the_top_right_and_a_width_narrows_and_neither_unasked_dra
     random_affine(digits, asked, rotate=15.0, shear=20.0, aspect=0.4)
     torch.rand(8, 2, generator=four_each)  # ...then a slant and a width for each
     assert torch.equal(asked.get_state(), four_each.get_state())
+
+
+def test_flagged_ones_add_a_flag_down_left_from_the_top_and_sometimes_a_foot(mnist_dir):
+    from digitformer.data.augment import flagged_ones
+    from digitformer.data.mnist import load_split
+    from digitformer.utils.tensors import to_float
+
+    digits = load_split(mnist_dir, "train")
+    ones = to_float(torch.from_numpy(digits.images[digits.labels == 1][:60]))
+    out = flagged_ones(ones, torch.Generator().manual_seed(0))
+    assert out.shape == ones.shape and out.max() <= 1.0
+    assert (out >= ones).all()  # the 1 itself is kept, ink only added
+    flags = feet = 0
+    for before, after in zip(ones[:, 0].numpy(), out[:, 0].numpy()):
+        added = (after - before) > 0.5
+        if not added.any():
+            continue  # a 1 leaning left is kept plain
+        rows = np.nonzero((before > 0.5).any(1))[0]
+        top, bottom = rows[0], rows[-1]
+        ys, xs = np.nonzero(added)
+        upper = ys < top + (bottom - top) / 2
+        top_x = np.nonzero(before[top] > 0.5)[0].mean()
+        flags += upper.any() and xs[upper].mean() < top_x  # to the left of the stroke's top
+        feet += (ys >= bottom - 2).sum() >= 4 and np.ptp(xs[ys >= bottom - 2]) >= 4
+    assert flags >= 45  # most of 60 (a few lean left and stay plain)
+    assert 10 <= feet <= 40  # two in five
+
+
+def test_with_flagged_ones_redraws_only_a_share_of_the_ones(mnist_dir):
+    from digitformer.data.augment import with_flagged_ones
+    from digitformer.data.mnist import load_split
+    from digitformer.utils.tensors import to_float
+
+    digits = load_split(mnist_dir, "train")
+    images = to_float(torch.from_numpy(digits.images[:400]))
+    labels = torch.from_numpy(digits.labels[:400]).long()
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert with_flagged_ones(images, labels, gen, 0.0) is images
+    assert torch.equal(gen.get_state(), state)  # p = 0 draws nothing: old runs stay the same
+    out = with_flagged_ones(images, labels, gen, 0.5)
+    changed = (out != images).flatten(1).any(1)
+    assert not changed[labels != 1].any()
+    share = changed[labels == 1].float().mean()
+    assert 0.25 < share < 0.65

@@ -55,6 +55,7 @@ def test_environment_variables_with_prefix(monkeypatch):
         ({"device": "tpu"}, "device must be"),
         ({"aug_elastic": -1}, "aug_elastic must be >= 0"),
         ({"aug_elastic_sigma": 0}, "aug_elastic_sigma must be positive"),
+        ({"aug_ones": 1.5}, r"aug_ones must be in \[0, 1\]"),
         ({"optimizer": "sgd"}, "optimizer must be adamw or muon"),
         ({"ema": 1}, r"ema .* must be in \[0, 1\)"),
         ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16"),

@@ -152,6 +152,73 @@ def two_loop_eights(zeros: torch.Tensor, generator: torch.Generator) -> torch.Te
     return F.max_pool2d(drawn.view(m, 2, 1, 28, 28).amax(1), 3, stride=1, padding=1)
 
 
+def flagged_ones(ones: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Ones written the continental way, from MNIST's plain ones (M, 1, 28, 28) in [0, 1]: a
+    flag from the top of the stroke down to the left (20-45% of the digit's height long, 20-55
+    degrees under the horizontal) and, on two in five, a foot across the bottom (a quarter to a
+    half of the height wide). Both are drawn with the stroke's own width (its ink over its
+    height) and anti-aliased. Many writers outside MNIST's write their ones so; MNIST's seldom
+    did, and a reader taught only on its plain ones reads a flagged 1 as 7, or a footed one as
+    8. A 1 leaning to the left stays as it is (a flag there makes a caret). Shorter, steeper
+    flags and feet only on upright ones read worse (docs/reading-pictures.md, "Ones with a
+    flag")."""
+    m, _, h, w = ones.shape
+    if m == 0:
+        return ones
+    ink = ones[:, 0] > 0.5  # (M, H, W)
+    rows = ink.any(2)
+    ys = torch.arange(h, device=ones.device)
+    top = torch.where(rows, ys, h).amin(1)  # the first and last rows with ink
+    bottom = torch.where(rows, ys, -1).amax(1)
+    height = (bottom - top + 1).clamp(min=1).float()
+    xs = torch.arange(w, device=ones.device, dtype=ones.dtype)
+
+    def x_at(row: torch.Tensor) -> torch.Tensor:  # the ink's centre on a row (and its neighbour)
+        near = (ys.view(1, -1) - row.view(-1, 1)).abs() <= 1  # (M, H)
+        weight = (ink & near.unsqueeze(2)).to(ones.dtype)
+        return (weight * xs).sum((1, 2)) / weight.sum((1, 2)).clamp(min=1)
+
+    width = (ones[:, 0].sum((1, 2)) / height).clamp(1.5, 4.0)
+    u = torch.rand(m, 4, generator=generator).to(ones.device, ones.dtype)
+    length = height * (0.2 + 0.25 * u[:, 0])
+    angle = torch.deg2rad(20 + 35 * u[:, 1])
+    start = torch.stack([x_at(top), top + width / 2], 1)  # (M, 2): x, y
+    end = start + torch.stack([-torch.cos(angle), torch.sin(angle)], 1) * length.view(-1, 1)
+    foot = height * (0.125 + 0.125 * u[:, 2])  # half its width
+    base = torch.stack([x_at(bottom), bottom - width / 2 + 0.5], 1)
+    left, right = base - torch.stack([foot, 0 * foot], 1), base + torch.stack([foot, 0 * foot], 1)
+    grid = torch.stack(torch.meshgrid(xs, xs[:h], indexing="xy"), -1).view(1, h, w, 2)
+
+    def segment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (M, H, W) anti-aliased
+        ab = (b - a).view(m, 1, 1, 2)
+        ap = grid - a.view(m, 1, 1, 2)
+        t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-6)).clamp(0, 1)
+        d = (ap - t.unsqueeze(-1) * ab).norm(dim=-1)
+        return (width.view(m, 1, 1) / 2 + 0.5 - d).clamp(0, 1)
+
+    drawn = torch.maximum(ones[:, 0], segment(start, end))
+    footed = (u[:, 3] < 0.4).view(m, 1, 1)
+    drawn = torch.where(footed, torch.maximum(drawn, segment(left, right)), drawn)
+    leaning = (start[:, 0] < base[:, 0] - 0.15 * height).view(m, 1, 1)  # its top left of its foot
+    return torch.where(leaning, ones[:, 0], drawn).unsqueeze(1)
+
+
+def with_flagged_ones(
+    images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, p: float
+) -> torch.Tensor:
+    """A share p of the 1s among images (N, 1, 28, 28) redrawn by `flagged_ones`; nothing is
+    drawn from the generator when p is 0."""
+    if p <= 0:
+        return images
+    chosen = torch.rand(len(labels), generator=generator) < p
+    ones = torch.nonzero((labels.cpu() == 1) & chosen).flatten().to(images.device)
+    if len(ones) == 0:
+        return images
+    out = images.clone()
+    out[ones] = flagged_ones(images[ones], generator)
+    return out
+
+
 def random_resolution(
     images: torch.Tensor, generator: torch.Generator, p: float, sizes: tuple[int, int] = (9, 16)
 ) -> torch.Tensor:

@@ -61,6 +61,7 @@ class TrainSettings:
     aug_lowres: float = 0.0  # share of images seen at a lower resolution (9-16 px a frame)
     aug_blur: float = 0.0  # numbers: share of numbers out of focus
     aug_eights: float = 0.0  # numbers: share of 8s written as two loops (made from two 0s)
+    aug_ones: float = 0.0  # share of 1s written with a flag (and some with a foot)
     train_size: int | None = None  # training digits to use (None: all but the validation split)
     val_size: int = 5000  # digits held out of the training set for validation
     train_grids: int = 60000  # encoder-decoder and numbers: fresh training images per epoch
@@ -283,6 +284,7 @@ def validate(s: TrainSettings) -> None:
         (0 <= s.aug_blur <= 1, "aug_blur must be in [0, 1]"),
         (0 <= s.aug_lowres <= 1, "aug_lowres must be in [0, 1]"),
         (0 <= s.aug_eights <= 1, "aug_eights must be in [0, 1]"),
+        (0 <= s.aug_ones <= 1, "aug_ones must be in [0, 1]"),
         (0 <= s.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (s.optimizer in ("adamw", "muon"), "optimizer must be adamw or muon"),
         (0 <= s.ema < 1, "ema (the average's decay per step) must be in [0, 1)"),

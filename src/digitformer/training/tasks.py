@@ -26,6 +26,7 @@ from digitformer.data.augment import (
     random_blur,
     random_stroke,
     two_loop_eights,
+    with_flagged_ones,
 )
 from digitformer.data.grids import draw_picks, make_grids, tile_2x2
 from digitformer.data.mnist import Digits, load_split
@@ -176,8 +177,11 @@ class DigitTask(Task):
         gen = self._generator(epoch)
         order = torch.randperm(self.epoch_size(), generator=gen).to(self.device)
         for idx in order.split(self.settings.batch_size):
-            images = self._augment(to_float(self.train_images[idx]), gen)
-            yield images, self.train_labels[idx]
+            labels = self.train_labels[idx]
+            images = to_float(self.train_images[idx])
+            if self.settings.augment:
+                images = with_flagged_ones(images, labels, gen, self.settings.aug_ones)
+            yield self._augment(images, gen), labels
 
     def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
         logits = model(inputs)  # (B, 10)
@@ -348,9 +352,9 @@ class NumbersTask(Task):
     def _augment_digits(
         self, digits: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
     ) -> torch.Tensor:
-        """A share of the 8s replaced by two loops, then the pen and a small rotation of each
-        digit before it is placed (its placement brings the scale, slant and position;
-        shifting it here would move it off its box)."""
+        """A share of the 8s replaced by two loops and of the 1s flagged, then the pen and a small
+        rotation of each digit before it is placed (its placement brings the scale, slant and
+        position; shifting it here would move it off its box)."""
         s = self.settings
         if not s.augment:
             return digits
@@ -360,6 +364,7 @@ class NumbersTask(Task):
             pairs = torch.randint(0, len(self.zeros), (2 * len(eights),), generator=gen)
             zeros = to_float(self.train_images[self.zeros[pairs].to(self.device)])
             digits[eights.to(self.device)] = two_loop_eights(zeros.view(-1, 2, 1, 28, 28), gen)
+        digits = with_flagged_ones(digits, labels, gen, s.aug_ones)
         digits = random_stroke(digits, gen, s.aug_stroke)
         return random_affine(
             digits, gen, 0.0, s.aug_rotate, 0.0, s.aug_elastic, s.aug_elastic_sigma
