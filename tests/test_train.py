@@ -246,3 +246,19 @@ def test_bf16_training_on_the_cpu_learns_and_saves_fp32_weights(mnist_dir, tmp_p
     assert summary["best"] > 0.5  # chance is 0.1
     weights = load_file(str(next(Path(summary["run_dir"]).glob("*.safetensors"))))
     assert {w.dtype for w in weights.values()} == {torch.float32}
+
+
+def test_flagged_ones_reach_the_digit_training_batches_and_only_the_ones(mnist_dir, tmp_path):
+    plain = dict(aug_shift=0.0, aug_rotate=0.0, aug_scale=0.0, aug_stroke=0.0, aug_lowres=0.0)
+
+    def first_batch(**overrides):
+        s = settings_for("encoder-only", mnist_dir, tmp_path, augment=True, **plain, **overrides)
+        return next(iter(build_task(s, torch.device("cpu")).train_batches(0)))
+
+    (images, labels), (flagged, same_labels) = first_batch(), first_batch(aug_ones=1.0)
+    assert torch.equal(labels, same_labels)
+    ones = labels == 1
+    assert ones.any()
+    changed = (images - flagged).abs().flatten(1).amax(1) > 0
+    assert changed[ones].float().mean() > 0.5  # the 1s got a flag (a leaning 1 stays plain)
+    assert not changed[~ones].any()  # every other digit is as it was
