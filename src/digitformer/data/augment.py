@@ -187,7 +187,7 @@ def flagged_ones(ones: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     foot = height * (0.125 + 0.125 * u[:, 2])  # half its width
     base = torch.stack([x_at(bottom), bottom - width / 2 + 0.5], 1)
     left, right = base - torch.stack([foot, 0 * foot], 1), base + torch.stack([foot, 0 * foot], 1)
-    grid = torch.stack(torch.meshgrid(xs, xs[:h], indexing="xy"), -1).view(1, h, w, 2)
+    grid = torch.stack(torch.meshgrid(xs, ys.to(xs.dtype), indexing="xy"), -1).view(1, h, w, 2)
 
     def segment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (M, H, W) anti-aliased
         ab = (b - a).view(m, 1, 1, 2)
