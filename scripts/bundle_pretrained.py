@@ -1,14 +1,14 @@
 """Bundle a trained run into the package as a pretrained model, and measure it as stored.
 
     python -m scripts.bundle_pretrained RUN --name digit --command "digitformer train ..."
-    python -m scripts.bundle_pretrained RUN --name digit --partner --command "..."
+    python -m scripts.bundle_pretrained RUN --name digit --partner [2] --command "..."
 
 Writes src/digitformer/pretrained/NAME.safetensors (weights in fp16: half the size; the
 model computes in fp32 once loaded) and updates pretrained/report.json with the test results
 of exactly those stored weights (read once and with --tta), the run, the command that trained
-it and the commit it was trained at. --partner: the run becomes NAME.partner.safetensors, a
-second reader that the bundled one asks where it is unsure (`readers.partners_of`); the report
-gives it alone and the two together (what `eval pretrained:NAME` now measures). A new
+it and the commit it was trained at. --partner [N]: the run becomes NAME.partner[N].safetensors,
+another reader that the bundled one asks where it is unsure (`readers.partners_of`); the report
+gives it alone and all together (what `eval pretrained:NAME` now measures). A new
 `digit` reader's judges are fitted on its own features: refit them after bundling it
 (`python -m scripts.fit_novelty`, "not a digit"; `python -m scripts.fit_pairs`, two digits).
 """
@@ -52,7 +52,13 @@ def main() -> None:
     parser.add_argument("--commit", help="the commit it was trained at (default: HEAD)")
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--no-tta", dest="tta", action="store_false")
-    parser.add_argument("--partner", action="store_true", help="bundle as NAME's partner")
+    parser.add_argument(
+        "--partner",
+        type=int,
+        nargs="?",
+        const=1,
+        help="bundle as NAME's partner (another: --partner 2)",
+    )
     args = parser.parse_args()
     weights, meta = read_checkpoint(args.run)
     task = READERS[args.name].task
@@ -60,17 +66,19 @@ def main() -> None:
         raise DigitformerError(f"pretrained:{args.name} must be trained on {task}")
     half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     meta = {**meta, "stored_as": "float16", "history": meta.get("history", [])[-1:]}
-    entry = f"{args.name}.partner" if args.partner else args.name
+    entry = args.name
+    if args.partner:  # NAME.partner, NAME.partner2, ...
+        entry += ".partner" + (str(args.partner) if args.partner > 1 else "")
     target = PRETRAINED_DIR / f"{entry}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         save_file(half, str(tmp), metadata={"digitformer": json.dumps(meta)})
     commit = args.commit or subprocess.check_output(["git", "rev-parse", "HEAD"], text=True)
     reading = {}
-    # what pretrained:NAME reads (with its partner, where it has one); a partner alone too
+    # what pretrained:NAME reads (with its partners, where it has them); a partner alone too
     sources = {"": f"pretrained:{args.name}"}
     if args.partner:
-        sources = {"": str(target), "with its partner, ": f"pretrained:{args.name}"}
+        sources = {"": str(target), "with its partners, ": f"pretrained:{args.name}"}
     for tta in (False, True) if args.tta else (False,):
         for label, source in sources.items():
             result = evaluate_checkpoint(source, "test", args.data_dir, tta=tta)

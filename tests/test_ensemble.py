@@ -136,38 +136,46 @@ def test_a_digit_read_unsure_is_read_again_in_its_views(monkeypatch):
     torch.testing.assert_close(torch.from_numpy(plain[:, 0]), alone)
 
 
-def test_a_digit_reader_with_a_partner_reads_with_both(monkeypatch):
-    """`model.partners`: read gives the mean of the two models' probabilities; read_judged
-    with views asks the partner only of the digits the model is unsure of (their views
-    averaged over both), and reads a sure digit as the model alone does."""
+def test_a_digit_reader_with_partners_reads_with_all(monkeypatch):
+    """`model.partners`: read gives the mean of the three models' probabilities; read_judged
+    with views asks the partners only of the digits the model is unsure of (their views
+    averaged over all three), and reads a sure digit as the model alone does."""
     from digitformer.inference import readers
 
-    a, b = models("encoder-only", 2)
+    a, b, c = models("encoder-only", 3)
     images = (torch.rand(8, 28, 28) * 255).to(torch.uint8)
     x = images[:, None].float() / 255
-    pair = Ensemble([a, b])(x).exp()
+    everyone = Ensemble([a, b, c])(x).exp()
     alone = F.softmax(a(x), -1)
-    a.partners = [b]
+    a.partners = [b, c]
     _, probs = readers.read(a, images.numpy())
-    torch.testing.assert_close(torch.from_numpy(probs[:, 0]), pair)
+    torch.testing.assert_close(torch.from_numpy(probs[:, 0]), everyone)
+    assert not torch.allclose(everyone, Ensemble([a, b])(x).exp())  # the third one counts
     monkeypatch.setattr(readers, "UNSURE", float(alone.max(-1).values.median()))
     unsure = alone.max(-1).values < readers.UNSURE
     assert 0 < unsure.sum() < len(images)
     tokens, judged, *_ = readers.read_judged(a, images.numpy(), views=True)
-    expected = torch.where(unsure[:, None], Ensemble([a, b], tta=True)(x).exp(), alone)
+    expected = torch.where(unsure[:, None], Ensemble([a, b, c], tta=True)(x).exp(), alone)
     torch.testing.assert_close(torch.from_numpy(judged[:, 0]), expected)
     assert (tokens[:, 0] == expected.argmax(-1).numpy()).all()
 
 
-def test_the_bundled_digit_reader_loads_its_partner_when_first_needed(mnist_dir):
+def test_the_bundled_digit_reader_loads_its_partners_when_first_needed(mnist_dir):
+    """The bundled reader has two partners (digit.partner, digit.partner2), loaded together
+    the first time one is asked, each a model of its own; `eval` reads with all three."""
     from digitformer.inference.checkpoint import load_model
     from digitformer.inference.readers import partners_of, read_judged
 
     model, _ = load_model("pretrained:digit")
     assert getattr(model, "partners", None) is None  # not loaded yet
+    assert [p.name for p in model.partner_paths] == [
+        "digit.partner.safetensors",
+        "digit.partner2.safetensors",
+    ]
     blank = torch.zeros(1, 28, 28, dtype=torch.uint8).numpy()
-    read_judged(model, blank, views=True)  # a blank frame: unsure, so the partner is asked
-    (partner,) = model.partners
-    assert partner is not model and partners_of(model) == [partner]
+    read_judged(model, blank, views=True)  # a blank frame: unsure, so the partners are asked
+    first, second = model.partners
+    assert len({id(model), id(first), id(second)}) == 3 and partners_of(model) == [first, second]
+    assert not torch.equal(first.head.weight, second.head.weight)
     result = evaluate_checkpoint("pretrained:digit", "test", str(mnist_dir), device="cpu")
-    assert result["models"] == 2
+    assert result["models"] == 3

@@ -184,9 +184,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         from digitformer.inference.pairs import Pairs
 
         model.pairs = Pairs.load(pairs)
-    partner = path.with_suffix(".partner.safetensors")
-    if path.parent == PRETRAINED_DIR and partner.is_file():  # a second digit reader, loaded
-        model.partner_path = partner  # when first needed (readers.partners_of)
+    partners = sorted(path.parent.glob(f"{path.stem}.partner*.safetensors"))
+    if path.parent == PRETRAINED_DIR and partners:  # other digit readers, loaded when first
+        model.partner_paths = partners  # needed (readers.partners_of)
     return model, meta
 
 

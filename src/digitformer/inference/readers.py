@@ -221,19 +221,19 @@ def _verdicts(judges: tuple, feats: torch.Tensor) -> tuple[np.ndarray | None, ..
 
 
 def partners_of(model: nn.Module) -> list[nn.Module]:
-    """Other digit ViTs trained alike that a digit reader averages its readings with: the
-    bundled one has one (docs/numbers.md, "Two digit readers"), loaded the first time it is
-    needed (`model.partner_path`, set by `checkpoint.load_model`), so a reader whose digits
-    are all sure never loads it. Its judge and attention stay the model's own."""
+    """Other digit ViTs that a digit reader averages its readings with: the bundled one has
+    two (docs/reading-pictures.md, "Three digit readers"), loaded the first time they are
+    needed (`model.partner_paths`, set by `checkpoint.load_model`), so a reader whose digits
+    are all sure never loads them. Its judges and attention stay the model's own."""
     found = getattr(model, "partners", None)
     if found is None:
-        path = getattr(model, "partner_path", None)
-        if path is None:
+        paths = getattr(model, "partner_paths", ())
+        if not paths:
             return []
         from digitformer.inference.checkpoint import load_model
 
         device = next(model.parameters()).device
-        found = [load_model(path, device)[0]]
+        found = [load_model(path, device)[0] for path in paths]
         vars(model)["partners"] = found  # a plain attribute, not one of its modules
     return found
 
