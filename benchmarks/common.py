@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from digitformer.inference.checkpoint import load_model
+from digitformer.inference.checkpoint import PRETRAINED_DIR, load_model
 from digitformer.training.settings import resolve_settings
 from digitformer.training.tasks import build_task
 from digitformer.training.train import train
@@ -42,10 +43,22 @@ def machine() -> str:
 
 
 def write_json(path: Path | None, result: dict) -> None:
-    """The benchmark's result as JSON at `path` (its folder made), when a path is given."""
+    """The benchmark's result as JSON at `path` (its folder made), when a path is given, with
+    which bundled models it read (`bundled`): a commit does not say, when the models were
+    rebundled in a working copy."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        result = {**result, "bundled": result.get("bundled") or bundled()}
         path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def bundled() -> dict[str, str]:
+    """The package's model files (pretrained/*.safetensors), each with the first 12 hex
+    digits of its SHA-256."""
+    return {
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:12]
+        for f in sorted(PRETRAINED_DIR.glob("*.safetensors"))
+    }
 
 
 def guard(main: Callable[[], None]) -> None:

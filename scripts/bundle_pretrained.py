@@ -5,10 +5,10 @@
 
 Writes src/digitformer/pretrained/NAME.safetensors (weights in fp16: half the size; the
 model computes in fp32 once loaded) and updates pretrained/report.json with the test results
-of exactly those stored weights (read once and with --tta), the run, the command that trained
+of exactly those stored weights (read once and with --tta, alone, and as `pretrained:NAME` reads
+with its partners where it has them), the run, the command that trained
 it and the commit it was trained at. --partner [N]: the run becomes NAME.partner[N].safetensors,
-another reader that the bundled one asks where it is unsure (`readers.partners_of`); the report
-gives it alone and all together (what `eval pretrained:NAME` now measures). A new
+another reader that the bundled one asks where it is unsure (`readers.partners_of`). A new
 `digit` reader's judges are fitted on its own features: refit them after bundling it
 (`python -m scripts.fit_novelty`, "not a digit"; `python -m scripts.fit_pairs`, two digits).
 """
@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import torch
 from benchmarks.common import guard, machine
 from safetensors.torch import save_file
 
-from digitformer.inference.checkpoint import PRETRAINED, PRETRAINED_DIR, read_checkpoint
+from digitformer.inference.checkpoint import (
+    PRETRAINED,
+    PRETRAINED_DIR,
+    partner_files,
+    read_checkpoint,
+)
 from digitformer.inference.readers import READERS
 from digitformer.training.evaluate import evaluate_checkpoint
 from digitformer.utils.errors import DigitformerError
@@ -44,6 +52,14 @@ KEPT = (
 )
 
 
+def slot(text: str) -> int:
+    """--partner's number: 1 (NAME.partner), 2 (NAME.partner2), ..."""
+    number = int(text) if text.isdigit() else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"a partner's number is 1 or more, not {text!r}")
+    return number
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="run folder or checkpoint to bundle")
@@ -54,7 +70,7 @@ def main() -> None:
     parser.add_argument("--no-tta", dest="tta", action="store_false")
     parser.add_argument(
         "--partner",
-        type=int,
+        type=slot,
         nargs="?",
         const=1,
         help="bundle as NAME's partner (another: --partner 2)",
@@ -67,23 +83,28 @@ def main() -> None:
     half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     meta = {**meta, "stored_as": "float16", "history": meta.get("history", [])[-1:]}
     entry = args.name
-    if args.partner:  # NAME.partner, NAME.partner2, ...
+    if args.partner is not None:  # NAME.partner, NAME.partner2, ...
         entry += ".partner" + (str(args.partner) if args.partner > 1 else "")
     target = PRETRAINED_DIR / f"{entry}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         save_file(half, str(tmp), metadata={"digitformer": json.dumps(meta)})
     commit = args.commit or subprocess.check_output(["git", "rev-parse", "HEAD"], text=True)
-    reading = {}
-    # what pretrained:NAME reads (with its partners, where it has them); a partner alone too
-    sources = {"": f"pretrained:{args.name}"}
-    if args.partner:
-        sources = {"": str(target), "with its partners, ": f"pretrained:{args.name}"}
-    for tta in (False, True) if args.tta else (False,):
-        for label, source in sources.items():
-            result = evaluate_checkpoint(source, "test", args.data_dir, tta=tta)
-            key = label + ("tta" if tta else "once")
+    reading: dict[str, dict] = {}
+    together: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        # the stored weights alone: a copy outside the package has no partners to ask
+        alone = Path(scratch) / target.name
+        shutil.copyfile(target, alone)
+        partnered = bool(partner_files(PRETRAINED_DIR / f"{args.name}.safetensors"))
+        first = f"pretrained:{args.name}"
+        for tta in (False, True) if args.tta else (False,):
+            key = "tta" if tta else "once"
+            result = evaluate_checkpoint(alone, "test", args.data_dir, tta=tta)
             reading[key] = {k: result[k] for k in KEPT if k in result}
+            if partnered:  # what pretrained:NAME reads: the first reader and its partners
+                result = evaluate_checkpoint(first, "test", args.data_dir, tta=tta)
+                together[f"with its partners, {key}"] = {k: result[k] for k in KEPT if k in result}
     report = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
     report[entry] = {
         "model_type": meta["model_type"],
@@ -94,10 +115,14 @@ def main() -> None:
         "trained_by": args.command,
         "commit": commit.strip(),
         "source_run": str(args.run),
-        "test": reading,
+        "test": {**reading, **together},
         "measured_on": machine(),
         "torch": torch.__version__,
     }
+    if entry != args.name and args.name in report:  # the first reader's entry says it too
+        report[args.name]["test"] = {
+            k: v for k, v in report[args.name]["test"].items() if not k.startswith("with")
+        } | together
     REPORT.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report[entry], indent=2))
 

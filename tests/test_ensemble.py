@@ -179,3 +179,43 @@ def test_the_bundled_digit_reader_loads_its_partners_when_first_needed(mnist_dir
     assert not torch.equal(first.head.weight, second.head.weight)
     result = evaluate_checkpoint("pretrained:digit", "test", str(mnist_dir), device="cpu")
     assert result["models"] == 3
+
+
+def test_partners_are_found_beside_a_bundled_model_in_their_numbers_order(
+    tmp_path, monkeypatch, tiny_checkpoint
+):
+    """`checkpoint.partner_files`: NAME.partner, NAME.partner2, ... NAME.partner10, beside a
+    model in the package only; nothing else of that name is taken for one, and a partner
+    loaded on its own has none."""
+    import shutil
+
+    from digitformer.inference import checkpoint
+
+    _, path = tiny_checkpoint("encoder-only")
+    for suffix in ("partner", "partner10", "partner2", "partner.judge", "partnerx"):
+        shutil.copyfile(path, tmp_path / f"encoder-only.{suffix}.safetensors")
+    assert checkpoint.partner_files(path) == []  # a run's checkpoint: no partners
+    assert getattr(checkpoint.load_model(path)[0], "partner_paths", None) is None
+    monkeypatch.setattr(checkpoint, "PRETRAINED_DIR", tmp_path)
+    found = checkpoint.partner_files(path)
+    assert [p.name for p in found] == [
+        "encoder-only.partner.safetensors",
+        "encoder-only.partner2.safetensors",
+        "encoder-only.partner10.safetensors",
+    ]
+    assert checkpoint.load_model(path)[0].partner_paths == found
+    partner = checkpoint.load_model(found[0])[0]
+    assert getattr(partner, "partner_paths", None) is None
+
+
+def test_models_lists_the_bundled_digit_reader_as_it_reads():
+    """`digitformer models` gives pretrained:digit's score with its partners (what `eval`
+    and `predict` read), not its first reader's alone."""
+    import json
+
+    from digitformer.inference.checkpoint import PRETRAINED_DIR
+    from digitformer.inference.reader import list_models
+
+    test = json.loads((PRETRAINED_DIR / "report.json").read_text())["digit"]["test"]
+    (row,) = [r for r in list_models("/nonexistent") if r["name"] == "pretrained:digit"]
+    assert row["score"] == test["with its partners, once"]["accuracy"] != test["once"]["accuracy"]

@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import bundled  # noqa: E402
 from benchmarks.independent.numbers import (  # noqa: E402
     DIGIT_SETS,
     NUMBER_SETS,
@@ -417,6 +418,7 @@ def main(argv: list[str] | None = None) -> dict:
             "python": platform.python_version(),
         },
         "commit": git_commit(),
+        "bundled": bundled(),  # which bundled models it read: the commit may not say
         "build_s": round(build_s, 2),
         "wall_s": round(wall_s, 1),
         "sizes": {k: len(v) for k, v in suite.items()},

@@ -8,6 +8,7 @@ metadata for people and tools. Never pickle: loading a pickle runs code.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,10 +185,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         from digitformer.inference.pairs import Pairs
 
         model.pairs = Pairs.load(pairs)
-    partners = sorted(path.parent.glob(f"{path.stem}.partner*.safetensors"))
-    if path.parent == PRETRAINED_DIR and partners:  # other digit readers, loaded when first
-        model.partner_paths = partners  # needed (readers.partners_of)
+    partners = partner_files(path)
+    if partners:  # other digit readers, loaded when first needed (readers.partners_of)
+        model.partner_paths = partners
     return model, meta
+
+
+def partner_files(path: Path) -> list[Path]:
+    """A bundled model's partners beside it: NAME.partner.safetensors, NAME.partner2..., in
+    their numbers' order (none for a checkpoint outside the package, or for a partner)."""
+    if path.parent != PRETRAINED_DIR:
+        return []
+    pattern = re.compile(rf"{re.escape(path.stem)}\.partner(\d*)\.safetensors")
+    found = [(m, f) for f in path.parent.iterdir() if (m := pattern.fullmatch(f.name))]
+    return [f for m, f in sorted(found, key=lambda mf: int(mf[0][1] or 1))]
 
 
 class _NoRandomInit(TorchFunctionMode):

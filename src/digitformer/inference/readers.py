@@ -249,7 +249,7 @@ def _with_partners(model: nn.Module, x: torch.Tensor, probs: torch.Tensor) -> to
 def _second_look(model: nn.Module, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """probs (B, 10) of digits x (B, 1, 28, 28), the model's own; those under UNSURE averaged
     over the views, the model's and its partners' (`partners_of`): a sure digit costs one
-    reading, and a reader whose digits are all sure never loads its partner."""
+    reading, and a reader whose digits are all sure never loads its partners."""
     from digitformer.inference.ensemble import tta_views
 
     unsure = probs.max(-1).values < UNSURE

@@ -34,7 +34,7 @@ def evaluate_checkpoint(
     paths = path if isinstance(path, list) else [path]
     loaded = [load_model(p, dev) for p in paths]
     model, meta = loaded[0]
-    # a bundled digit reader reads with its partner (readers.read): measured as it reads
+    # a bundled digit reader reads with its partners (readers.read): measured as it reads
     members = [m for loaded_model, _ in loaded for m in (loaded_model, *partners_of(loaded_model))]
     if len(members) > 1 or tta:
         types = {m["model_type"] for _, m in loaded}
