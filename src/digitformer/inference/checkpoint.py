@@ -197,8 +197,8 @@ def partner_files(path: Path) -> list[Path]:
     if path.parent != PRETRAINED_DIR:
         return []
     pattern = re.compile(rf"{re.escape(path.stem)}\.partner(\d*)\.safetensors")
-    found = [(m, f) for f in path.parent.iterdir() if (m := pattern.fullmatch(f.name))]
-    return [f for m, f in sorted(found, key=lambda mf: int(mf[0][1] or 1))]
+    found = [(int(m[1] or 1), f) for f in path.parent.iterdir() if (m := pattern.fullmatch(f.name))]
+    return [f for _, f in sorted(found)]
 
 
 class _NoRandomInit(TorchFunctionMode):
