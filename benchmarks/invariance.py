@@ -208,7 +208,7 @@ def run(args) -> dict:
         """Digits read, and whether each picture was read at all: ink found, and (as
         `predict` does) not refused as unlike any digit."""
         inputs, found = prepared(pictures)
-        judged = readers.read_judged(model, inputs, views=True)  # as predict reads
+        judged = readers.read_judged(model, inputs, views=True, apart=True)  # as predict reads
         if novelty is not None:
             found &= ~judged.far
         return judged.tokens[:, 0], found

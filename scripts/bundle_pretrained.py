@@ -2,13 +2,17 @@
 
     python -m scripts.bundle_pretrained RUN --name digit --command "digitformer train ..."
     python -m scripts.bundle_pretrained RUN --name digit --partner [2] --command "..."
+    python -m scripts.bundle_pretrained RUN --name digit --judge --command "..."
 
 Writes src/digitformer/pretrained/NAME.safetensors (weights in fp16: half the size; the
 model computes in fp32 once loaded) and updates pretrained/report.json with the test results
 of exactly those stored weights (read once and with --tta, alone, and as `pretrained:NAME` reads
 with its partners where it has them), the run, the command that trained
 it and the commit it was trained at. --partner [N]: the run becomes NAME.partner[N].safetensors,
-another reader that the bundled one asks where it is unsure (`readers.partners_of`). A new
+another reader that the bundled one asks where it is unsure (`readers.partners_of`). --judge:
+the run becomes NAME.judge.safetensors, which says "not a digit" for NAME's whole pictures
+(`readers.judge_of`; fit its own with `python -m scripts.fit_novelty --model RUN --name
+NAME.judge`). A new
 `digit` reader's judges are fitted on its own features: refit them after bundling it
 (`python -m scripts.fit_novelty`, "not a digit"; `python -m scripts.fit_pairs`, two digits).
 """
@@ -68,12 +72,18 @@ def main() -> None:
     parser.add_argument("--commit", help="the commit it was trained at (default: HEAD)")
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--no-tta", dest="tta", action="store_false")
-    parser.add_argument(
+    role = parser.add_mutually_exclusive_group()
+    role.add_argument(
         "--partner",
         type=slot,
         nargs="?",
         const=1,
         help="bundle as NAME's partner (another: --partner 2)",
+    )
+    role.add_argument(
+        "--judge",
+        action="store_true",
+        help="bundle as NAME's judge apart, NAME.judge (then fit_novelty --name NAME.judge)",
     )
     args = parser.parse_args()
     weights, meta = read_checkpoint(args.run)
@@ -85,6 +95,8 @@ def main() -> None:
     entry = args.name
     if args.partner is not None:  # NAME.partner, NAME.partner2, ...
         entry += ".partner" + (str(args.partner) if args.partner > 1 else "")
+    elif args.judge:  # says "not a digit" for NAME's whole pictures; NAME reads as before
+        entry += ".judge"
     target = PRETRAINED_DIR / f"{entry}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
@@ -96,7 +108,9 @@ def main() -> None:
         # the stored weights alone: a copy outside the package has no partners to ask
         alone = Path(scratch) / target.name
         shutil.copyfile(target, alone)
-        partnered = bool(partner_files(PRETRAINED_DIR / f"{args.name}.safetensors"))
+        partnered = args.partner is not None or (
+            not args.judge and bool(partner_files(PRETRAINED_DIR / f"{args.name}.safetensors"))
+        )
         first = f"pretrained:{args.name}"
         for tta in (False, True) if args.tta else (False,):
             key = "tta" if tta else "once"
@@ -119,7 +133,7 @@ def main() -> None:
         "measured_on": machine(),
         "torch": torch.__version__,
     }
-    if entry != args.name and args.name in report:  # the first reader's entry says it too
+    if args.partner is not None and args.name in report:  # the first reader's entry says it too
         report[args.name]["test"] = {
             k: v for k, v in report[args.name]["test"].items() if not k.startswith("with")
         } | together

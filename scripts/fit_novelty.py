@@ -1,6 +1,7 @@
 """Fit the bundled digit reader's sense of "not a digit" and store it beside the model.
 
     python -m scripts.fit_novelty [--model RUN] [--data-dir .data] [--fit 20000] [--keep 0.995]
+    python -m scripts.fit_novelty --model RUN --keep 0.999 --name digit.judge   # a judge apart
 
 Class means and a shared covariance of the reader's features over `--fit` MNIST training
 digits; the threshold from the training set's fixed validation split (the 5000 digits every
@@ -9,7 +10,8 @@ For a reader taught "not a digit" (`scripts.teach_not_digit`: RUN/other.safetens
 also takes the training digits as augmented in training, and the thresholds (the distance's
 and the taught class's probability) the validation digits as they are, augmented, and drawn
 on paper and prepared as a picture is (`digitformer.data.marks.on_paper`). Writes
-src/digitformer/pretrained/digit.novelty.safetensors. No non-digit is looked at.
+src/digitformer/pretrained/NAME.novelty.safetensors (`--name`: digit, or digit.judge for the
+judge apart bundled by `scripts.bundle_pretrained --judge`). No non-digit is looked at.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def main() -> None:
     parser.add_argument("--data-dir", default=".data")
     parser.add_argument("--fit", type=int, default=20000, help="training digits in the fit")
     parser.add_argument("--keep", type=float, default=KEEP)
+    parser.add_argument(
+        "--name", default="digit", help="the bundled model it judges for: digit, digit.judge"
+    )
     args = parser.parse_args()
     train, val = split_train_val(load_split(args.data_dir, "train"), 5000, args.fit)
     model, meta = load_model(args.model)
@@ -60,7 +65,7 @@ def main() -> None:
     else:
         other, digits, labels, held = None, train.images, train.labels, val.images
     novelty = fit(model, digits, labels, held, args.keep, other)
-    target = PRETRAINED_DIR / "digit.novelty.safetensors"
+    target = PRETRAINED_DIR / f"{args.name}.novelty.safetensors"
     novelty.save(target)
     taught = f", not a digit over {novelty.other_threshold:.3f}" if other is not None else ""
     print(f"wrote {target}: distance over {novelty.threshold:.3f}{taught} (keeps {args.keep:.1%})")

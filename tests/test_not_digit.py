@@ -96,3 +96,19 @@ def test_taught_in_its_last_blocks_only_the_rest_of_the_reader_is_as_it_was():
     moved = {k for k in before if not torch.equal(before[k].float(), after[k])}
     assert moved and all(k.startswith(("encoder.5.", "norm.", "head.")) for k in moved)
     assert any(k.startswith("encoder.5.") for k in moved)
+
+
+def test_a_zigzag_is_one_stroke_across_its_canvas():
+    """`marks._zigzag`: a sawtooth drawn as one line (a stroke across it on some), reaching
+    over most of its picture and covering little of it: a mark, not a blot."""
+    from scipy import ndimage
+
+    from digitformer.data.marks import _zigzag
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        ink = _zigzag(rng) > 0.5
+        parts = ndimage.label(ink)[1]
+        ys, xs = np.nonzero(ink)
+        reach = max(np.ptp(ys), np.ptp(xs)) / ink.shape[0]
+        assert 1 <= parts <= 2 and reach > 0.35 and ink.mean() < 0.6

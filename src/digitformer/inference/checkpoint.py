@@ -188,6 +188,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     partners = partner_files(path)
     if partners:  # other digit readers, loaded when first needed (readers.partners_of)
         model.partner_paths = partners
+    judge = path.with_suffix(".judge.safetensors")
+    if path.parent == PRETRAINED_DIR and judge.is_file():  # "not a digit" for single pictures
+        model.judge_path = judge  # loaded when first needed (readers.judge_of)
     return model, meta
 
 

@@ -183,6 +183,7 @@ def read_in_pieces(
             device,
             [layout] * len(chosen),
             judge=False,
+            apart=False,  # whether a piece is one digit: the reader's own judge (its features)
         )
         by_label = {r.file: (r, x) for r, x in zip(part.results, part.inputs)}
         return {o: by_label[labels[o]] for o in chosen if labels[o] in by_label}, part

@@ -129,6 +129,7 @@ def predict_pictures(
     device: torch.device | str = "cpu",
     layouts: list[str] | None = None,
     judge: bool = True,
+    apart: bool = True,
 ) -> Readings:
     """Grayscale pictures (H, W) in [0, 1] -> a Prediction for each that could be prepared (in
     their order; digits None and the reason where there is nothing to read, or, for a digit
@@ -136,7 +137,8 @@ def predict_pictures(
     warning where the picture's layout (`layouts`, found here when not given) is not what this
     reader reads), their prepared inputs (zeros for those), and one message per picture that
     could not be prepared. A digit the reader is unsure of is read again in its test-time
-    views (`readers.read_judged`)."""
+    views (`readers.read_judged`). `apart`: whole pictures, judged by the reader's judge apart
+    where it has one; not for the pieces of a number, which its own judge routes."""
     kind = kind_of(model)
 
     def prepared(i: int) -> tuple[str, np.ndarray | DigitformerError]:
@@ -163,7 +165,9 @@ def predict_pictures(
     readable = [i for i, r in enumerate(out.results) if r.reason is None]
     if readable:
         batch = np.stack([out.inputs[i] for i in readable])
-        tokens, probs, far, two = read_judged(model, batch, batch_size, device, views=True)
+        tokens, probs, far, two = read_judged(
+            model, batch, batch_size, device, views=True, apart=apart
+        )
         for k, (row, digits) in enumerate(zip(readable, token_strings(tokens))):
             _fill(out.results[row], digits, probs[k])
         for row in [] if two is None else np.asarray(readable)[two]:

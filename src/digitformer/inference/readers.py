@@ -182,13 +182,17 @@ def read_judged(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     views: bool = False,
+    apart: bool = False,
 ) -> Judged:
     """`read`, and the digit reader's judges' verdicts on each input (`Judged`). A digit ViT's
     reading and its judgements come from one pass: all start from its final CLS token. `views`
     (a digit ViT): a digit it is unsure of (`UNSURE`) is read again in its test-time views,
-    and their probabilities averaged (the judges look at the digit as it is)."""
+    and their probabilities averaged (the judges look at the digit as it is). `apart` (whole
+    pictures, not the pieces of a number): `far` is the verdict of the reader's judge apart
+    (`judge_of`) where it has one."""
+    judge = judge_of(model) if apart else None
     judges = getattr(model, "novelty", None), getattr(model, "pairs", None)
-    judged = judges != (None, None)
+    judged = judges != (None, None) or judge is not None
     if batch_size < 1 or (not judged and not views) or not isinstance(model, ViT):
         tokens, probs = read(model, images, batch_size, device)
         if not judged:
@@ -205,7 +209,12 @@ def read_judged(
             seen = model.head(cls).float().softmax(-1)
             seen = _second_look(model, x, seen) if views else _with_partners(model, x, seen)
         batches.append(seen[:, None].cpu().numpy())
-        verdicts.append(_verdicts(judges, cls.float().cpu()))
+        far, two = _verdicts(judges, cls.float().cpu())
+        if judge is not None:
+            with reading(judge, len(x)):
+                far = judge.novelty.is_novel(judge.forward_features(x)[0][:, 0].float().cpu())
+            far = far.numpy()
+        verdicts.append((far, two))
     joined = np.concatenate(batches)
     far, two = (None if v[0] is None else np.concatenate(v) for v in zip(*verdicts))
     return Judged(joined.argmax(-1), joined, far, two)
@@ -235,6 +244,25 @@ def partners_of(model: nn.Module) -> list[nn.Module]:
         device = next(model.parameters()).device
         found = [load_model(path, device)[0] for path in paths]
         vars(model)["partners"] = found  # a plain attribute, not one of its modules
+    return found
+
+
+def judge_of(model: nn.Module) -> nn.Module | None:
+    """The digit ViT that says "not a digit" for a digit reader's whole pictures, apart from
+    the readers (the bundled one's: taught marks that are no digit, with its own fitted
+    `novelty`; docs/reading-pictures.md, "A judge apart"), loaded the first time it is needed
+    (`model.judge_path`, set by `checkpoint.load_model`); None where there is none."""
+    found = getattr(model, "judge", None)
+    if found is None:
+        path = getattr(model, "judge_path", None)
+        if path is None:
+            return None
+        from digitformer.inference.checkpoint import load_model
+
+        found = load_model(path, next(model.parameters()).device)[0]
+        if getattr(found, "novelty", None) is None:
+            raise DigitformerError(f"{path}: the judge has no fitted judgement beside it")
+        vars(model)["judge"] = found  # a plain attribute, not one of its modules
     return found
 
 

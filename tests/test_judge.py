@@ -1,0 +1,87 @@
+"""A judge apart: a second digit ViT, with its own fitted judgement, that says "not a digit"
+for a reader's whole pictures; the pieces of a number are judged by the reader's own."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from digitformer.data import load_split
+from digitformer.inference import checkpoint
+from digitformer.inference.novelty import Novelty, features
+from digitformer.inference.predict import predict_pictures
+from digitformer.inference.readers import judge_of, read_judged
+from digitformer.utils.errors import DigitformerError
+from helpers import SUBSET
+
+
+@pytest.fixture
+def judged_reader(tmp_path, monkeypatch, tiny_checkpoint):
+    """A tiny reader bundled (in a stand-in package folder) with a judge apart: another tiny
+    ViT whose fitted judgement refuses the half of the test digits farthest from its one mean
+    (nothing of the sort is in the reader's own, which has none)."""
+    _, path = tiny_checkpoint("encoder-only")
+    torch.manual_seed(1)
+    judge_path = tmp_path / "encoder-only.judge.safetensors"
+    shutil.copyfile(path, judge_path)
+    weights = checkpoint.read_checkpoint(judge_path)[0]
+    judge = checkpoint.load_model(judge_path)[0]
+    judge.load_state_dict({k: v + 0.05 * torch.randn_like(v) for k, v in weights.items()})
+    meta = {"model_type": "encoder-only", "model_config": judge.cfg.to_dict()}
+    checkpoint.save_checkpoint(judge_path, judge, meta)
+    images = load_split(SUBSET, "test").images[:64]
+    feats = features(judge, images)
+    centre = feats.mean(0)
+    means = centre.expand(10, -1).contiguous()
+    novelty = Novelty(means, torch.eye(feats.shape[1]), float("inf"))
+    threshold = float(novelty.distance(feats).median())
+    Novelty(means, novelty.precision, threshold).save(
+        tmp_path / "encoder-only.judge.novelty.safetensors"
+    )
+    monkeypatch.setattr(checkpoint, "PRETRAINED_DIR", tmp_path)
+    return path, images
+
+
+def test_a_judge_apart_judges_whole_pictures_and_the_reader_reads_them(judged_reader):
+    path, images = judged_reader
+    model = checkpoint.load_model(path)[0]
+    assert model.judge_path.name == "encoder-only.judge.safetensors"
+    assert getattr(model, "judge", None) is None  # loaded when first needed
+    pieces = read_judged(model, images, views=True)  # a number's pieces: the reader's own judge
+    assert pieces.far is None and getattr(model, "judge", None) is None
+    whole = read_judged(model, images, views=True, apart=True)
+    judge = judge_of(model)
+    expected = judge.novelty.is_novel(features(judge, images)).numpy()
+    np.testing.assert_array_equal(whole.far, expected)
+    assert 0 < whole.far.sum() < len(images)
+    np.testing.assert_array_equal(whole.tokens, pieces.tokens)  # the judge reads nothing
+    np.testing.assert_allclose(whole.probs, pieces.probs)
+    # `predict` refuses exactly what the judge refuses, and reads the rest with the reader
+    pictures, names = list(images / 255.0), [str(k) for k in range(len(images))]
+    out = predict_pictures(model, pictures, names, preprocess=False)
+    refused = [r.reason is not None for r in out.results]
+    assert refused == expected.tolist() and out.unlike == {str(k) for k in np.flatnonzero(expected)}
+    kept = [r for r, far in zip(out.results, expected) if not far]
+    assert all(r.digits is not None for r in kept)
+    # without judging, nothing is refused, and every picture is read
+    out = predict_pictures(model, pictures, names, preprocess=False, judge=False)
+    assert all(r.digits is not None for r in out.results)
+
+
+def test_a_judge_apart_without_its_judgement_is_a_clear_error(judged_reader, tmp_path):
+    path, images = judged_reader
+    (tmp_path / "encoder-only.judge.novelty.safetensors").unlink()
+    model = checkpoint.load_model(path)[0]
+    with pytest.raises(DigitformerError, match="no fitted judgement"):
+        read_judged(model, images, views=True, apart=True)
+
+
+def test_a_judge_has_no_judge_and_a_run_outside_the_package_has_none(judged_reader, tmp_path):
+    path, _ = judged_reader
+    judge = checkpoint.load_model(tmp_path / "encoder-only.judge.safetensors")[0]
+    assert getattr(judge, "judge_path", None) is None and judge.novelty is not None
+    elsewhere = tmp_path / "run"
+    elsewhere.mkdir()
+    copy = shutil.copyfile(path, elsewhere / path.name)
+    assert getattr(checkpoint.load_model(copy)[0], "judge_path", None) is None
