@@ -1,7 +1,8 @@
 """Fit the bundled digit reader's sense of "not a digit" and store it beside the model.
 
     python -m scripts.fit_novelty [--model RUN] [--data-dir .data] [--fit 20000] [--keep 0.995]
-    python -m scripts.fit_novelty --model RUN --keep 0.999 --name digit.judge   # a judge apart
+    python -m scripts.fit_novelty --whole-keep 0.999                   # the bundled reader's
+    python -m scripts.fit_novelty --model RUN --name digit.judge       # its judge apart
 
 Class means and a shared covariance of the reader's features over `--fit` MNIST training
 digits; the threshold from the training set's fixed validation split (the 5000 digits every
@@ -49,6 +50,12 @@ def main() -> None:
     parser.add_argument("--fit", type=int, default=20000, help="training digits in the fit")
     parser.add_argument("--keep", type=float, default=KEEP)
     parser.add_argument(
+        "--whole-keep",
+        type=float,
+        help="also the distance a share of held-out digits stays within for a whole picture,"
+        " which a judge apart judges too (the bundled reader's: 0.999)",
+    )
+    parser.add_argument(
         "--name", default="digit", help="the bundled model it judges for: digit, digit.judge"
     )
     args = parser.parse_args()
@@ -64,11 +71,18 @@ def main() -> None:
         held = np.concatenate([val.images, augmented(val.images, settings, 2), met])
     else:
         other, digits, labels, held = None, train.images, train.labels, val.images
-    novelty = fit(model, digits, labels, held, args.keep, other)
+    novelty = fit(model, digits, labels, held, args.keep, other, args.whole_keep)
     target = PRETRAINED_DIR / f"{args.name}.novelty.safetensors"
     novelty.save(target)
     taught = f", not a digit over {novelty.other_threshold:.3f}" if other is not None else ""
-    print(f"wrote {target}: distance over {novelty.threshold:.3f}{taught} (keeps {args.keep:.1%})")
+    whole = novelty.whole_threshold
+    whole_s = (
+        "" if whole is None else f"; a whole picture's over {whole:.3f} ({args.whole_keep:.1%})"
+    )
+    print(
+        f"wrote {target}: distance over {novelty.threshold:.3f}{taught} (keeps {args.keep:.1%})"
+        + whole_s
+    )
 
 
 if __name__ == "__main__":

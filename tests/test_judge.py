@@ -18,10 +18,9 @@ from helpers import SUBSET
 
 @pytest.fixture
 def judged_reader(tmp_path, monkeypatch, tiny_checkpoint):
-    """A tiny reader bundled (in a stand-in package folder) with a judge apart: another tiny
-    ViT whose fitted judgement refuses the half of the test digits farthest from its one mean
-    (nothing of the sort is in the reader's own, which has none)."""
-    _, path = tiny_checkpoint("encoder-only")
+    """A tiny reader bundled (in a stand-in package folder) with its own judgement and a judge
+    apart: another tiny ViT with a fitted judgement of its own."""
+    reader, path = tiny_checkpoint("encoder-only")
     torch.manual_seed(1)
     judge_path = tmp_path / "encoder-only.judge.safetensors"
     shutil.copyfile(path, judge_path)
@@ -31,14 +30,17 @@ def judged_reader(tmp_path, monkeypatch, tiny_checkpoint):
     meta = {"model_type": "encoder-only", "model_config": judge.cfg.to_dict()}
     checkpoint.save_checkpoint(judge_path, judge, meta)
     images = load_split(SUBSET, "test").images[:64]
-    feats = features(judge, images)
-    centre = feats.mean(0)
-    means = centre.expand(10, -1).contiguous()
-    novelty = Novelty(means, torch.eye(feats.shape[1]), float("inf"))
-    threshold = float(novelty.distance(feats).median())
-    Novelty(means, novelty.precision, threshold).save(
-        tmp_path / "encoder-only.judge.novelty.safetensors"
-    )
+    # each judges by the distance to the mean of its features: the judge refuses the farther
+    # half; the reader the farthest 40% of a piece, and the farthest 20% of a whole picture
+    for model, name, share, whole in ((judge, "judge.", 0.5, None), (reader, "", 0.6, 0.8)):
+        feats = features(model, images)
+        means = feats.mean(0).expand(10, -1).contiguous()
+        distance = Novelty(means, torch.eye(feats.shape[1]), float("inf")).distance(feats)
+        loose = None if whole is None else float(distance.quantile(whole))
+        novelty = Novelty(means, torch.eye(feats.shape[1]), float(distance.quantile(share)))
+        Novelty(novelty.means, novelty.precision, novelty.threshold, whole_threshold=loose).save(
+            tmp_path / f"encoder-only.{name}novelty.safetensors"
+        )
     monkeypatch.setattr(checkpoint, "PRETRAINED_DIR", tmp_path)
     return path, images
 
@@ -49,11 +51,18 @@ def test_a_judge_apart_judges_whole_pictures_and_the_reader_reads_them(judged_re
     assert model.judge_path.name == "encoder-only.judge.safetensors"
     assert getattr(model, "judge", None) is None  # loaded when first needed
     pieces = read_judged(model, images, views=True)  # a number's pieces: the reader's own judge
-    assert pieces.far is None and getattr(model, "judge", None) is None
+    own = features(model, images)
+    np.testing.assert_array_equal(pieces.far, model.novelty.is_novel(own).numpy())
+    assert getattr(model, "judge", None) is None
+    # a whole picture: no digit where the judge apart says so, or the reader's own by its
+    # looser distance
     whole = read_judged(model, images, views=True, apart=True)
     judge = judge_of(model)
-    expected = judge.novelty.is_novel(features(judge, images)).numpy()
+    by_judge = judge.novelty.is_novel(features(judge, images)).numpy()
+    by_reader = model.novelty.is_novel(own, whole=True).numpy()
+    expected = by_judge | by_reader
     np.testing.assert_array_equal(whole.far, expected)
+    assert by_reader.sum() < pieces.far.sum() and (by_reader & ~by_judge).any()
     assert 0 < whole.far.sum() < len(images)
     np.testing.assert_array_equal(whole.tokens, pieces.tokens)  # the judge reads nothing
     np.testing.assert_allclose(whole.probs, pieces.probs)

@@ -44,13 +44,16 @@ KEEP = 0.995  # the share of held-out digits the threshold keeps
 class Novelty:
     """means (10, D), precision (D, D) of the features, and the largest distance a digit is
     allowed; optionally the taught head `other` (11, D + 1) and the largest probability of
-    "not a digit" a digit is allowed."""
+    "not a digit" a digit is allowed; and `whole_threshold`, the largest distance a whole
+    picture is allowed where a judge apart judges it too (`readers.judge_of`): looser than a
+    piece's, as that judge refuses what the distance alone would have to."""
 
     means: torch.Tensor
     precision: torch.Tensor
     threshold: float
     other: torch.Tensor | None = None
     other_threshold: float = 1.0
+    whole_threshold: float | None = None
 
     def distance(self, feats: torch.Tensor) -> torch.Tensor:
         """(N, D) features -> (N,) Mahalanobis distance to the nearest class mean."""
@@ -65,8 +68,11 @@ class Novelty:
         logits = feats.float() @ self.other[:, :-1].T.float() + self.other[:, -1].float()
         return logits.softmax(-1)[:, -1]
 
-    def is_novel(self, feats: torch.Tensor) -> torch.Tensor:
-        far = self.distance(feats) > self.threshold
+    def is_novel(self, feats: torch.Tensor, whole: bool = False) -> torch.Tensor:
+        """(N, D) features -> (N,) bool, like none of the ten; `whole`: by `whole_threshold`
+        where it has one."""
+        loose = self.whole_threshold if whole and self.whole_threshold is not None else None
+        far = self.distance(feats) > (self.threshold if loose is None else loose)
         return far | (self.not_digit(feats) > self.other_threshold)
 
     def save(self, path: str | Path) -> None:
@@ -75,6 +81,8 @@ class Novelty:
             "precision": self.precision.float().contiguous(),
         }
         metadata = {"threshold": repr(self.threshold)}
+        if self.whole_threshold is not None:
+            metadata["whole_threshold"] = repr(self.whole_threshold)
         if self.other is not None:
             tensors["other"] = self.other.float().contiguous()
             metadata["other_threshold"] = repr(self.other_threshold)
@@ -94,6 +102,7 @@ class Novelty:
             float(metadata["threshold"]),
             tensors.get("other"),
             float(metadata.get("other_threshold", 1.0)),
+            float(metadata["whole_threshold"]) if "whole_threshold" in metadata else None,
         )
 
 
@@ -115,10 +124,12 @@ def fit(
     held_out: np.ndarray,
     keep: float = KEEP,
     other: torch.Tensor | None = None,
+    whole_keep: float | None = None,
 ) -> Novelty:
     """Class means and shared covariance from (images, labels); the threshold from `held_out`
-    digits (which the fit never saw): the distance that a share `keep` of them stays within;
-    and with a taught head `other`, the probability of "not a digit" that they stay within."""
+    digits (which the fit never saw): the distance that a share `keep` of them stays within
+    (`whole_keep`, also a whole picture's: `Novelty.whole_threshold`); and with a taught head
+    `other`, the probability of "not a digit" that they stay within."""
     feats = features(model, images).double()
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     means = torch.stack([feats[labels_t == c].mean(0) for c in range(10)])
@@ -128,8 +139,8 @@ def fit(
     precision = torch.linalg.inv(cov)
     first = Novelty(means.float(), precision.float(), float("inf"), other)
     held = features(model, held_out)
-    threshold = float(np.quantile(first.distance(held).numpy(), keep))
-    if other is None:
-        return Novelty(first.means, first.precision, threshold)
-    taught = float(np.quantile(first.not_digit(held).numpy(), keep))
-    return Novelty(first.means, first.precision, threshold, other, taught)
+    distances = first.distance(held).numpy()
+    threshold = float(np.quantile(distances, keep))
+    whole = None if whole_keep is None else float(np.quantile(distances, whole_keep))
+    taught = 1.0 if other is None else float(np.quantile(first.not_digit(held).numpy(), keep))
+    return Novelty(first.means, first.precision, threshold, other, taught, whole)

@@ -188,8 +188,9 @@ def read_judged(
     reading and its judgements come from one pass: all start from its final CLS token. `views`
     (a digit ViT): a digit it is unsure of (`UNSURE`) is read again in its test-time views,
     and their probabilities averaged (the judges look at the digit as it is). `apart` (whole
-    pictures, not the pieces of a number): `far` is the verdict of the reader's judge apart
-    (`judge_of`) where it has one."""
+    pictures, not the pieces of a number): where the reader has a judge apart (`judge_of`),
+    `far` is that judge's verdict or the reader's own by its looser distance for a whole
+    picture (`Novelty.whole_threshold`)."""
     judge = judge_of(model) if apart else None
     judges = getattr(model, "novelty", None), getattr(model, "pairs", None)
     judged = judges != (None, None) or judge is not None
@@ -209,22 +210,25 @@ def read_judged(
             seen = model.head(cls).float().softmax(-1)
             seen = _second_look(model, x, seen) if views else _with_partners(model, x, seen)
         batches.append(seen[:, None].cpu().numpy())
-        far, two = _verdicts(judges, cls.float().cpu())
-        if judge is not None:
+        far, two = _verdicts(judges, cls.float().cpu(), whole=judge is not None)
+        if judge is not None:  # no digit where either judge says so
             with reading(judge, len(x)):
-                far = judge.novelty.is_novel(judge.forward_features(x)[0][:, 0].float().cpu())
-            far = far.numpy()
+                apart = judge.novelty.is_novel(judge.forward_features(x)[0][:, 0].float().cpu())
+            far = apart.numpy() if far is None else far | apart.numpy()
         verdicts.append((far, two))
     joined = np.concatenate(batches)
     far, two = (None if v[0] is None else np.concatenate(v) for v in zip(*verdicts))
     return Judged(joined.argmax(-1), joined, far, two)
 
 
-def _verdicts(judges: tuple, feats: torch.Tensor) -> tuple[np.ndarray | None, ...]:
-    """(N, D) final CLS features -> each judge's (N,) bool verdict (None: no such judge)."""
+def _verdicts(
+    judges: tuple, feats: torch.Tensor, whole: bool = False
+) -> tuple[np.ndarray | None, ...]:
+    """(N, D) final CLS features -> each judge's (N,) bool verdict (None: no such judge);
+    `whole`: "not a digit" by the looser distance of a whole picture (`Novelty.is_novel`)."""
     novelty, pairs = judges
     return (
-        None if novelty is None else novelty.is_novel(feats).numpy(),
+        None if novelty is None else novelty.is_novel(feats, whole).numpy(),
         None if pairs is None else pairs.is_two(feats).numpy(),
     )
 
