@@ -33,7 +33,9 @@ def digit_model():
 
 def test_fitted_on_digits_it_keeps_held_out_digits_and_refuses_scribbles(digit_model, tmp_path):
     train, test = load_split(SUBSET, "train"), load_split(SUBSET, "test")
-    novelty = fit(digit_model, train.images, train.labels, test.images[:500], keep=0.99)
+    novelty = fit(
+        digit_model, train.images, train.labels, test.images[:500], keep=0.99, whole_keep=0.999
+    )
     kept = ~novelty.is_novel(features(digit_model, test.images[500:]))
     assert kept.float().mean() > 0.95  # digits it never saw stay digits
     refused = novelty.is_novel(features(digit_model, np.stack(scribbles(40))))
@@ -45,6 +47,11 @@ def test_fitted_on_digits_it_keeps_held_out_digits_and_refuses_scribbles(digit_m
     assert again.threshold == novelty.threshold
     feats = features(digit_model, test.images[:50])
     assert np.allclose(again.distance(feats), novelty.distance(feats), atol=1e-4)
+    # a whole picture's looser distance: refuses no more than a piece's, and is kept
+    assert again.whole_threshold == novelty.whole_threshold > novelty.threshold
+    marks = features(digit_model, np.stack(scribbles(40)))
+    whole, piece = novelty.is_novel(marks, whole=True), novelty.is_novel(marks)
+    assert (piece | ~whole).all()  # what it refuses, a piece is refused for too
 
 
 def test_the_bundled_digit_reader_says_not_a_digit_and_numbers_read_on(digit_model):

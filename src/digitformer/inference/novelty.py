@@ -18,9 +18,10 @@ alone lets a quarter of the marks that are no digit through. A reader can also b
 (`digitformer.training.not_digit`: pictures of marks of `digitformer.data.marks`, prepared as
 any picture is, as an eleventh class beside the ten): `other` is the head it was taught with,
 (11, D + 1) with the bias last, and a mark is no digit too where the eleventh class's
-probability is over `other_threshold`, set like the distance's by held-out digits. (Measured,
-not bundled: it reads single digits better and numbers in pieces worse; see
-docs/reading-pictures.md.)
+probability is over `other_threshold`, set like the distance's by held-out digits. Taught so,
+the reader read numbers in pieces worse; the bundle keeps such a reader apart, as a judge of
+whole pictures only (`readers.judge_of`; docs/reading-pictures.md, "A taught judge beside the
+readers").
 """
 
 from __future__ import annotations

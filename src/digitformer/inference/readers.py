@@ -213,8 +213,9 @@ def read_judged(
         far, two = _verdicts(judges, cls.float().cpu(), whole=judge is not None)
         if judge is not None:  # no digit where either judge says so
             with reading(judge, len(x)):
-                apart = judge.novelty.is_novel(judge.forward_features(x)[0][:, 0].float().cpu())
-            far = apart.numpy() if far is None else far | apart.numpy()
+                feats = cast(ViT, judge).forward_features(x)[0][:, 0].float().cpu()
+            by_judge: np.ndarray = cast(Any, judge).novelty.is_novel(feats).numpy()
+            far = by_judge if far is None else (far | by_judge).astype(bool)
         verdicts.append((far, two))
     joined = np.concatenate(batches)
     far, two = (None if v[0] is None else np.concatenate(v) for v in zip(*verdicts))
@@ -254,8 +255,9 @@ def partners_of(model: nn.Module) -> list[nn.Module]:
 def judge_of(model: nn.Module) -> nn.Module | None:
     """The digit ViT that says "not a digit" for a digit reader's whole pictures, apart from
     the readers (the bundled one's: taught marks that are no digit, with its own fitted
-    `novelty`; docs/reading-pictures.md, "A judge apart"), loaded the first time it is needed
-    (`model.judge_path`, set by `checkpoint.load_model`); None where there is none."""
+    `novelty`; docs/reading-pictures.md, "A taught judge beside the readers"), loaded the
+    first time it is needed (`model.judge_path`, set by `checkpoint.load_model`); None where
+    there is none."""
     found = getattr(model, "judge", None)
     if found is None:
         path = getattr(model, "judge_path", None)
