@@ -132,7 +132,15 @@ def segment_logps(digit_model, crops, judge: bool) -> list[np.ndarray | None]:
 
     names = [str(i) for i in range(len(crops))]
     read = predict_pictures(
-        digit_model, crops, names, True, 512, "cpu", ["digit"] * len(crops), judge=False
+        digit_model,
+        crops,
+        names,
+        True,
+        512,
+        "cpu",
+        ["digit"] * len(crops),
+        judge=False,
+        apart=False,
     )
     by_name = {r.file: (r, x) for r, x in zip(read.results, read.inputs)}
     logps: list[np.ndarray | None] = [None] * len(crops)

@@ -2,7 +2,8 @@
 
     python -m scripts.bundle_pretrained RUN --name digit --command "digitformer train ..."
     python -m scripts.bundle_pretrained RUN --name digit --partner [2] --command "..."
-    python -m scripts.bundle_pretrained RUN --name digit --judge --command "..."
+    python -m scripts.bundle_pretrained RUN --name digit --judge --command "..."   # then:
+    python -m scripts.fit_novelty --model RUN --name digit.judge --keep 0.999
 
 Writes src/digitformer/pretrained/NAME.safetensors (weights in fp16: half the size; the
 model computes in fp32 once loaded) and updates pretrained/report.json with the test results
@@ -12,7 +13,7 @@ it and the commit it was trained at. --partner [N]: the run becomes NAME.partner
 another reader that the bundled one asks where it is unsure (`readers.partners_of`). --judge:
 the run becomes NAME.judge.safetensors, which says "not a digit" for NAME's whole pictures
 (`readers.judge_of`; fit its own with `python -m scripts.fit_novelty --model RUN --name
-NAME.judge`). A new
+NAME.judge --keep 0.999`; a digit reader's only). A new
 `digit` reader's judges are fitted on its own features: refit them after bundling it
 (`python -m scripts.fit_novelty`, "not a digit"; `python -m scripts.fit_pairs`, two digits).
 """
@@ -86,6 +87,8 @@ def main() -> None:
         help="bundle as NAME's judge apart, NAME.judge (then fit_novelty --name NAME.judge)",
     )
     args = parser.parse_args()
+    if args.judge and args.name != "digit":
+        raise DigitformerError("--judge: only the digit reader has a judge apart")
     weights, meta = read_checkpoint(args.run)
     task = READERS[args.name].task
     if meta.get("settings", {}).get("task") != task:

@@ -1,8 +1,7 @@
 """Fit the bundled digit reader's sense of "not a digit" and store it beside the model.
 
     python -m scripts.fit_novelty [--model RUN] [--data-dir .data] [--fit 20000] [--keep 0.995]
-    python -m scripts.fit_novelty --whole-keep 0.999                   # the bundled reader's
-    python -m scripts.fit_novelty --model RUN --name digit.judge       # its judge apart
+    python -m scripts.fit_novelty --model RUN --name digit.judge --keep 0.999   # the judge
 
 Class means and a shared covariance of the reader's features over `--fit` MNIST training
 digits; the threshold from the training set's fixed validation split (the 5000 digits every
@@ -32,6 +31,7 @@ from digitformer.inference.checkpoint import PRETRAINED_DIR, load_model
 from digitformer.inference.novelty import KEEP, fit
 from digitformer.training.not_digit import as_read
 from digitformer.training.tasks import split_train_val
+from digitformer.utils.errors import DigitformerError
 from digitformer.utils.tensors import to_float
 
 
@@ -53,7 +53,7 @@ def main() -> None:
         "--whole-keep",
         type=float,
         help="also the distance a share of held-out digits stays within for a whole picture,"
-        " which a judge apart judges too (the bundled reader's: 0.999)",
+        " which a judge apart judges too (the bundle has none; docs: 'strict', 0.999)",
     )
     parser.add_argument(
         "--name", default="digit", help="the bundled model it judges for: digit, digit.judge"
@@ -63,6 +63,10 @@ def main() -> None:
     model, meta = load_model(args.model)
     settings = meta["settings"]
     other_file = Path(args.model) / "other.safetensors"
+    if args.name != "digit" and not other_file.is_file():
+        raise DigitformerError(
+            f"--name {args.name}: --model must be a run taught 'not a digit' ({other_file} missing)"
+        )
     if other_file.is_file():  # a taught reader: digits as the reader meets them too
         other = load_file(str(other_file))["other"]
         digits = np.concatenate([train.images, augmented(train.images, settings, 1)])

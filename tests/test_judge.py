@@ -62,7 +62,8 @@ def test_a_judge_apart_judges_whole_pictures_and_the_reader_reads_them(judged_re
     by_reader = model.novelty.is_novel(own, whole=True).numpy()
     expected = by_judge | by_reader
     np.testing.assert_array_equal(whole.far, expected)
-    assert by_reader.sum() < pieces.far.sum() and (by_reader & ~by_judge).any()
+    assert by_reader.sum() < pieces.far.sum()  # the looser distance
+    assert (by_reader & ~by_judge).any() and (by_judge & ~by_reader).any()  # each one counts
     assert 0 < whole.far.sum() < len(images)
     np.testing.assert_array_equal(whole.tokens, pieces.tokens)  # the judge reads nothing
     np.testing.assert_allclose(whole.probs, pieces.probs)
@@ -94,3 +95,20 @@ def test_a_judge_has_no_judge_and_a_run_outside_the_package_has_none(judged_read
     elsewhere.mkdir()
     copy = shutil.copyfile(path, elsewhere / path.name)
     assert getattr(checkpoint.load_model(copy)[0], "judge_path", None) is None
+
+
+def test_the_bundled_digit_reader_has_a_taught_judge_that_numbers_in_pieces_never_ask():
+    """pretrained:digit's judge apart was taught marks that are no digit (its judgement has
+    the eleventh class's head); reading a number in pieces leaves it unloaded, and a whole
+    picture loads it."""
+    from digitformer.inference.pieces import read_in_pieces
+
+    model = checkpoint.load_model("pretrained:digit")[0]
+    assert model.judge_path.name == "digit.judge.safetensors"
+    number = checkpoint.load_model("pretrained:number")[0]
+    test = load_split(SUBSET, "test")
+    line = np.pad(np.concatenate(list(test.images[:3]), 1), 8).astype(np.float32) / 255
+    read = read_in_pieces(number, model, [line], ["line"])
+    assert read.results[0].digits is not None and getattr(model, "judge", None) is None
+    predict_pictures(model, [test.images[0] / 255.0], ["one"])
+    assert judge_of(model) is model.judge and model.judge.novelty.other is not None

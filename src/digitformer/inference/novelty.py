@@ -46,8 +46,8 @@ class Novelty:
     """means (10, D), precision (D, D) of the features, and the largest distance a digit is
     allowed; optionally the taught head `other` (11, D + 1) and the largest probability of
     "not a digit" a digit is allowed; and `whole_threshold`, the largest distance a whole
-    picture is allowed where a judge apart judges it too (`readers.judge_of`): looser than a
-    piece's, as that judge refuses what the distance alone would have to."""
+    picture is allowed where a judge apart judges it too (`readers.judge_of`), looser than a
+    piece's (measured, not bundled: docs/reading-pictures.md, "strict")."""
 
     means: torch.Tensor
     precision: torch.Tensor

@@ -189,9 +189,9 @@ def read_judged(
     (a digit ViT): a digit it is unsure of (`UNSURE`) is read again in its test-time views,
     and their probabilities averaged (the judges look at the digit as it is). `apart` (whole
     pictures, not the pieces of a number): where the reader has a judge apart (`judge_of`),
-    `far` is that judge's verdict or the reader's own by its looser distance for a whole
-    picture (`Novelty.whole_threshold`)."""
-    judge = judge_of(model) if apart else None
+    `far` is that judge's verdict or the reader's own (by the looser distance of a whole
+    picture, `Novelty.whole_threshold`, where it has one: the bundle's has none)."""
+    judge = judge_of(model) if apart and batch_size >= 1 and isinstance(model, ViT) else None
     judges = getattr(model, "novelty", None), getattr(model, "pairs", None)
     judged = judges != (None, None) or judge is not None
     if batch_size < 1 or (not judged and not views) or not isinstance(model, ViT):
@@ -226,7 +226,7 @@ def _verdicts(
     judges: tuple, feats: torch.Tensor, whole: bool = False
 ) -> tuple[np.ndarray | None, ...]:
     """(N, D) final CLS features -> each judge's (N,) bool verdict (None: no such judge);
-    `whole`: "not a digit" by the looser distance of a whole picture (`Novelty.is_novel`)."""
+    `whole`: "not a digit" by a whole picture's looser distance where the judge has one."""
     novelty, pairs = judges
     return (
         None if novelty is None else novelty.is_novel(feats, whole).numpy(),
