@@ -111,8 +111,9 @@ def main() -> None:
         # the stored weights alone: a copy outside the package has no partners to ask
         alone = Path(scratch) / target.name
         shutil.copyfile(target, alone)
-        partnered = args.partner is not None or (
-            not args.judge and bool(partner_files(PRETRAINED_DIR / f"{args.name}.safetensors"))
+        # a partner just written is found too; a judge reads nothing, so it has no "together"
+        partnered = not args.judge and bool(
+            partner_files(PRETRAINED_DIR / f"{args.name}.safetensors")
         )
         first = f"pretrained:{args.name}"
         for tta in (False, True) if args.tta else (False,):
