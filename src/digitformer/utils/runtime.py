@@ -78,13 +78,17 @@ MAX_WORKERS = 8  # each may hold a picture decoded at full size (a 5000x5000 PNG
 
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix products are faster than fp32 on `device`: on CUDA, and on a CPU with
-    AMX's bf16 tiles (Intel Xeon since Sapphire Rapids: 4x fp32's speed on the models' shapes).
-    Elsewhere PyTorch's bf16 CPU kernels are far slower than fp32 (40x on an AMD EPYC:
-    docs/training.md, "bf16 autocast on a CPU with AMX")."""
+    bf16 dot products in hardware: AMX's bf16 tiles (Intel Xeon since Sapphire Rapids: 4x
+    fp32's speed on the models' shapes) or AVX-512 BF16 (AMD EPYC since Zen 4: training 1.4x,
+    reading 1.5x fp32's). Elsewhere PyTorch's bf16 CPU kernels are far slower than fp32 (40x on
+    an AMD EPYC without them: docs/training.md, "bf16 autocast on a CPU with AMX")."""
     if device.type == "cuda":
         return True
     capabilities = getattr(torch.cpu, "get_capabilities", dict)()
-    return device.type == "cpu" and bool(capabilities.get("amx_bf16", False))
+    return device.type == "cpu" and any(capabilities.get(k, False) for k in BF16_UNITS)
+
+
+BF16_UNITS = ("amx_bf16", "avx512_bf16")  # CPU features that make bf16 faster than fp32
 
 
 def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
