@@ -54,7 +54,8 @@ def find_ink(pixels: np.ndarray) -> Ink:
     Raises NoInk when nothing stands out of the paper. The last KEPT answers are kept: the
     layout and the preparation of one picture both ask (`predict`)."""
     x = _work_size(pixels)
-    key = (x.shape, hashlib.blake2b(x.tobytes(), digest_size=16).digest())
+    # SHA-256: collision-proof, and twice BLAKE2's speed where the CPU has SHA instructions
+    key = (x.shape, hashlib.sha256(np.ascontiguousarray(x).data).digest())
     with _CACHE_LOCK:
         found = _CACHE.get(key)
     if found is None:
