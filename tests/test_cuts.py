@@ -2,10 +2,18 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import digitformer
 from digitformer.data import load_split
-from digitformer.inference.cuts import best_path, candidate_cuts, candidate_digits, read_by_cuts
+from digitformer.inference.cuts import (
+    best_path,
+    candidate_cuts,
+    candidate_digits,
+    on_a_row,
+    read_by_cuts,
+)
 from helpers import SUBSET
 
 
@@ -43,6 +51,45 @@ def test_the_best_row_of_given_digits_scores_each_run_by_its_place():
     assert path == [0, 1, 3] and total == pytest.approx(np.log(0.9 * 0.5 * 0.8))
     total, path = best_path(spans, table, 30, digits="13")
     assert path == [2, 3] and total == pytest.approx(np.log(0.01 * 0.8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cuts=st.sets(st.integers(1, 59), max_size=8),
+    widths=st.tuples(st.integers(1, 30), st.integers(1, 60)),
+    seed=st.integers(0, 2**16),
+    count=st.integers(1, 6),
+)
+def test_the_runs_on_no_row_of_the_counts_weighed_change_no_best_row(cuts, widths, seed, count):
+    """Keeping only the runs `on_a_row` finds for some counts, the best row of each of those
+    counts (by scores, or by given digits) is the one found among all the runs."""
+    rng = np.random.default_rng(seed)
+    edges = [0, *sorted(cuts), 60]
+    spans = [(a, b) for i, a in enumerate(edges) for b in edges[i + 1 :] if widths[0] <= b - a]
+    spans = [(a, b) for a, b in spans if b - a <= max(widths)]
+    table = np.log(rng.dirichlet(np.ones(10), len(spans))) if spans else np.zeros((0, 10))
+    table[rng.random(len(spans)) < 0.1] = -np.inf  # runs the judge takes for no digit
+    lengths = {count, max(1, count - 1)}
+    kept = on_a_row(spans, 60, lengths)
+    for n in lengths:
+        full = best_path(spans, table, 60, n)
+        some = best_path([spans[k] for k in kept], table[kept], 60, n)
+        assert (full is None) == (some is None)
+        if full is not None:
+            assert some[0] == full[0]
+            assert not np.isfinite(full[0]) or [kept[k] for k in some[1]] == full[1]
+        digits = "".join(map(str, rng.integers(0, 10, n)))
+        full = best_path(spans, table, 60, digits=digits)
+        some = best_path([spans[k] for k in kept], table[kept], 60, digits=digits)
+        assert (full is None) == (some is None)
+        if full is not None:
+            assert some[0] == full[0]
+    # and a run is kept just where some row of those counts holds it (one that scores it
+    # high, and every other run low, holds it when any does)
+    for k in range(len(spans)):
+        bonus = np.where(np.arange(len(spans)) == k, 100.0, -1.0)
+        rows = [best_path(spans, bonus, 60, n) for n in lengths]
+        assert (k in kept) == any(row is not None and k in row[1] for row in rows)
 
 
 def test_a_cut_is_offered_where_two_touching_digits_meet(digits):

@@ -58,25 +58,49 @@ def candidate_cuts(ink: np.ndarray, height: float) -> list[int]:
 
 
 def candidate_digits(
-    ink: np.ndarray, height: float
+    ink: np.ndarray, height: float, lengths: set[int] | None = None
 ) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
     """Every run [a, b) between two cuts (the edges included) that may be one digit, and its
     picture: the run's columns, its ink's rows, on black with a margin; bits of a neighbour that
-    the cut took (pieces touching the cut holding under a tenth of the run's ink) dropped."""
+    the cut took (pieces touching the cut holding under a tenth of the run's ink) dropped.
+    `lengths`: only the runs in some row of that many runs tiling the ink (`on_a_row`)."""
     edges = [0, *candidate_cuts(ink, height), ink.shape[1]]
+    spans = [
+        (a, b)
+        for i, a in enumerate(edges)
+        for b in edges[i + 1 :]
+        if NARROWEST * height <= b - a <= WIDEST * height
+    ]
+    if lengths is not None:
+        spans = [spans[k] for k in on_a_row(spans, ink.shape[1], lengths)]
     margin = max(2, round(MARGIN * height))
-    spans, crops = [], []
-    for i, a in enumerate(edges):
-        for b in edges[i + 1 :]:
-            if not NARROWEST * height <= b - a <= WIDEST * height:
-                continue
-            run = _without_slivers(ink[:, a:b])
-            rows = np.flatnonzero(run.any(1))
-            if len(rows) == 0:
-                continue
-            spans.append((a, b))
-            crops.append(np.pad(run[rows[0] : rows[-1] + 1], margin))
-    return spans, crops
+    kept, crops = [], []
+    for a, b in spans:
+        run = _without_slivers(ink[:, a:b])
+        rows = np.flatnonzero(run.any(1))
+        if len(rows) == 0:
+            continue
+        kept.append((a, b))
+        crops.append(np.pad(run[rows[0] : rows[-1] + 1], margin))
+    return kept, crops
+
+
+def on_a_row(spans: list[tuple[int, int]], width: int, lengths: set[int]) -> list[int]:
+    """The indices of the spans that lie in some row of spans tiling [0, width) edge to edge
+    with one of `lengths` spans in all: the only ones `best_path` can choose for those counts
+    (about a third of a cluster's runs: the others need not be read)."""
+    longest = max(lengths, default=0)
+    ahead: dict[int, set[int]] = {0: {0}}  # edge: the counts of rows that tile [0, edge)
+    for a, b in sorted(spans):
+        ahead.setdefault(b, set()).update(n + 1 for n in ahead.get(a, ()) if n < longest)
+    behind: dict[int, set[int]] = {width: {0}}  # edge: the counts of rows tiling [edge, width)
+    for a, b in sorted(spans, key=lambda s: -s[1]):
+        behind.setdefault(a, set()).update(n + 1 for n in behind.get(b, ()) if n < longest)
+    return [
+        k
+        for k, (a, b) in enumerate(spans)
+        if any(i + 1 + j in lengths for i in ahead.get(a, ()) for j in behind.get(b, ()))
+    ]
 
 
 def _without_slivers(run: np.ndarray) -> np.ndarray:
@@ -169,10 +193,11 @@ def read_by_cuts(
     a product of experts: the numbers model knows how many digits a cluster's shape holds, the
     digit reader each digit's)."""
     found, inputs = [], []
-    for image in clusters:
+    for i, (image, count) in enumerate(zip(clusters, counts)):
         ys, xs = np.nonzero(image)
         ink = image[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(ys) else image
-        spans, crops = candidate_digits(ink, ink.shape[0])
+        # only the runs that a row weighed below can hold (540 of 1,481 on number_speed's lines)
+        spans, crops = candidate_digits(ink, ink.shape[0], _row_lengths(count, number, i))
         found.append((ink.shape[1], spans, len(inputs)))
         inputs += [ink_to_mnist(Ink(crop, crop > 0)) for crop in crops]
     if not inputs:
@@ -207,20 +232,32 @@ def read_by_cuts(
     return out
 
 
+def _lengths(count, number, i) -> tuple[list, str | None]:
+    """How many runs the rows of cluster `i` that `_candidates` weighs have (`count`, None:
+    any; with `number`, where it counts two digits or more, one fewer too), and the numbers
+    model's reading weighed beside them (None where it is not voted on)."""
+    voted = number is not None and (count or 0) >= 2 and number[1][i] is not None
+    return ([count - 1, count] if voted else [count]), (number[2][i] if voted else None)
+
+
+def _row_lengths(count, number, i) -> set[int] | None:
+    """Every count of runs in a row `_candidates` may weigh for cluster `i` (None: any)."""
+    lengths, said = _lengths(count, number, i)
+    return None if count is None else {*lengths, *([len(said)] if said else [])}
+
+
 def _candidates(spans, table, width, count, number, i) -> dict[str, tuple[float, list[int]]]:
     """{digits: (the digit reader's log P, the runs)} of one cluster's candidate rows: its
     best row of `count` runs; with `number`, where it counts two digits or more, of one fewer
     too, and the numbers model's reading (one digit against more is decided
     before: `pieces._choose`; the numbers model takes any wide piece for two digits). Only
     rows of runs the judge takes for digits."""
-    voted = number is not None and (count or 0) >= 2 and number[1][i] is not None
-    lengths = [count - 1, count] if voted else [count]
+    lengths, said = _lengths(count, number, i)
     rows = {}
     for n in lengths:
         row = best_path(spans, table, width, n)
         if row is not None and np.isfinite(row[0]):
             rows["".join(str(int(table[k].argmax())) for k in row[1])] = row
-    said = number[2][i] if voted else None
     if said and said not in rows:
         row = best_path(spans, table, width, digits=said)
         if row is not None and np.isfinite(row[0]):

@@ -152,16 +152,9 @@ def read_in_pieces(
     a confidence each; digits None and a reason when nothing could be read or a piece could not
     be; one error per picture a piece of which could not be prepared."""
 
-    def surveyed(pixels: np.ndarray) -> tuple[np.ndarray, list[Piece] | NoInk]:
-        whole = _whole(pixels, number_model)  # what --show and the page draw
-        try:
-            return whole, cut_at_gaps(pixels)
-        except NoInk as exc:
-            return whole, exc
-
     out = Readings()
     cut: list[list[Piece]] = []
-    for name, (whole, pieces) in zip(names, each(surveyed, pictures)):
+    for name, (whole, pieces) in zip(names, each(lambda p: _surveyed(p, number_model), pictures)):
         out.inputs.append(whole)
         cut.append(pieces if isinstance(pieces, list) else [])
         reason = str(pieces) if isinstance(pieces, NoInk) else None
@@ -188,14 +181,20 @@ def read_in_pieces(
         by_label = {r.file: (r, x) for r, x in zip(part.results, part.inputs)}
         return {o: by_label[labels[o]] for o in chosen if labels[o] in by_label}, part
 
-    as_digit, digit_part = read_as(digit_model, "digit", owners)
-    narrow = {o for o in owners if cut[o[0]][o[1]].single}
+    narrow = [o for o in owners if cut[o[0]][o[1]].single]
+    single = set(narrow)
+    as_digit, digit_part = read_as(digit_model, "digit", narrow)
     two = {o for o in narrow if labels[o] in digit_part.two}  # the pair probe's (`inference.pairs`)
     # the numbers model reads what is wider than a digit, and a narrow piece that is like no
     # one digit or that the pair probe finds two (slim digits touching: 11, 17, 14)
     doubted = two | {o for o in narrow if labels[o] in digit_part.unlike}
-    asked = [o for o in owners if o not in narrow or o in doubted]
+    asked = [o for o in owners if o not in single or o in doubted]
     as_number, number_part = read_as(number_model, "number", asked)
+    # a wide piece is the digit reader's only where the numbers model did not read two digits
+    # or more there (`_choose`): only those are read by it
+    alone = [o for o in asked if o not in single and _digits(as_number.get(o)) < 2]
+    as_wide, wide_part = read_as(digit_model, "digit", alone)
+    as_digit |= as_wide
     read = {o: _choose(as_digit.get(o, (None,))[0], as_number.get(o, (None,))[0]) for o in owners}
     if CUTS and asked:  # the sequence model says how many digits, the digit reader which
         said = [as_number.get(o, (None, None)) for o in asked]
@@ -204,11 +203,22 @@ def read_in_pieces(
         number = number if VOTE else None
         read.update(_recut(digit_model, cut, asked, read, batch_size, device, number, two))
     unread = tuple(f"{labels[o]}: " for o in owners if read[o] is None)
-    out.errors += [e for e in digit_part.errors + number_part.errors if e.startswith(unread)]
+    parts = (digit_part, wide_part, number_part)
+    out.errors += [e for part in parts for e in part.errors if e.startswith(unread)]
     for i, (result, pieces) in enumerate(zip(out.results, cut)):
         if result.reason is None:
             _join(result, [read[i, k] for k in range(len(pieces))], pieces)
     return out
+
+
+def _surveyed(pixels: np.ndarray, number_model: nn.Module) -> tuple[np.ndarray, list | NoInk]:
+    """A picture -> the whole number on the numbers model's canvas (what --show and the page
+    draw), and its pieces (or why it has none)."""
+    whole = _whole(pixels, number_model)
+    try:
+        return whole, cut_at_gaps(pixels)
+    except NoInk as exc:
+        return whole, exc
 
 
 def _recut(digit_model, cut, asked, read, batch_size, device, number=None, two=()) -> dict:
@@ -225,6 +235,11 @@ def _recut(digit_model, cut, asked, read, batch_size, device, number=None, two=(
         for o, f in zip(asked, found)
         if f is not None
     }
+
+
+def _digits(reading: tuple | None) -> int:
+    """How many digits a `read_as` answer (Prediction, input) holds (0: none, or not read)."""
+    return len(reading[0].digits or "") if reading is not None else 0
 
 
 def _choose(as_digit: Prediction | None, as_number: Prediction | None) -> Prediction | None:
