@@ -64,8 +64,8 @@ def timed(
 
 
 def timed_command(paths: list[str], repeat: int) -> tuple[float, dict, int]:
-    """As timed(), by `predict_paths` (the `predict --model number` command: a folder of 64
-    or more in a process per thread, each loading its readers, in the time)."""
+    """As timed(), by `predict_paths` (the `predict --model number` command without --show:
+    a folder of 64 or more in a process per thread, each loading its readers, in the time)."""
     from digitformer.inference import ink
     from digitformer.inference import pieces as in_pieces
     from digitformer.inference.predict import predict_paths
@@ -75,7 +75,7 @@ def timed_command(paths: list[str], repeat: int) -> tuple[float, dict, int]:
     for _ in range(repeat):
         ink._CACHE.clear()
         t0 = time.perf_counter()
-        readings = predict_paths(paths, model="number", device="cpu")
+        readings = predict_paths(paths, model="number", device="cpu", canvases=False)
         best = min(best, time.perf_counter() - t0)
     assert readings is not None
     too_wide = sum("too wide" in error for error in readings.errors)

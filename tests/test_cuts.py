@@ -128,7 +128,8 @@ def test_touching_pairs_read_as_their_two_digits_given_their_count(digits):
 
 def test_a_numbers_models_log_probability_of_its_own_reading_is_its_steps(digits):
     """Teacher forcing gives the greedy reading the log of its steps' probabilities (the end
-    token's included), and a reading one digit longer less."""
+    token's included), and a reading one digit longer less; the same from one encoding of
+    the input as from one each."""
     from digitformer.inference.cuts import sequence_logp
     from digitformer.inference.readers import READERS, read
 
@@ -137,12 +138,20 @@ def test_a_numbers_models_log_probability_of_its_own_reading_is_its_steps(digits
     inputs = np.stack([READERS["number"].prepare(line, number) for line in lines])
     tokens, probs = read(number, inputs)
     end = number.cfg.end_token
+    saids, owns = [], []
     for x, t, p in zip(inputs, tokens, probs):
         n = list(t).index(end)
         said = "".join(str(int(d)) for d in t[:n])
         steps = np.log(p[np.arange(n + 1), t[: n + 1]]).sum()
         own, longer = sequence_logp(number, np.stack([x, x]), [said, said + said[-1]])
         assert own == pytest.approx(steps, abs=1e-3) and longer < own
+        saids.append(said)
+        owns.append(own)
+    back = list(range(len(inputs)))[::-1]  # each input encoded once, read in another order
+    strings = [saids[k] + saids[k] for k in back] + [saids[k] for k in back]
+    once = sequence_logp(number, inputs, strings, owners=back * 2)
+    twice = [sequence_logp(number, inputs[[k]], [saids[k] + saids[k]])[0] for k in back]
+    assert once == pytest.approx(twice + owns[::-1], abs=1e-4)
 
 
 def test_a_cluster_counted_one_digit_too_many_is_read_by_both_readers_together(digits):

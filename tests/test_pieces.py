@@ -343,3 +343,26 @@ def test_a_1_close_beside_another_digit_is_cut_from_it_though_the_two_are_no_wid
     pen.ellipse((10, 40, 50, 74), outline=0, width=5)  # 4 pixels below the upper loop
     pieces = cut_at_gaps(np.asarray(eight, np.float32) / 255)
     assert len(pieces) == 1 and pieces[0].single
+
+
+def test_a_number_keeps_its_whole_canvas_where_it_is_drawn_and_reads_the_same_without(
+    digits, tmp_path, capsys
+):
+    """`predict --show` draws a number read in pieces on the numbers model's canvas; without
+    --show (`canvases=False`) that canvas is not made, and the digits and spans are the same."""
+    from PIL import Image
+
+    from digitformer.apps.cli import main
+    from digitformer.inference.predict import predict_paths
+
+    path = tmp_path / "n.png"
+    Image.fromarray((255 * line(digits.images[:4], gap=6)).astype(np.uint8)).save(path)
+    drawn = predict_paths([str(path)], model="number", device="cpu")
+    bare = predict_paths([str(path)], model="number", device="cpu", canvases=False)
+    (a,), (b,) = drawn.results, bare.results
+    assert a.digits == b.digits and len(a.digits) == 4 and a.spans == b.spans
+    assert drawn.inputs[0].shape == bare.inputs[0].shape
+    assert drawn.inputs[0].max() > 128 and not bare.inputs[0].any()
+    assert main(["predict", "--model", "number", str(path), "--show"]) == 0
+    shown = capsys.readouterr().out
+    assert a.digits in shown and any("\u2801" <= ch <= "\u28ff" for ch in shown)  # Braille

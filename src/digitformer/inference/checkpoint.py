@@ -207,16 +207,20 @@ def partner_files(path: Path) -> list[Path]:
 class _NoRandomInit(TorchFunctionMode):
     """A skeleton built without its random fills (its shapes are all it is for). On the meta
     device `normal_` (nn.Embedding's) goes through `torch._refs`, which imports TorchDynamo:
-    0.9 s of the start of every process that loads a numbers reader."""
+    0.9 s of the start of every process that loads a numbers reader; `torch.randn` (a
+    numbers model's memory positions) imports SymPy through it: 0.43 s more."""
 
     SKIPPED: frozenset = frozenset(
         (torch.Tensor.normal_, torch.Tensor.uniform_, nn.init.normal_, nn.init.uniform_)
         + (nn.init.trunc_normal_, nn.init.kaiming_uniform_, nn.init.xavier_uniform_)
     )
+    EMPTY: frozenset = frozenset((torch.randn, torch.rand))  # made empty, not filled
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in self.SKIPPED:
             return args[0] if args else (kwargs or {})["tensor"]  # filled in place: itself
+        if func in self.EMPTY:
+            return torch.empty(*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
 
 

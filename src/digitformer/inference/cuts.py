@@ -155,9 +155,12 @@ def best_path(
     return max(ends, key=lambda v: v[0]) if ends else None
 
 
-def sequence_logp(model: nn.Module, inputs: np.ndarray, strings: list[str]) -> np.ndarray:
-    """log P(each string, then the end token) under a numbers model (teacher forcing), each
-    string read from its own input (uint8 (N, H, W), as the model's reader prepares them)."""
+def sequence_logp(
+    model: nn.Module, inputs: np.ndarray, strings: list[str], owners: list[int] | None = None
+) -> np.ndarray:
+    """log P(each string, then the end token) under a numbers model (teacher forcing), string k
+    read from input `owners[k]` (default: its own, k) of `inputs` (uint8 (N, H, W), as the
+    model's reader prepares them). Each input is encoded once, however many strings it reads."""
     cfg = model.cfg
     targets = torch.full((len(strings), cfg.steps), -100)
     for k, s in enumerate(strings):
@@ -165,7 +168,10 @@ def sequence_logp(model: nn.Module, inputs: np.ndarray, strings: list[str]) -> n
         targets[k, : len(seq)] = torch.tensor(seq)
     device = next(model.parameters()).device
     with reading(model, len(strings)):
-        logits = model(to_float(torch.from_numpy(inputs).to(device)), targets.to(device))
+        memory = model.encode(to_float(torch.from_numpy(inputs).to(device)))
+        if owners is not None:
+            memory = memory[torch.as_tensor(owners, device=device)]
+        logits = model.forward_from_memory(memory, targets.to(device))
     logp = torch.log_softmax(logits.float().cpu(), -1)
     picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * (targets >= 0)
     return picked.sum(1).numpy()
@@ -267,12 +273,15 @@ def _candidates(spans, table, width, count, number, i) -> dict[str, tuple[float,
 
 def _add_sequence_logp(number, options: list[dict], batch_size: int) -> None:
     """Each candidate's score plus its log P under the numbers model, read from its cluster's
-    input to that model."""
+    input to that model (encoded once for all its candidates)."""
     model, inputs, _ = number
     asked = [(i, s) for i, choices in enumerate(options) for s in choices if len(choices) > 1]
     for start in range(0, len(asked), batch_size):
         chunk = asked[start : start + batch_size]
-        x = np.stack([inputs[i] for i, _ in chunk])
-        for (i, s), logp in zip(chunk, sequence_logp(model, x, [s for _, s in chunk])):
+        where = {i: k for k, i in enumerate(dict.fromkeys(i for i, _ in chunk))}
+        x = np.stack([inputs[i] for i in where])
+        owners = [where[i] for i, _ in chunk]
+        logps = sequence_logp(model, x, [s for _, s in chunk], owners)
+        for (i, s), logp in zip(chunk, logps):
             total, path = options[i][s]
             options[i][s] = (total + float(logp), path)

@@ -15,6 +15,7 @@ its canvas is read a piece at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -147,18 +148,14 @@ def read_in_pieces(
     names: list[str],
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    canvases: bool = True,
 ) -> Readings:
     """Pictures of numbers -> one Prediction each (in order): the pieces' digits joined, with
     a confidence each; digits None and a reason when nothing could be read or a piece could not
-    be; one error per picture a piece of which could not be prepared."""
-
-    out = Readings()
-    cut: list[list[Piece]] = []
-    for name, (whole, pieces) in zip(names, each(lambda p: _surveyed(p, number_model), pictures)):
-        out.inputs.append(whole)
-        cut.append(pieces if isinstance(pieces, list) else [])
-        reason = str(pieces) if isinstance(pieces, NoInk) else None
-        out.results.append(Prediction(name, None, [], [], reason))
+    be; one error per picture a piece of which could not be prepared. Its inputs: each whole
+    number on the numbers model's canvas, what --show and the page draw (zeros where it does
+    not fit, and for all without `canvases`)."""
+    out, cut = _survey(pictures, names, number_model, canvases)
     owners = [(i, k) for i, p in enumerate(cut) for k in range(len(p))]
     labels = {owner: f"{names[owner[0]]} piece {owner[1] + 1}" for owner in owners}
 
@@ -211,10 +208,27 @@ def read_in_pieces(
     return out
 
 
-def _surveyed(pixels: np.ndarray, number_model: nn.Module) -> tuple[np.ndarray, list | NoInk]:
+def _survey(pictures, names, number_model, canvases) -> tuple[Readings, list[list[Piece]]]:
+    """Each picture's Prediction, unread (a reason where it has no ink), its input (`_surveyed`)
+    and its pieces (none where it has no ink)."""
+    out, cut = Readings(), []
+    surveyed = each(partial(_surveyed, number_model=number_model, canvas=canvases), pictures)
+    for name, (whole, pieces) in zip(names, surveyed):
+        out.inputs.append(whole)
+        cut.append(pieces if isinstance(pieces, list) else [])
+        reason = str(pieces) if isinstance(pieces, NoInk) else None
+        out.results.append(Prediction(name, None, [], [], reason))
+    return out, cut
+
+
+def _surveyed(
+    pixels: np.ndarray, number_model: nn.Module, canvas: bool = True
+) -> tuple[np.ndarray, list | NoInk]:
     """A picture -> the whole number on the numbers model's canvas (what --show and the page
-    draw), and its pieces (or why it has none)."""
-    whole = _whole(pixels, number_model)
+    draw; zeros without `canvas`), and its pieces (or why it has none)."""
+    whole = (
+        _whole(pixels, number_model) if canvas else np.zeros(input_shape(number_model), np.uint8)
+    )
     try:
         return whole, cut_at_gaps(pixels)
     except NoInk as exc:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -266,11 +267,14 @@ def predict_paths(
     preprocess: bool = True,
     batch_size: int = 256,
     device: str = "auto",
+    canvases: bool = True,
 ) -> Readings:
     """`digitformer predict`: image files and folders read by a checkpoint, or by the bundled
     model `model` ("digit", "grid", "number", or "auto": each picture by the one its ink
     layout calls for) -> predictions in file order, their prepared inputs, one message per
-    failure, and a warning for each picture whose layout is not what its reader reads."""
+    failure, and a warning for each picture whose layout is not what its reader reads.
+    `canvases` False: a number read in pieces gets zeros for its input, not the whole number
+    on the numbers model's canvas (drawn only by `--show`; 0.4 ms a line)."""
     if batch_size < 1:
         raise DigitformerError("--batch-size must be at least 1")
     if model not in CHOICES:
@@ -288,11 +292,11 @@ def predict_paths(
     size = CHUNK if workers == 1 else max(MIN_SHARE, min(CHUNK, -(-len(files) // (4 * workers))))
     chunks = [files[i : i + size] for i in range(0, len(files), size)]
     many = len(files) > 50  # a folder of pictures: show progress (on standard error)
-    job = (model, checkpoint is not None, models, preprocess, batch_size, dev)
+    job = _Job(model, checkpoint is not None, models, preprocess, batch_size, dev, canvases)
     if workers > 1:
         parts = _in_processes(chunks, job, workers)
     else:
-        parts = (_read_chunk(chunk, *job, out=Readings()) for chunk in chunks)
+        parts = (_read_chunk(chunk, job, Readings()) for chunk in chunks)
     bar = track(
         parts, "reading pictures", len(chunks), disable=not many, transient=True, console=ERR
     )
@@ -325,7 +329,7 @@ def _workers(files: list[Path], dev: torch.device) -> int:
 MAX_PROCESSES = 8
 
 
-def _in_processes(chunks: list[list[Path]], job: tuple, workers: int) -> Iterator[Readings]:
+def _in_processes(chunks: list[list[Path]], job: _Job, workers: int) -> Iterator[Readings]:
     """Each chunk read by `_read_chunk` in a pool of forked processes of one thread (PyTorch's
     and BLAS's) each: the preparation is many small NumPy and SciPy calls that hold the GIL
     between them, so threads share one core's worth of it. The workers are forked here, before
@@ -373,31 +377,37 @@ def _start_worker() -> None:
 
 
 def _read_in_worker(files: list[Path]) -> Readings:
-    model, fixed, models, preprocess, batch_size, dev = _WORKER["job"]
-    return _read_chunk(files, model, fixed, models, preprocess, batch_size, dev, Readings())
+    return _read_chunk(files, _WORKER["job"], Readings())
 
 
-def _read_chunk(
-    files: list[Path],
-    model: str,
-    fixed: bool,
-    models: dict[str, nn.Module],
-    preprocess: bool,
-    batch_size: int,
-    dev: torch.device,
-    out: Readings,
-) -> Readings:
+class _Job(NamedTuple):
+    """What `predict_paths` reads each chunk of files with (`_read_chunk`)."""
+
+    model: str  # a bundled reader's name, or "auto"
+    fixed: bool  # the one checkpoint in `models` reads every picture
+    models: dict[str, nn.Module]  # the readers loaded so far (more are loaded as needed)
+    preprocess: bool
+    batch_size: int
+    dev: torch.device
+    canvases: bool  # a number read in pieces keeps its whole canvas (`read_in_pieces`)
+
+
+def _read_chunk(files: list[Path], job: _Job, out: Readings) -> Readings:
     """Read `files` into `out`, and return it: each by the reader its layout calls for (`model`
     "auto"), by the bundled reader `model`, or by the one checkpoint in `models` (`fixed`);
     readers are loaded the first time a chunk needs them."""
+    model, fixed, models, preprocess, batch_size, dev = job[:6]
     pictures, names, errors = read_files(files)
     out.errors += errors
-    layouts = each(layout_of, pictures)  # what each picture looks like
+    # what each picture looks like: here only to choose its reader; a reader that warns of
+    # a picture unlike what it reads (`predict_pictures`) looks for itself, one in pieces never
+    auto = model == "auto" and not fixed
+    layouts = each(layout_of, pictures) if auto else None
     if fixed:
         kinds = [next(iter(models))] * len(names)
     else:
-        kinds = layouts if model == "auto" else [model] * len(names)
-        if model == "auto" and not (PRETRAINED_DIR / "number.safetensors").is_file():
+        kinds = layouts if layouts is not None else [model] * len(names)
+        if auto and not (PRETRAINED_DIR / "number.safetensors").is_file():
             kinds = ["digit" if k == "number" else k for k in kinds]  # warned about
         for kind in set(kinds) - set(models):
             models[kind] = load_model(f"pretrained:{kind}", dev)[0]
@@ -411,9 +421,9 @@ def _read_chunk(
             models.setdefault("digit", helper)  # loaded once for the whole folder
             from digitformer.inference.pieces import read_in_pieces
 
-            part = read_in_pieces(reader, helper, *chosen, batch_size, dev)
+            part = read_in_pieces(reader, helper, *chosen, batch_size, dev, job.canvases)
         else:
-            layouts_picked = [layouts[i] for i in picked]
+            layouts_picked = None if layouts is None else [layouts[i] for i in picked]
             part = predict_pictures(reader, *chosen, preprocess, batch_size, dev, layouts_picked)
         out.errors += part.errors
         out.unlike |= part.unlike

@@ -248,9 +248,14 @@ class Seq2Seq(nn.Module):
         """Teacher forcing: logits (B, S, V) for targets (B, S), from [start, t1, ..., t(S-1)]
         (for a 2x2 grid [start, d1, d2, d3]). Targets past a number's end token may be -100
         (ignored by the loss); they only feed positions whose outputs are ignored."""
+        return self.forward_from_memory(self.encode(images), targets)
+
+    def forward_from_memory(self, memory: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The decoding half of `forward`, from an encoder memory (B, M, D): one picture's
+        memory, encoded once, can be weighed against several targets (`cuts.sequence_logp`)."""
         start = torch.full_like(targets[:, :1], self.cfg.start_token)
         inputs = torch.cat([start, targets[:, :-1].clamp(min=0)], 1)  # (B, S)
-        logits, _ = self.decode(inputs, self.encode(images))
+        logits, _ = self.decode(inputs, memory)
         return logits
 
     @torch.inference_mode()

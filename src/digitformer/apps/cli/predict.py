@@ -74,7 +74,7 @@ def cmd_predict(args) -> int:
     if len(paths) > 1 and looks_like_checkpoint(paths[0]):
         checkpoint, paths = paths[0], paths[1:]
     readings = predict_paths(
-        paths, checkpoint, args.model, args.preprocess, args.batch_size, args.device
+        paths, checkpoint, args.model, args.preprocess, args.batch_size, args.device, args.show
     )
     results, inputs, errors = readings.results, readings.inputs, readings.errors
     for message in readings.warnings:
