@@ -396,7 +396,8 @@ def _read_chunk(files: list[Path], job: _Job, out: Readings) -> Readings:
     """Read `files` into `out`, and return it: each by the reader its layout calls for (`model`
     "auto"), by the bundled reader `model`, or by the one checkpoint in `models` (`fixed`);
     readers are loaded the first time a chunk needs them."""
-    model, fixed, models, preprocess, batch_size, dev = job[:6]
+    model, fixed, models, dev = job.model, job.fixed, job.models, job.dev
+    preprocess, batch_size = job.preprocess, job.batch_size
     pictures, names, errors = read_files(files)
     out.errors += errors
     # what each picture looks like: here only to choose its reader; a reader that warns of
